@@ -11,11 +11,15 @@ from task.errors import (
 )
 from task.result import Result, alert, completed, failed, failf, interrupted, warn
 from task.task import Task
+from task.worker import TaskContext, Worker, invalid_worker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Task",
+    "Worker",
+    "TaskContext",
+    "invalid_worker",
     "Result",
     "completed",
     "failed",

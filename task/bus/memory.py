@@ -1,0 +1,250 @@
+"""The in-process bus: a public backend for tests and embedding, and the test harness.
+
+``memory:NAME`` uses the process's broker called NAME (tests usually pass their own
+``MemoryBroker``). One queue per topic, shared by every consumer of it, whatever its channel.
+Messages are acknowledged: ``nack`` redelivers (``attempt`` + 1), an unacknowledged message
+comes back when its consumer stops. ``sent`` records everything produced, ``join`` waits
+until a topic is drained, and ``inject`` makes the next sends fail on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+from task.bus.base import BusInfo, BusPart
+from task.bus.registry import Credentials
+from task.bus.url import parse_url
+from task.errors import BusClosedError, BusError
+
+__all__ = ["MemoryBroker", "MemoryConsumer", "MemoryProducer", "MemoryMessage", "Fault"]
+
+
+class Fault(Enum):
+    """Failures a test can inject into a ``MemoryBroker``."""
+
+    SEND_FAILS = "send_fails"  #: the next sends raise BusError
+    ACK_FAILS = "ack_fails"  #: the next acks raise BusError
+
+
+@dataclass
+class _Topic:
+    ready: deque[MemoryMessage] = field(default_factory=deque)
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    unacked: int = 0
+    closed: bool = False
+    drained: asyncio.Event | None = None
+
+
+class MemoryBroker:
+    """Topics and their queues, in this process."""
+
+    _named: dict[str, MemoryBroker] = {}
+
+    def __init__(self) -> None:
+        self._topics: dict[str, _Topic] = {}
+        self._faults: dict[Fault, int] = {}
+        #: every (topic, body) sent, in order: what a test asserts on
+        self.sent: list[tuple[str, bytes]] = []
+
+    @classmethod
+    def named(cls, name: str) -> MemoryBroker:
+        """The process-wide broker called ``name`` (``memory:NAME`` URLs use it)."""
+        broker = cls._named.get(name)
+        if broker is None:
+            broker = cls._named[name] = cls()
+        return broker
+
+    def topic(self, name: str) -> _Topic:
+        queue = self._topics.get(name)
+        if queue is None:
+            queue = self._topics[name] = _Topic()
+        return queue
+
+    def inject(self, fault: Fault, times: int = 1) -> None:
+        """Make the next ``times`` operations of that kind fail with BusError."""
+        self._faults[fault] = self._faults.get(fault, 0) + times
+
+    def _take_fault(self, fault: Fault) -> bool:
+        left = self._faults.get(fault, 0)
+        if left:
+            self._faults[fault] = left - 1
+        return left > 0
+
+    def publish(self, topic: str, body: bytes, attempt: int = 1) -> None:
+        """Put ``body`` on ``topic`` now (also what ``send`` does once faults are checked)."""
+        self.sent.append((topic, body))
+        self._enqueue(topic, MemoryMessage(self, topic, body, attempt))
+
+    def _enqueue(self, topic: str, message: MemoryMessage) -> None:
+        queue = self.topic(topic)
+        queue.ready.append(message)
+        while queue.waiters:
+            waiter = queue.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    def close_topic(self, topic: str) -> None:
+        """No more messages will come: consumers return None once the topic is drained."""
+        queue = self.topic(topic)
+        queue.closed = True
+        for waiter in queue.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        queue.waiters.clear()
+
+    def bodies(self, topic: str) -> list[bytes]:
+        """Every body sent to ``topic`` so far."""
+        return [body for name, body in self.sent if name == topic]
+
+    def pending(self, topic: str) -> int:
+        """Messages on ``topic`` not yet acknowledged (waiting or in flight)."""
+        queue = self.topic(topic)
+        return len(queue.ready) + queue.unacked
+
+    async def join(self, topic: str) -> None:
+        """Wait until every message on ``topic`` is acknowledged."""
+        queue = self.topic(topic)
+        while self.pending(topic):
+            queue.drained = queue.drained or asyncio.Event()
+            await queue.drained.wait()
+            queue.drained = None
+
+    def _settled(self, queue: _Topic) -> None:
+        queue.unacked -= 1
+        if queue.drained is not None and not queue.ready and not queue.unacked:
+            queue.drained.set()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._topics)
+
+
+class MemoryMessage:
+    """A message handed out by a ``MemoryConsumer``."""
+
+    __slots__ = ("body", "attempt", "_broker", "_topic", "_settled")
+
+    def __init__(self, broker: MemoryBroker, topic: str, body: bytes, attempt: int) -> None:
+        self.body = body
+        self.attempt = attempt
+        self._broker = broker
+        self._topic = topic
+        self._settled = False
+
+    async def ack(self) -> None:
+        """Settle the message; raises BusError when a test injected ``Fault.ACK_FAILS``."""
+        if self._settled:
+            return
+        if self._broker._take_fault(Fault.ACK_FAILS):
+            raise BusError("injected fault: ack failed")
+        self._settled = True
+        self._broker._settled(self._broker.topic(self._topic))
+
+    async def nack(self, delay: float = 0) -> None:
+        """Redeliver after ``delay`` seconds with ``attempt`` + 1."""
+        if self._settled:
+            return
+        self._settled = True
+        again = MemoryMessage(self._broker, self._topic, self.body, self.attempt + 1)
+        queue = self._broker.topic(self._topic)
+        queue.unacked += 1  # the redelivery is pending while it waits
+        self._broker._settled(queue)
+
+        def requeue() -> None:
+            queue.unacked -= 1
+            self._broker._enqueue(self._topic, again)
+
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, requeue)
+        else:
+            requeue()
+
+    async def in_progress(self) -> None:
+        """Nothing to extend: memory messages have no lease."""
+
+
+class MemoryConsumer(BusPart):
+    """Takes messages from one topic of a ``MemoryBroker``."""
+
+    def __init__(self, broker: MemoryBroker, topic: str, channel: str = "", prefetch: int = 1) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.channel = channel or topic
+        self.prefetch = prefetch
+        self._stopped = False
+        self._received = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def msg(self) -> MemoryMessage | None:
+        """The next message; None once stopped, or when the topic is closed and drained."""
+        queue = self.broker.topic(self.topic)
+        while not self._stopped:
+            if queue.ready:
+                message = queue.ready.popleft()
+                queue.unacked += 1
+                self._received += 1
+                return message
+            if queue.closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            queue.waiters.append(self._waiter)
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return None
+
+    async def stop(self) -> None:
+        """Stop; a ``msg()`` waiting now returns None. Nothing is held, so nothing is returned."""
+        self._stopped = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def info(self) -> BusInfo:
+        return {"bus": "memory", "topic": self.topic, "channel": self.channel, "received": self._received}
+
+
+class MemoryProducer(BusPart):
+    """Sends to a ``MemoryBroker``."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self._stopped = False
+        self._sent = 0
+
+    async def send(self, topic: str, body: bytes, *, key: str | None = None) -> None:
+        """Enqueue now; raises BusError when a test injected ``Fault.SEND_FAILS``."""
+        if self._stopped:
+            raise BusClosedError("memory producer used after stop()")
+        if self.broker._take_fault(Fault.SEND_FAILS):
+            raise BusError("injected fault: send failed")
+        self.broker.publish(topic, bytes(body))
+        self._sent += 1
+
+    async def stop(self) -> None:
+        self._stopped = True
+
+    def info(self) -> BusInfo:
+        return {"bus": "memory", "sent": self._sent}
+
+
+def _broker_for(url: str) -> MemoryBroker:
+    parsed = parse_url(url)
+    parsed.check_options(())
+    return MemoryBroker.named(parsed.path.strip("/") or "default")
+
+
+def open_consumer(
+    url: str, *, topic: str, channel: str, prefetch: int, credentials: Credentials
+) -> MemoryConsumer:
+    """``memory:NAME``: a consumer on the process's broker NAME."""
+    return MemoryConsumer(_broker_for(url), topic, channel, prefetch)
+
+
+def open_producer(url: str, *, credentials: Credentials) -> MemoryProducer:
+    """``memory:NAME``: a producer on the process's broker NAME."""
+    return MemoryProducer(_broker_for(url))

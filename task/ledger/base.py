@@ -1,0 +1,114 @@
+"""The ledger protocol: a record of every outstanding task, so none is lost.
+
+A task is outstanding from ``created`` (a taskmaster made it) or ``started`` (a worker took
+it) until ``done``. A task neither done nor touched within ``older_than`` is presumed lost
+and is found by ``outstanding``; ``claim`` makes sure only one recover replica resends it.
+``schedule``/``due`` hold tasks that must be sent later (retry backoff, delayed tasks).
+
+Every operation is idempotent: recording a task twice makes one record, ``done`` twice is
+harmless. A task without an id cannot be recorded; backends count and skip it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from task.task import Task
+
+__all__ = ["Ledger", "LedgerRecord", "TaskListStats", "State"]
+
+
+class State(StrEnum):
+    """Where an outstanding task is."""
+
+    CREATED = "created"  #: made by a taskmaster, not yet taken by a worker
+    STARTED = "started"  #: a worker is running it (or was, when it died)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    """One outstanding task as the ledger holds it."""
+
+    task: Task
+    task_list: str
+    state: State
+    #: how many times the task was sent again by ``recover``
+    attempts: int
+    #: when the record was created and last written (created/started/touch), Unix seconds
+    created_at: float
+    updated_at: float
+    #: the recover replica that last claimed it, if any
+    owner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskListStats:
+    """What ``taskbus ledger stats`` prints for one task list."""
+
+    task_list: str
+    created: int
+    started: int
+    scheduled: int
+    #: age in seconds of the oldest outstanding record (0 when none)
+    oldest_age: float
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """The outstanding-task ledger. Backends: ``memory:``, ``sqlite:PATH``, ``cassandra://``.
+
+    ``task_list`` defaults to the task's type where a task is given.
+    """
+
+    async def created(self, task: Task, task_list: str | None = None) -> bool:
+        """Record a new task; True if it was not recorded before.
+
+        Raises:
+            LedgerError: the database cannot be reached.
+        """
+
+    async def started(self, task: Task, task_list: str | None = None) -> None:
+        """Record that a worker took the task (creates the record when missing)."""
+
+    async def touch(self, task_list: str, id: str) -> None:
+        """Heartbeat of a running task: it is not lost while it is touched."""
+
+    async def done(self, task_list: str, id: str) -> None:
+        """The task is finished: forget it. Harmless when unknown or already done."""
+
+    async def find(self, task_list: str, id: str) -> LedgerRecord | None:
+        """The record of one task, or None."""
+
+    def outstanding(self, task_list: str, older_than: float) -> AsyncIterator[LedgerRecord]:
+        """Records of ``task_list`` neither done nor written within ``older_than`` seconds,
+        oldest first."""
+
+    async def claim(self, task_list: str, id: str, owner: str, ttl: float) -> bool:
+        """Atomically take the record for ``ttl`` seconds; True when this owner got it.
+
+        A successful claim counts an attempt and refreshes ``updated_at``, so the record is
+        not outstanding again until ``older_than`` passes once more.
+        """
+
+    async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:
+        """Hold ``task`` until ``at``. Scheduling the same id again moves it."""
+
+    async def due(self, task_list: str, now: datetime) -> list[Task]:
+        """Scheduled tasks whose time has come, oldest first.
+
+        Each is moved from the schedule to the outstanding records (state ``created``) in
+        one step, so a sender that dies before sending leaves it for ``recover`` to find.
+        """
+
+    async def task_lists(self) -> list[str]:
+        """Every task list with outstanding or scheduled records."""
+
+    async def stats(self, task_list: str) -> TaskListStats:
+        """Counts for one task list."""
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
