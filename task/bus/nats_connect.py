@@ -1,0 +1,161 @@
+"""Connecting to NATS, shared by the ``nats://`` and ``jetstream://`` buses.
+
+Secrets come from ``Credentials`` (settings, so they stay out of URLs) or from the URL
+(``nats://user:pass@h:p``, ``?token=``); settings win. They are never logged: errors and
+``info()`` show ``ParsedURL.redacted()`` only. A server that goes away is reconnected to
+forever by default (``max_reconnects=-1``), because a worker that gives up on a restarting
+server leaves its tasks unrun.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+
+from task.bus.registry import Credentials
+from task.bus.url import ParsedURL
+from task.errors import BusError, ConfigError
+
+__all__ = ["ConnectOptions", "CONNECT_PARAMS", "connect"]
+
+logger = logging.getLogger(__name__)
+
+#: URL options every NATS bus accepts (each bus adds its own).
+CONNECT_PARAMS = (
+    "name", "token", "tls", "tls_ca", "tls_cert", "tls_key",
+    "connect_timeout", "max_reconnects", "reconnect_wait",
+)
+DEFAULT_PORT = 4222
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Where and how to connect: servers, identity, TLS and the reconnect policy."""
+
+    servers: tuple[str, ...]
+    shown: str  #: the URL with secrets masked, for logs and errors
+    name: str = "taskbus"
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nkey_seed_file: str | None = None
+    creds_file: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    connect_timeout: float = 5.0
+    max_reconnects: int = -1  #: -1: retry forever
+    reconnect_wait: float = 1.0
+
+    @classmethod
+    def from_url(cls, parsed: ParsedURL, credentials: Credentials) -> ConnectOptions:
+        """Connection options from a parsed ``nats://`` or ``jetstream://`` URL and settings.
+
+        Raises:
+            ConfigError: a malformed option, or a TLS key without its certificate.
+        """
+        hosts = parsed.hosts or [("127.0.0.1", DEFAULT_PORT)]
+        tls_ca = credentials.tls_ca or parsed.params.get("tls_ca")
+        tls_cert = credentials.tls_cert or parsed.params.get("tls_cert")
+        tls_key = credentials.tls_key or parsed.params.get("tls_key")
+        if bool(tls_cert) != bool(tls_key):
+            raise ConfigError(
+                f"TLS for {parsed.redacted()} needs both a certificate and its key "
+                "(tls_cert and tls_key); only one is set"
+            )
+        tls = parsed.boolean("tls", False) or bool(tls_ca or tls_cert)
+        scheme = "tls" if tls else "nats"
+        max_reconnects = parsed.integer("max_reconnects", -1, minimum=-1)
+        return cls(
+            servers=tuple(f"{scheme}://{host}:{port}" for host, port in hosts),
+            shown=parsed.redacted(),
+            name=parsed.text("name", "taskbus"),
+            user=credentials.user or parsed.username,
+            password=credentials.password or parsed.password,
+            token=credentials.token or parsed.params.get("token") or None,
+            nkey_seed_file=credentials.nkey_seed_file,
+            creds_file=credentials.creds_file,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            connect_timeout=parsed.duration("connect_timeout", 5.0),
+            max_reconnects=max_reconnects,
+            reconnect_wait=parsed.duration("reconnect_wait", 1.0),
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context, or None for plain TCP.
+
+        Raises:
+            ConfigError: a CA, certificate or key file cannot be read.
+        """
+        if not self.tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert and self.tls_key:
+                context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(f"TLS files for {self.shown} cannot be loaded: {err}") from err
+        return context
+
+
+async def connect(options: ConnectOptions) -> Client:
+    """A connected nats-py client that reconnects on its own.
+
+    Raises:
+        BusError: no server could be reached at start (names the URL, never a secret).
+        ConfigError: TLS files cannot be loaded.
+    """
+
+    async def on_error(err: Exception) -> None:
+        logger.warning("nats %s: %s", options.shown, err)
+
+    async def on_disconnected() -> None:
+        logger.warning("nats %s: disconnected; reconnecting", options.shown)
+
+    async def on_reconnected() -> None:
+        logger.info("nats %s: reconnected", options.shown)
+
+    client = Client()
+    try:
+        await client.connect(
+            servers=list(options.servers),
+            name=options.name,
+            user=options.user,
+            password=options.password,
+            token=options.token,
+            nkeys_seed=options.nkey_seed_file,
+            user_credentials=options.creds_file,
+            tls=options.ssl_context(),
+            connect_timeout=int(max(1, options.connect_timeout)),
+            allow_reconnect=True,
+            max_reconnect_attempts=options.max_reconnects,
+            reconnect_time_wait=int(max(0, options.reconnect_wait)) or 1,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+    except ConfigError:
+        raise
+    except (OSError, TimeoutError, nats.errors.Error, ssl.SSLError) as err:
+        await _close_quietly(client)
+        reason = str(err) or type(err).__name__
+        raise BusError(
+            f"cannot connect to {options.shown}: {reason}; is nats-server running?"
+        ) from err
+    return client
+
+
+async def _close_quietly(client: Client) -> None:
+    """Close a half-open client so no reconnect task outlives a failed start."""
+    try:
+        await client.close()
+    except Exception as err:  # noqa: BLE001 - best effort on a client that never worked
+        logger.debug("closing a failed nats client: %s", err)
