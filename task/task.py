@@ -131,10 +131,10 @@ class Task:
         try:
             doc = _decode(text)
         except (ValueError, RecursionError) as err:
-            raise InvalidTaskError(f"not JSON ({err}): {_preview(data)}") from err
+            raise InvalidTaskError(f"not JSON ({err}): {_preview(text)}") from err
         if not isinstance(doc, dict):
             kind = "null" if doc is None else type(doc).__name__
-            raise InvalidTaskError(f"a task is a JSON object, got {kind}: {_preview(data)}")
+            raise InvalidTaskError(f"a task is a JSON object, got {kind}: {_preview(text)}")
         values: dict[str, str] = {}
         for name in FIELDS:
             value = doc.get(name)
@@ -142,11 +142,11 @@ class Task:
                 continue
             if not isinstance(value, str):
                 raise InvalidTaskError(
-                    f'"{name}" must be a string, got {type(value).__name__}: {_preview(data)}'
+                    f'"{name}" must be a string, got {type(value).__name__}: {_preview(text)}'
                 )
             values[name] = value
         if not values.get("type"):
-            raise InvalidTaskError(f'a task needs a non-empty string "type": {_preview(data)}')
+            raise InvalidTaskError(f'a task needs a non-empty string "type": {_preview(text)}')
         if "\\u" in text or "\\U" in text:
             for name, value in values.items():
                 values[name] = _LONE_SURROGATE.sub("\ufffd", value)

@@ -1,0 +1,1 @@
+"""Apps run by ``taskbus <name>``: taskmasters, workers and utilities."""

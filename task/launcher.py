@@ -1,0 +1,497 @@
+"""The Launcher: takes messages from a consumer, runs a worker per task, sends done tasks.
+
+Per message: parse, check the type, record ``started``, run the worker (timeout,
+cancellation, heartbeats for long tasks), ``end``, send the done task (awaiting the bus's
+confirmation), record ``done``, then ``ack``. A crash anywhere before ``ack`` means the bus
+redelivers: the done task is sent before the original is forgotten, never after.
+
+Concurrency is ``max_in_progress`` runner coroutines that each take the next message only
+when free, so no message waits inside the Launcher and none is started after ``stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from task.bus.base import Consumer, Message, Producer
+from task.errors import BusError, InvalidTaskError
+from task.ledger.base import Ledger
+from task.ledger.recorder import LedgerRecorder
+from task.meta import merge_meta
+from task.result import Result
+from task.task import Task
+from task.worker import MakeWorker, StopSignal, TaskContext, Worker
+
+if TYPE_CHECKING:
+    from task.settings import WorkerSettings
+
+__all__ = ["Launcher", "LauncherOptions", "FORCED_CLOSE_MSG"]
+
+logger = logging.getLogger(__name__)
+
+#: The msg of a task cancelled because it outlived ``worker_kill_time`` at shutdown.
+FORCED_CLOSE_MSG = "worker forced to close"
+#: Waits between attempts to send a done task before giving the message back to the bus.
+SEND_RETRY_DELAYS = (0.05, 0.25, 1.0)
+#: Bytes of an invalid message kept in the dead-letter envelope (the bus may limit size).
+DEAD_LETTER_MAX_BYTES = 900_000
+
+
+@dataclass
+class LauncherOptions:
+    """How a Launcher runs; the names are the Go launcher's."""
+
+    #: tasks run at once; also the consumer's prefetch
+    max_in_progress: int = 1
+    #: seconds in-flight tasks get to finish after stop() before they are cancelled
+    worker_kill_time: float = 10.0
+    #: stop after exactly this many tasks (0: no limit)
+    lifetime_workers: int = 0
+    done_topic: str = "done"
+    #: the task type this worker does; used for type checks and as the ledger's task list
+    task_type: str = ""
+    #: end tasks of another type as error without running them
+    reject_bad_type: bool = False
+    #: acknowledge tasks of another type without running them or sending anything
+    ignore_bad_type: bool = False
+    #: seconds a task may run (0: no limit); then it ends as error
+    task_timeout: float = 0.0
+    #: topic for messages that are not tasks (empty: they are only counted and logged)
+    dead_letter_topic: str = ""
+    #: seconds between in_progress()/ledger.touch for a task still running
+    heartbeat_interval: float = 5.0
+    #: the consumer's topic, for logs, stats and dead letters
+    topic: str = ""
+
+
+@dataclass(eq=False)
+class _InFlight:
+    message: Message
+    task: Task
+    ctx: TaskContext
+    runner: asyncio.Task[Any] | None
+    started: float
+    last_beat: float
+    working: bool = False
+    killed: bool = False
+
+
+class Launcher:
+    """Runs a worker class against a bus. ``await run()`` blocks until stopped or drained."""
+
+    def __init__(
+        self,
+        make_worker: MakeWorker,
+        consumer: Consumer,
+        producer: Producer,
+        options: LauncherOptions | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
+        self.make_worker = make_worker
+        self.consumer = consumer
+        self.producer = producer
+        self.options = options or LauncherOptions()
+        self.ledger = ledger
+        self._recorder = LedgerRecorder(ledger) if ledger is not None else None
+        self._stop_signal = StopSignal()
+        self._stop_requested: asyncio.Event | None = None
+        self._in_flight: set[_InFlight] = set()
+        self._claimed = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._is_async = _has_async_do_task(make_worker)
+        self._task_list = self.options.task_type
+        # stats
+        self._began = time.time()
+        self._consumed = 0
+        self._finished = 0
+        self._invalid = 0
+        self._ignored = 0
+        self._rejected = 0
+        self._redelivered = 0
+        self._send_failures = 0
+        self._ack_failures = 0
+        self._dead_lettered = 0
+        self._results: Counter[str] = Counter()
+        self._task_seconds = 0.0
+
+    @classmethod
+    def from_settings(cls, make_worker: MakeWorker, settings: WorkerSettings) -> Launcher:
+        """A Launcher wired from ``taskbus worker`` settings: buses and ledger by URL.
+
+        Raises:
+            ConfigError: a bad URL, an unknown bus or ledger, a missing extra.
+        """
+        from task.bus.registry import open_consumer, open_producer
+        from task.ledger.registry import open_ledger
+
+        task_type = settings.type or str(getattr(make_worker, "task_type", "") or "")
+        topic = settings.topic or task_type
+        channel = settings.channel or task_type or topic
+        credentials = settings.credentials()
+        consumer = open_consumer(
+            settings.bus, topic=topic, channel=channel,
+            prefetch=settings.max_in_progress, credentials=credentials,
+        )
+        producer = open_producer(settings.producer_url, credentials=credentials)
+        options = LauncherOptions(
+            max_in_progress=settings.max_in_progress,
+            worker_kill_time=settings.worker_kill_time,
+            lifetime_workers=settings.lifetime,
+            done_topic=settings.done_topic,
+            task_type=task_type,
+            reject_bad_type=settings.reject_bad_type,
+            ignore_bad_type=settings.ignore_bad_type,
+            task_timeout=settings.task_timeout,
+            dead_letter_topic=settings.dead_letter_topic,
+            topic=topic,
+        )
+        ledger = open_ledger(settings.ledger) if settings.ledger else None
+        return cls(make_worker, consumer, producer, options, ledger)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Launcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop taking messages; in-flight tasks get ``worker_kill_time`` to finish. Idempotent."""
+        self._stop_signal.set()
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+        await self.consumer.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_signal.is_set()
+
+    async def run(self) -> None:
+        """Run until stopped, ``lifetime_workers`` tasks done, or the bus is finished.
+
+        Raises:
+            BusError: the consumer failed beyond recovery.
+        """
+        self._stop_requested = asyncio.Event()
+        if self._stop_signal.is_set():
+            self._stop_requested.set()
+        self._began = time.time()
+        await self.consumer.start()
+        await self.producer.start()
+        setup = getattr(self.make_worker, "setup", None)
+        if setup is not None:
+            await _maybe_await(setup())
+        heartbeat = asyncio.create_task(self._heartbeat(), name="launcher-heartbeat")
+        runners = [
+            asyncio.create_task(self._runner(), name=f"launcher-runner-{i}")
+            for i in range(max(1, self.options.max_in_progress))
+        ]
+        all_done: asyncio.Future[Any] = asyncio.gather(*runners)
+        stop_wait: asyncio.Future[Any] = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({all_done, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not all_done.done():
+                await self._finish_in_flight(all_done)
+            all_done.result()  # re-raise a runner's failure
+        finally:
+            stop_wait.cancel()
+            heartbeat.cancel()
+            for runner in runners:
+                runner.cancel()
+            await asyncio.gather(all_done, heartbeat, stop_wait, return_exceptions=True)
+            await self._close(setup is not None)
+
+    async def _finish_in_flight(self, all_done: asyncio.Future[Any]) -> None:
+        """After stop(): wait ``worker_kill_time``, then cancel workers still running."""
+        done, _ = await asyncio.wait({all_done}, timeout=self.options.worker_kill_time)
+        if done:
+            return
+        killed = 0
+        for slot in list(self._in_flight):
+            if slot.working and slot.runner is not None:
+                slot.killed = True
+                slot.ctx.stop_task()
+                slot.runner.cancel()
+                killed += 1
+        if killed:
+            logger.warning("cancelled %d task(s) still running after %.1fs", killed, self.options.worker_kill_time)
+        done, _ = await asyncio.wait({all_done}, timeout=max(5.0, self.options.worker_kill_time))
+        if not done:
+            logger.error("%d task(s) could not be finished; the bus will redeliver them", len(self._in_flight))
+
+    async def _close(self, had_setup: bool) -> None:
+        try:
+            teardown = getattr(self.make_worker, "teardown", None)
+            if had_setup and teardown is not None:
+                await _maybe_await(teardown())
+        except Exception:
+            logger.exception("worker teardown failed")
+        await self.consumer.stop()
+        await self.producer.stop()
+        if self._recorder is not None:
+            await self._recorder.close()
+        if self.ledger is not None:
+            await self.ledger.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ the work
+
+    async def _runner(self) -> None:
+        lifetime = self.options.lifetime_workers
+        while not self._stop_signal.is_set():
+            if lifetime and self._claimed >= lifetime:
+                return
+            self._claimed += 1
+            message = await self.consumer.msg()
+            if message is None:
+                self._claimed -= 1
+                return
+            if not await self._handle(message):
+                self._claimed -= 1
+            if lifetime and self._finished >= lifetime:
+                self._stop_signal.set()
+                assert self._stop_requested is not None
+                self._stop_requested.set()
+                return
+
+    async def _handle(self, message: Message) -> bool:
+        """Process one message; True when a task ran (it counts towards the lifetime)."""
+        self._consumed += 1
+        if message.attempt > 1:
+            self._redelivered += 1
+        try:
+            task = Task.from_json(message.body)
+        except InvalidTaskError as err:
+            await self._invalid_message(message, str(err))
+            return False
+        opts = self.options
+        if opts.task_type and task.type != opts.task_type:
+            if opts.ignore_bad_type:
+                self._ignored += 1
+                await self._ack(message)
+                return False
+            if opts.reject_bad_type:
+                self._rejected += 1
+                task.end(Result.ERROR, f"rejected: task type {task.type!r} does not match worker type {opts.task_type!r}")
+                if await self._send_done(task):
+                    await self._ack(message)
+                else:
+                    await self._give_back(message)
+                return False
+        task_list = self._task_list or task.type
+        if self._recorder is not None:
+            self._recorder.started(task, task_list)
+        task.start()
+        began = time.perf_counter()
+        result, msg, worker = await self._work(message, task)
+        self._task_seconds += time.perf_counter() - began
+        task.end(result, msg)
+        worker_meta = worker.worker_meta() if isinstance(worker, Worker) else None
+        if worker_meta:
+            task.meta = merge_meta(task.meta, worker_meta)
+        self._results[task.result] += 1
+        self._finished += 1
+        if not await self._send_done(task):
+            await self._give_back(message)
+            return True
+        if self._recorder is not None:
+            self._recorder.done(task_list, task.id)
+        await self._ack(message)
+        return True
+
+    async def _work(self, message: Message, task: Task) -> tuple[str, str, Worker | None]:
+        """Build the worker and run it; every failure becomes an error result."""
+        try:
+            worker = self.make_worker(task.info)
+        except Exception as err:
+            logger.warning("cannot make a worker for %s: %s", task.id or task.type, err)
+            return Result.ERROR, f"cannot make worker: {_describe(err)}", None
+        now = time.monotonic()
+        ctx = TaskContext(task, self._stop_signal)
+        slot = _InFlight(message, task, ctx, asyncio.current_task(), now, now)
+        self._in_flight.add(slot)
+        slot.working = True
+        try:
+            outcome = await self._call(worker, ctx)
+        except TimeoutError:
+            ctx.stop_task()
+            outcome = Result.ERROR, f"task timed out after {self.options.task_timeout:g}s"
+        except asyncio.CancelledError:
+            if not slot.killed:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            outcome = Result.ERROR, FORCED_CLOSE_MSG
+        except Exception as err:
+            logger.info("worker raised for %s: %s", task.id or task.type, _describe(err))
+            outcome = Result.ERROR, _describe(err)
+        finally:
+            slot.working = False
+            self._in_flight.discard(slot)
+        return (*_check_outcome(outcome), worker)
+
+    async def _call(self, worker: Worker, ctx: TaskContext) -> object:
+        if self._is_async is None:
+            self._is_async = inspect.iscoroutinefunction(worker.do_task)
+        if self._is_async:
+            pending: Awaitable[object] = worker.do_task(ctx)
+        else:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(1, self.options.max_in_progress), thread_name_prefix="taskbus-worker"
+                )
+            pending = asyncio.get_running_loop().run_in_executor(self._executor, worker.do_task, ctx)
+        if self.options.task_timeout > 0:
+            async with asyncio.timeout(self.options.task_timeout):
+                return await pending
+        return await pending
+
+    async def _send_done(self, task: Task) -> bool:
+        body = task.to_json()
+        for delay in (*SEND_RETRY_DELAYS, None):
+            try:
+                await self.producer.send(self.options.done_topic, body, key=task.id or None)
+                return True
+            except BusError as err:
+                if delay is None:
+                    self._send_failures += 1
+                    logger.error("cannot send done task %s to %r: %s; the bus will redeliver it",
+                                 task.id or task.type, self.options.done_topic, err)
+                    return False
+                await asyncio.sleep(delay)
+        return False  # pragma: no cover - the loop always returns
+
+    async def _give_back(self, message: Message) -> None:
+        """The done task could not be sent: do not acknowledge, let the bus deliver it again."""
+        try:
+            await message.nack(1.0)
+        except BusError as err:
+            logger.error("cannot return a message to the bus: %s", err)
+
+    async def _ack(self, message: Message) -> None:
+        try:
+            await message.ack()
+        except BusError as err:
+            self._ack_failures += 1
+            logger.error("ack failed (the bus may deliver the message again): %s", err)
+
+    async def _invalid_message(self, message: Message, reason: str) -> None:
+        self._invalid += 1
+        logger.warning("invalid message on %r (attempt %d): %s", self.options.topic, message.attempt, reason)
+        if self.options.dead_letter_topic:
+            envelope = dead_letter_envelope(message.body, reason, self.options.topic, message.attempt)
+            try:
+                await self.producer.send(self.options.dead_letter_topic, envelope)
+                self._dead_lettered += 1
+            except BusError as err:
+                logger.error("cannot dead-letter an invalid message: %s; returning it to the bus", err)
+                await self._give_back(message)
+                return
+        await self._ack(message)
+
+    async def _heartbeat(self) -> None:
+        """Keep long tasks alive: ``in_progress()`` on the bus and ``touch`` in the ledger."""
+        interval = self.options.heartbeat_interval
+        while True:
+            await asyncio.sleep(min(1.0, interval / 2))
+            now = time.monotonic()
+            for slot in list(self._in_flight):
+                if now - slot.last_beat < interval:
+                    continue
+                slot.last_beat = now
+                try:
+                    await slot.message.in_progress()
+                except BusError as err:
+                    logger.warning("cannot extend the lease of %s: %s", slot.task.id, err)
+                if self._recorder is not None:
+                    self._recorder.touch(self._task_list or slot.task.type, slot.task.id)
+
+    # --------------------------------------------------------------------- stats
+
+    def stats(self) -> dict[str, object]:
+        """Runtime, counts and bus info: what ``/stats`` serves."""
+        finished = self._finished
+        info: dict[str, object] = {
+            "runtime_s": round(time.time() - self._began, 3),
+            "task_type": self.options.task_type,
+            "max_in_progress": self.options.max_in_progress,
+            "tasks_consumed": self._consumed,
+            "tasks_running": len(self._in_flight),
+            "tasks_finished": finished,
+            "tasks_invalid": self._invalid,
+            "tasks_ignored": self._ignored,
+            "tasks_rejected": self._rejected,
+            "tasks_redelivered": self._redelivered,
+            "dead_lettered": self._dead_lettered,
+            "send_failures": self._send_failures,
+            "ack_failures": self._ack_failures,
+            "results": dict(self._results),
+            "mean_task_s": round(self._task_seconds / finished, 6) if finished else 0.0,
+            "consumer": self.consumer.info(),
+            "producer": self.producer.info(),
+        }
+        if self._recorder is not None:
+            info["ledger"] = {
+                "pending_writes": self._recorder.pending,
+                "failures": self._recorder.failures,
+                "dropped": self._recorder.dropped,
+            }
+        return info
+
+
+def dead_letter_envelope(body: bytes, reason: str, topic: str, attempts: int) -> bytes:
+    """The dead-letter record of a rejected message (DESIGN.md's envelope)."""
+    doc: dict[str, object] = {
+        "reason": reason,
+        "topic": topic,
+        "attempts": attempts,
+        "received": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    kept = body[:DEAD_LETTER_MAX_BYTES]
+    try:
+        doc["body"] = kept.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["body_b64"] = base64.b64encode(kept).decode("ascii")
+    if len(kept) < len(body):
+        doc["truncated"] = True
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err)
+    return text if text else type(err).__name__
+
+
+def _check_outcome(outcome: object) -> tuple[str, str]:
+    if isinstance(outcome, tuple) and len(outcome) == 2 and isinstance(outcome[0], str):
+        return str(outcome[0]), str(outcome[1])
+    return Result.ERROR, f"worker returned {outcome!r}; do_task must return (Result, msg), e.g. completed()"
+
+
+def _has_async_do_task(make_worker: MakeWorker) -> bool | None:
+    """True/False when the worker class tells; None for a factory function (known later)."""
+    do_task = getattr(make_worker, "do_task", None)
+    if do_task is None:
+        return None
+    return inspect.iscoroutinefunction(do_task)
+
+
+async def _maybe_await(value: object) -> None:
+    if inspect.isawaitable(value):
+        await value
+
+
