@@ -114,11 +114,17 @@ async def connect(options: ConnectOptions) -> Client:
         ConfigError: TLS files cannot be loaded.
     """
 
+    errors: list[Exception] = []  # what went wrong at start, for the one clear error
+
     async def on_error(err: Exception) -> None:
-        logger.warning("nats %s: %s", options.shown, err)
+        if client.options.get("allow_reconnect"):
+            logger.warning("nats %s: %s", options.shown, err)
+        else:
+            errors.append(err)
 
     async def on_disconnected() -> None:
-        logger.warning("nats %s: disconnected; reconnecting", options.shown)
+        if client.options.get("allow_reconnect") and not client.is_closed:
+            logger.warning("nats %s: disconnected; reconnecting", options.shown)
 
     async def on_reconnected() -> None:
         logger.info("nats %s: reconnected", options.shown)
@@ -135,9 +141,11 @@ async def connect(options: ConnectOptions) -> Client:
             user_credentials=options.creds_file,
             tls=options.ssl_context(),
             connect_timeout=int(max(1, options.connect_timeout)),
-            allow_reconnect=True,
-            max_reconnect_attempts=options.max_reconnects,
-            reconnect_time_wait=int(max(0, options.reconnect_wait)) or 1,
+            # At start, fail fast with one clear error: nats-py would otherwise retry a
+            # server that is not there forever. The real policy is set once connected.
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
             error_cb=on_error,
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
@@ -146,10 +154,14 @@ async def connect(options: ConnectOptions) -> Client:
         raise
     except (OSError, TimeoutError, nats.errors.Error, ssl.SSLError) as err:
         await _close_quietly(client)
-        reason = str(err) or type(err).__name__
+        first = errors[-1] if errors else err
+        reason = str(first) or type(first).__name__
         raise BusError(
             f"cannot connect to {options.shown}: {reason}; is nats-server running?"
         ) from err
+    client.options["allow_reconnect"] = True
+    client.options["max_reconnect_attempts"] = options.max_reconnects
+    client.options["reconnect_time_wait"] = options.reconnect_wait
     return client
 
 

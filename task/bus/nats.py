@@ -1,0 +1,265 @@
+"""``nats://h:p[,h:p]``: core NATS, at-most-once and fastest.
+
+The consumer subscribes to the subject ``topic`` in the queue group ``channel``, so worker
+processes of one channel share the work. Core NATS keeps nothing: a message published
+while no worker listens, or held by a worker that dies, is gone. That is the documented
+trade for speed; use ``jetstream://`` (or a ledger with ``recover``) when tasks must not be
+lost. ``Message.ack``, ``nack`` and ``in_progress`` are no-ops and ``attempt`` is always 1.
+
+Prefetch: at most ``prefetch`` messages wait in this process for ``msg()``; beyond that the
+client's pending buffer fills (``pending_limit`` messages) and then the server drops
+messages for this slow consumer, as core NATS does. ``stop()`` unsubscribes and publishes
+the messages it held but never handed out back to the subject, so another worker of the
+channel may still get them.
+
+URL options: ``name``, ``token``, ``tls`` / ``tls_ca`` / ``tls_cert`` / ``tls_key``,
+``connect_timeout``, ``max_reconnects`` (-1 = forever), ``reconnect_wait``,
+``pending_limit`` (default 65536), ``flush`` (default true: ``send`` waits until the server
+has read the message, one round trip).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from task.bus.base import BusInfo, BusPart
+from task.bus.nats_connect import CONNECT_PARAMS, DEFAULT_PORT, ConnectOptions, connect
+from task.bus.registry import Credentials
+from task.bus.url import parse_url
+from task.errors import BusClosedError, BusError
+
+__all__ = ["NatsOptions", "NatsConsumer", "NatsProducer", "NatsMessage"]
+
+logger = logging.getLogger(__name__)
+
+_PARAMS = (*CONNECT_PARAMS, "pending_limit", "flush")
+
+
+@dataclass(frozen=True)
+class NatsOptions:
+    """Everything a ``nats://`` URL (plus credentials from settings) says."""
+
+    connect: ConnectOptions
+    pending_limit: int = 65536  #: messages the client buffers before dropping
+    flush: bool = True  #: ``send`` waits for the server to have read the message
+
+    @classmethod
+    def from_url(cls, url: str, credentials: Credentials | None = None) -> NatsOptions:
+        """Options from a ``nats://`` URL.
+
+        Raises:
+            ConfigError: an unknown or malformed option.
+        """
+        parsed = parse_url(url, DEFAULT_PORT)
+        parsed.check_options(_PARAMS)
+        return cls(
+            connect=ConnectOptions.from_url(parsed, credentials or Credentials()),
+            pending_limit=parsed.integer("pending_limit", 65536, minimum=1),
+            flush=parsed.boolean("flush", True),
+        )
+
+
+class NatsMessage:
+    """A core NATS message: nothing to acknowledge, so the settle methods do nothing."""
+
+    __slots__ = ("body", "attempt")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.attempt = 1
+
+    async def ack(self) -> None:
+        """No-op: core NATS does not track deliveries."""
+
+    async def nack(self, delay: float = 0) -> None:
+        """No-op: core NATS cannot redeliver (at-most-once)."""
+
+    async def in_progress(self) -> None:
+        """No-op: there is no lease to extend."""
+
+
+class NatsConsumer(BusPart):
+    """Subscribes to ``topic`` in the queue group ``channel``."""
+
+    def __init__(self, options: NatsOptions, topic: str, channel: str = "", prefetch: int = 1) -> None:
+        self.options = options
+        self.topic = topic
+        self.channel = channel or topic
+        self.prefetch = max(1, prefetch)
+        self._client: Client | None = None
+        self._sub: Subscription | None = None
+        self._ready: deque[Msg] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._space: asyncio.Event = asyncio.Event()
+        self._stopped = False
+        self._received = 0
+
+    async def start(self) -> None:
+        """Connect and subscribe.
+
+        Raises:
+            BusError: the server cannot be reached, or refuses the subscription.
+        """
+        if self._client is not None or self._stopped:
+            return
+        self._client = await connect(self.options.connect)
+        try:
+            self._sub = await self._client.subscribe(
+                self.topic, queue=self.channel, cb=self._on_message,
+                pending_msgs_limit=self.options.pending_limit,
+            )
+            await self._client.flush()  # the server knows the subscription once start returns
+        except (nats.errors.Error, asyncio.TimeoutError) as err:
+            await self._client.close()
+            raise BusError(f"cannot subscribe to {self.topic!r} on {self.options.connect.shown}: {err}") from err
+
+    async def _on_message(self, msg: Msg) -> None:
+        """Hand the message to ``msg()``; wait while ``prefetch`` are already waiting, so
+        the client's own bounded buffer takes the overflow."""
+        while len(self._ready) >= self.prefetch and not self._stopped:
+            self._space.clear()
+            await self._space.wait()
+        self._ready.append(msg)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def msg(self) -> NatsMessage | None:
+        """The next message; None after ``stop()``.
+
+        Raises:
+            BusError: the connection is closed for good (reconnects were exhausted).
+        """
+        if self._client is None and not self._stopped:
+            await self.start()
+        while not self._stopped:
+            if self._ready:
+                data = self._ready.popleft().data
+                self._space.set()
+                self._received += 1
+                return NatsMessage(data)
+            if self._client is not None and self._client.is_closed:
+                raise BusError(f"the connection to {self.options.connect.shown} is closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return None
+
+    async def stop(self) -> None:
+        """Unsubscribe, give held messages back to the subject, close. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._space.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            if self._sub is not None and client.is_connected:
+                await self._sub.drain()  # type: ignore[no-untyped-call]
+                for msg in self._ready:
+                    await client.publish(self.topic, msg.data, headers=msg.headers)
+                if self._ready:
+                    logger.info("nats: returned %d unhandled messages to %s", len(self._ready), self.topic)
+                await client.flush()
+        except (nats.errors.Error, asyncio.TimeoutError) as err:
+            logger.warning("nats: %d unhandled messages of %s are lost: %s", len(self._ready), self.topic, err)
+        finally:
+            self._ready.clear()
+            await client.close()
+
+    def info(self) -> BusInfo:
+        return {
+            "bus": "nats", "url": self.options.connect.shown, "topic": self.topic,
+            "channel": self.channel, "received": self._received, "waiting": len(self._ready),
+        }
+
+
+class NatsProducer(BusPart):
+    """Publishes to the subject ``topic``."""
+
+    def __init__(self, options: NatsOptions) -> None:
+        self.options = options
+        self._client: Client | None = None
+        self._starting: asyncio.Lock = asyncio.Lock()
+        self._stopped = False
+        self._sent = 0
+
+    async def start(self) -> None:
+        """Connect.
+
+        Raises:
+            BusError: the server cannot be reached.
+            BusClosedError: called after ``stop()``.
+        """
+        if self._stopped:
+            raise BusClosedError(f"nats producer for {self.options.connect.shown} used after stop()")
+        async with self._starting:
+            if self._client is None:
+                self._client = await connect(self.options.connect)
+
+    async def send(self, topic: str, body: bytes, *, key: str | None = None) -> None:
+        """Publish ``body``; with ``flush`` (the default) wait until the server has it.
+
+        ``key`` is ignored. Nobody confirms delivery to a worker: core NATS drops a message
+        no subscriber takes.
+
+        Raises:
+            BusError: the body is over the server's max_payload, the topic is not a valid
+                subject, or the server did not confirm in time.
+            BusClosedError: called after ``stop()``.
+        """
+        client = self._client
+        if client is None:
+            await self.start()
+            client = self._client
+            assert client is not None
+        try:
+            await client.publish(topic, body)
+            if self.options.flush:
+                await client.flush()
+        except nats.errors.ConnectionClosedError as err:
+            if self._stopped:
+                raise BusClosedError(f"nats producer for {self.options.connect.shown} used after stop()") from err
+            raise BusError(f"cannot publish to {topic!r}: the connection is closed") from err
+        except (nats.errors.Error, asyncio.TimeoutError) as err:
+            raise BusError(f"cannot publish to {topic!r} on {self.options.connect.shown}: {err or type(err).__name__}") from err
+        self._sent += 1
+
+    async def stop(self) -> None:
+        """Flush and close. Idempotent."""
+        self._stopped = True
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.flush()
+            except (nats.errors.Error, asyncio.TimeoutError) as err:
+                logger.warning("nats: flush on stop failed: %s", err)
+            await client.close()
+
+    def info(self) -> BusInfo:
+        return {"bus": "nats", "url": self.options.connect.shown, "sent": self._sent}
+
+
+def open_consumer(
+    url: str, *, topic: str, channel: str, prefetch: int, credentials: Credentials
+) -> NatsConsumer:
+    """``nats://h:p``: a queue-group consumer of ``topic`` (no I/O until started)."""
+    return NatsConsumer(NatsOptions.from_url(url, credentials), topic, channel, prefetch)
+
+
+def open_producer(url: str, *, credentials: Credentials) -> NatsProducer:
+    """``nats://h:p``: a producer (no I/O until started)."""
+    return NatsProducer(NatsOptions.from_url(url, credentials))
