@@ -1,0 +1,345 @@
+"""``taskbus retry``: resend failed tasks after a growing, jittered delay.
+
+The retry app reads the done topic. A task that ended in ``error`` and whose type has a rule
+is sent again to its topic (same id, ``retry=n`` in its meta, ``result``/``msg``/``started``/
+``ended`` cleared) after ``delay * backoff**(n-1)`` seconds (capped at ``max_delay``, then
+spread by ``jitter``), until it has been retried ``count`` times; after that its done task
+goes to the ``retry-failed`` topic for a human. Pending retries are held in the ledger
+(``schedule``/``due``) so a restart loses none; without a ledger they live in memory only,
+and the app says so when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from task.bus.base import Consumer, Message, Producer
+from task.bus.registry import open_consumer, open_producer
+from task.bus.url import parse_duration
+from task.errors import BusError, ConfigError, InvalidTaskError, LedgerError
+from task.ledger.base import Ledger
+from task.ledger.registry import open_ledger
+from task.result import Result
+from task.settings import AppSettings, BusSettings
+from task.status import StatusServer
+from task.task import Task
+
+__all__ = ["RetryApp", "RetryRule", "RetrySettings"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds before a due retry whose send failed is tried again.
+SEND_AGAIN_AFTER = 5.0
+
+
+class RetryRule(BaseModel):
+    """How tasks of one type are retried. Durations are seconds or ``30s``, ``5m``, ``2h``.
+
+    On the command line a rule is one string: ``"TYPE count=3 delay=30s backoff=2"``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(min_length=1, description="task type the rule applies to")
+    count: int = Field(3, ge=1, description="retries before the task goes to the failed topic")
+    delay: float = Field(60.0, ge=0, description="seconds before the first retry")
+    backoff: float = Field(2.0, ge=1, description="each retry waits this many times longer")
+    max_delay: float = Field(3600.0, ge=0, description="cap on the delay before jitter")
+    jitter: float = Field(0.1, ge=0, le=1, description="spread delays by +/- this fraction")
+    topic: str = Field("", description="topic the task is resent to (default: its type)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        return rule_from_text(value, "type") if isinstance(value, str) else value
+
+    @field_validator("delay", "max_delay", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value, "retry rule delay") if isinstance(value, str) else value
+
+    def wait(self, retry: int, rng: random.Random) -> float:
+        """Seconds to wait before the ``retry``-th retry (1-based)."""
+        base = min(self.delay * self.backoff ** (retry - 1), self.max_delay)
+        return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter)))
+
+    def __str__(self) -> str:
+        text = f"{self.type} count={self.count} delay={self.delay:g} backoff={self.backoff:g}"
+        text += f" max_delay={self.max_delay:g} jitter={self.jitter:g}"
+        return text + (f" topic={self.topic}" if self.topic else "")
+
+
+class RetrySettings(BusSettings):
+    """``taskbus retry``: resend tasks that ended in error, with backoff."""
+
+    rule: list[RetryRule] = Field(
+        default_factory=list,
+        description='retry rules, TOML [[rule]] tables or "TYPE count=3 delay=30s backoff=2 '
+        'max_delay=1h jitter=0.1 topic=T"',
+    )
+    done_topic: str = Field("done", description="topic of done tasks to read")
+    channel: str = Field("retry", description="channel / consumer group on the done topic")
+    failed_topic: str = Field("retry-failed", description="topic for tasks out of retries")
+    poll_interval: float = Field(1.0, gt=0, description="seconds between checks for due retries")
+
+    @field_validator("rule")
+    @classmethod
+    def _one_rule_per_type(cls, rules: list[RetryRule]) -> list[RetryRule]:
+        types = [r.type for r in rules]
+        doubled = sorted({t for t in types if types.count(t) > 1})
+        if doubled:
+            raise ValueError(f"more than one rule for type {doubled[0]!r}; keep one")
+        return rules
+
+
+class RetryApp:
+    """Consumes done tasks and resends failed ones per ``rules``.
+
+    The app takes ownership of the consumer, producer and ledger it is given: it starts and
+    stops them. ``clock`` (aware datetimes) and ``rng`` are injectable for tests.
+    """
+
+    Settings: ClassVar[type[AppSettings]] = RetrySettings
+
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        producer: Producer,
+        rules: Sequence[RetryRule],
+        ledger: Ledger | None = None,
+        failed_topic: str = "retry-failed",
+        poll_interval: float = 1.0,
+        status_port: int = 0,
+        status_host: str = "127.0.0.1",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        if not rules:
+            raise ConfigError("retry needs at least one rule; add --rule 'TYPE count=3 delay=30s'")
+        self.consumer = consumer
+        self.producer = producer
+        self.rules = {rule.type: rule for rule in rules}
+        self.ledger = ledger
+        self.failed_topic = failed_topic
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._status = StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        #: retries held here without a ledger (or when the ledger refused one): (at, seq, task)
+        self._heap: list[tuple[datetime, int, Task]] = []
+        self._seq = 0
+        self._stopped = asyncio.Event()
+        self._opened = False
+        self._started = time.monotonic()
+        self.counts = {k: 0 for k in ("consumed", "invalid", "ignored", "scheduled", "resent",
+                                      "failed", "send_errors", "ledger_errors")}
+
+    @classmethod
+    def from_settings(cls, settings: AppSettings) -> RetryApp:
+        """Build the app from ``RetrySettings``; no I/O.
+
+        Raises:
+            ConfigError: no rules, or a bad bus or ledger URL.
+        """
+        assert isinstance(settings, RetrySettings)
+        creds = settings.credentials()
+        return cls(
+            consumer=open_consumer(settings.bus, topic=settings.done_topic,
+                                   channel=settings.channel, credentials=creds),
+            producer=open_producer(settings.producer_url, credentials=creds),
+            rules=settings.rule,
+            ledger=open_ledger(settings.ledger) if settings.ledger else None,
+            failed_topic=settings.failed_topic,
+            poll_interval=settings.poll_interval,
+            status_port=settings.status_port,
+            status_host=settings.status_host,
+        )
+
+    async def __aenter__(self) -> RetryApp:
+        await self.consumer.start()
+        await self.producer.start()
+        if self._status is not None:
+            await self._status.start()
+        self._opened = True
+        if self.ledger is None:
+            logger.warning("no ledger configured: pending retries live in memory only and are "
+                           "lost on restart; set --ledger sqlite:PATH to keep them")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+        if self._status is not None:
+            await self._status.stop()
+        await self.producer.stop()
+        if self.ledger is not None:
+            await self.ledger.close()
+        self._opened = False
+        if self._heap:
+            logger.warning("%d pending retries held in memory are dropped", len(self._heap))
+
+    async def run(self) -> int:
+        """Handle done tasks and release due retries until stopped.
+
+        When a finite done topic is drained, the app keeps running until every retry it
+        holds in memory is sent (retries in the ledger wait for the next run).
+        """
+        if not self._opened:
+            async with self:
+                return await self.run()
+        releaser = asyncio.create_task(self._release_loop())
+        try:
+            while (message := await self.consumer.msg()) is not None:
+                await self.handle(message)
+            while self._heap and not self._stopped.is_set():
+                await asyncio.wait([releaser], timeout=self.poll_interval)
+        finally:
+            self._stopped.set()
+            await releaser
+        return 0
+
+    async def stop(self) -> None:
+        """Stop consuming and releasing; ``run()`` returns. Idempotent."""
+        self._stopped.set()
+        await self.consumer.stop()
+
+    async def handle(self, message: Message) -> None:
+        """Schedule a retry of one done task or pass it to the failed topic, then ack.
+
+        A message that is not a task is counted, logged and acknowledged. When the failed
+        topic cannot be reached the message is nacked so the bus brings it back.
+        """
+        self.counts["consumed"] += 1
+        try:
+            done = Task.from_json(message.body)
+        except InvalidTaskError as err:
+            self.counts["invalid"] += 1
+            logger.warning("not a task on the done topic, skipped: %s", err)
+            await message.ack()
+            return
+        rule = self.rules.get(done.type)
+        if rule is None or done.result != Result.ERROR:
+            self.counts["ignored"] += 1
+            await message.ack()
+            return
+        retried = _retry_count(done)
+        if retried >= rule.count:
+            try:
+                await self.producer.send(self.failed_topic, message.body)
+            except BusError as err:
+                self.counts["send_errors"] += 1
+                logger.error("cannot send task %s to %r, will see it again: %s",
+                             done.id, self.failed_topic, err)
+                await message.nack(self.poll_interval)
+                return
+            self.counts["failed"] += 1
+            logger.info("task %s (%s) out of retries after %d", done.id, done.type, retried)
+            await message.ack()
+            return
+        again = done.copy(result="", msg="", started="", ended="")
+        again.set_meta("retry", str(retried + 1))
+        at = self.clock() + timedelta(seconds=rule.wait(retried + 1, self.rng))
+        await self._schedule(again, at)
+        self.counts["scheduled"] += 1
+        logger.info("task %s (%s) retry %d at %s", done.id, done.type, retried + 1, at.isoformat())
+        await message.ack()
+
+    async def release_due(self) -> int:
+        """Send every retry whose time has come; returns how many were sent."""
+        now = self.clock()
+        due: list[Task] = []
+        while self._heap and self._heap[0][0] <= now:
+            due.append(heapq.heappop(self._heap)[2])
+        if self.ledger is not None:
+            for task_type in self.rules:
+                try:
+                    due.extend(await self.ledger.due(task_type, now))
+                except LedgerError as err:
+                    self.counts["ledger_errors"] += 1
+                    logger.error("cannot read due retries of %r from the ledger: %s", task_type, err)
+        sent = 0
+        for task in due:
+            rule = self.rules.get(task.type)
+            topic = (rule.topic if rule else "") or task.type
+            try:
+                await self.producer.send(topic, task.to_json())
+            except BusError as err:
+                self.counts["send_errors"] += 1
+                logger.error("cannot resend task %s to %r, trying again later: %s", task.id, topic, err)
+                await self._schedule(task, now + timedelta(seconds=SEND_AGAIN_AFTER))
+                continue
+            sent += 1
+            self.counts["resent"] += 1
+        return sent
+
+    def pending(self) -> int:
+        """Retries held in memory (the ledger's are counted by ``taskbus ledger stats``)."""
+        return len(self._heap)
+
+    def stats(self) -> dict[str, object]:
+        """Counters for the status endpoint."""
+        return {
+            "app": "retry",
+            "runtime_s": round(time.monotonic() - self._started, 3),
+            **self.counts,
+            "pending_in_memory": len(self._heap),
+            "memory_only": self.ledger is None,
+            "consumer": self.consumer.info(),
+            "producer": self.producer.info(),
+        }
+
+    async def _schedule(self, task: Task, at: datetime) -> None:
+        if self.ledger is not None and task.id:
+            try:
+                await self.ledger.schedule(task, None, at)
+                return
+            except LedgerError as err:
+                self.counts["ledger_errors"] += 1
+                logger.error("ledger refused retry of %s, holding it in memory: %s", task.id, err)
+        elif self.ledger is not None:
+            logger.warning("task of type %r has no id: its retry is held in memory only", task.type)
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, task))
+
+    async def _release_loop(self) -> None:
+        while not self._stopped.is_set():
+            await self.release_due()
+            try:
+                await asyncio.wait_for(self._stopped.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+
+
+def rule_from_text(text: str, first: str) -> dict[str, str]:
+    """``"fetch count=3 delay=30s"`` -> ``{"type": "fetch", "count": "3", "delay": "30s"}``.
+
+    The first word without ``=`` is the value of ``first``; pydantic then checks each value.
+
+    Raises:
+        ValueError: a word is neither the first value nor ``key=value``.
+    """
+    values: dict[str, str] = {}
+    for word in text.replace(",", " ").split():
+        key, sep, value = word.partition("=")
+        if sep:
+            values[key] = value
+        elif first not in values:
+            values[first] = word
+        else:
+            raise ValueError(f"{word!r} in rule {text!r} is not key=value")
+    return values
+
+
+def _retry_count(task: Task) -> int:
+    """How often the task was retried already (``retry`` in its meta; junk counts as 0)."""
+    text = task.get_meta("retry", "0")
+    return int(text) if text.isdigit() else 0

@@ -1,0 +1,202 @@
+"""The retry app: backoff, the per-type count, the failed topic and restart survival.
+
+Time is an injected clock: the tests move it forward and call ``release_due`` instead of
+sleeping through real minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from task.apps.retry import RetryApp, RetryRule, RetrySettings
+from task.bus.memory import Fault, MemoryBroker, MemoryConsumer, MemoryProducer
+from task.errors import ConfigError
+from task.ledger.base import Ledger
+from task.settings import load_settings
+from task.task import Task
+
+START = datetime(2024, 1, 31, 5, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def failed(task_type: str = "fetch", retry: int | None = None, id: str = "t-1") -> bytes:
+    task = Task.new(task_type, "s3://bucket/file", id=id, meta={"job": "x"})
+    if retry is not None:
+        task.set_meta("retry", str(retry))
+    task.start(START)
+    task.end("error", "connection reset", START)
+    return task.to_json()
+
+
+def make_app(
+    broker: MemoryBroker, clock: Clock, ledger: Ledger | None = None, **rule: object
+) -> RetryApp:
+    values: dict[str, object] = {"type": "fetch", "count": 3, "delay": 10, "jitter": 0} | rule
+    return RetryApp(
+        consumer=MemoryConsumer(broker, "done", "retry"),
+        producer=MemoryProducer(broker),
+        rules=[RetryRule.model_validate(values)],
+        ledger=ledger,
+        clock=clock,
+        poll_interval=0.01,
+        rng=random.Random(7),
+    )
+
+
+async def deliver(app: RetryApp, broker: MemoryBroker, body: bytes) -> None:
+    """Put one done task on the bus and let the app handle it."""
+    broker.publish("done", body)
+    message = await app.consumer.msg()
+    assert message is not None
+    await app.handle(message)
+
+
+async def test_backoff_doubles_until_the_count_then_the_task_goes_to_retry_failed() -> None:
+    # Given a rule: 3 retries, first after 10 s, doubling, no jitter
+    broker, clock = MemoryBroker(), Clock()
+    async with make_app(broker, clock) as app:
+        waits = []
+        body = failed()
+        for retry in (1, 2, 3):
+            # When the task fails (again)
+            await deliver(app, broker, body)
+            # Then nothing is sent before its delay is over ...
+            waited = 0.0
+            while await app.release_due() == 0:
+                clock.advance(1)
+                waited += 1
+            waits.append(waited)
+            # ... and then it is resent as the same task with retry=n and no outcome
+            resent = Task.from_json(broker.bodies("fetch")[-1])
+            assert (resent.id, resent.info, resent.get_meta("retry")) == ("t-1", "s3://bucket/file", str(retry))
+            assert resent.get_meta("job") == "x"
+            assert not (resent.result or resent.msg or resent.started or resent.ended)
+            resent.end("error", "still broken", clock())
+            body = resent.to_json()
+        assert waits == [10, 20, 40]
+        # When it fails a fourth time, it is out of retries: its done task goes to retry-failed
+        await deliver(app, broker, body)
+        assert broker.bodies("retry-failed") == [body]
+        clock.advance(3600)
+        assert await app.release_due() == 0
+        assert len(broker.bodies("fetch")) == 3
+        assert app.stats()["failed"] == 1 and broker.pending("done") == 0
+
+
+def test_wait_is_capped_by_max_delay_and_spread_by_jitter() -> None:
+    rule = RetryRule(type="t", delay=10, backoff=3, max_delay=60, jitter=0.2)
+    rng = random.Random(1)
+    fifth = [rule.wait(5, rng) for _ in range(200)]  # 10 * 3**4 = 810, capped at 60
+    assert all(48 <= w <= 72 for w in fifth)
+    assert max(fifth) - min(fifth) > 10  # jitter really spreads them
+    assert RetryRule(type="t", delay=10, jitter=0).wait(2, rng) == 20
+
+
+async def test_other_results_types_and_junk_are_acknowledged_and_counted() -> None:
+    broker, clock = MemoryBroker(), Clock()
+    ok = Task.new("fetch", "i")
+    ok.end("complete", "")
+    other = Task.from_json(failed("other-type"))
+    async with make_app(broker, clock) as app:
+        for body in (ok.to_json(), other.to_json(), b"not json", b'{"TYPE":"fetch"}'):
+            await deliver(app, broker, body)
+        clock.advance(10_000)
+        assert await app.release_due() == 0
+    assert (app.counts["ignored"], app.counts["invalid"], app.counts["scheduled"]) == (2, 2, 0)
+    assert broker.pending("done") == 0 and broker.sent == [("done", b) for b in broker.bodies("done")]
+
+
+async def test_failed_topic_unreachable_nacks_so_the_done_task_comes_back() -> None:
+    broker, clock = MemoryBroker(), Clock()
+    async with make_app(broker, clock, count=1) as app:
+        body = failed(retry=1)
+        broker.inject(Fault.SEND_FAILS)
+        await deliver(app, broker, body)
+        assert broker.bodies("retry-failed") == []
+        await asyncio.sleep(0.05)  # the nack delay is the poll interval
+        again = await app.consumer.msg()
+        assert again is not None and again.attempt == 2
+        await app.handle(again)
+        assert broker.bodies("retry-failed") == [body]
+
+
+async def test_a_resend_that_fails_is_tried_again_later() -> None:
+    broker, clock = MemoryBroker(), Clock()
+    async with make_app(broker, clock) as app:
+        await deliver(app, broker, failed())
+        clock.advance(10)
+        broker.inject(Fault.SEND_FAILS)
+        assert await app.release_due() == 0
+        clock.advance(5)
+        assert await app.release_due() == 1
+        assert app.counts["send_errors"] == 1
+
+
+async def test_run_consumes_until_drained_then_sends_what_it_holds(caplog: pytest.LogCaptureFixture) -> None:
+    # Given two failed tasks on a finite done topic and no ledger
+    broker, clock = MemoryBroker(), Clock()
+    broker.publish("done", failed(id="a"))
+    broker.publish("done", failed(id="b"))
+    broker.close_topic("done")
+    app = make_app(broker, clock)
+    with caplog.at_level(logging.WARNING, "task.apps.retry"):
+        running = asyncio.create_task(app.run())
+        # When the app holds both retries and the clock passes their delay
+        while app.pending() < 2:
+            await asyncio.sleep(0.01)
+        assert not running.done()
+        clock.advance(10)
+        # Then both are sent and run() returns by itself
+        assert await asyncio.wait_for(running, 5) == 0
+    assert sorted(Task.from_json(b).id for b in broker.bodies("fetch")) == ["a", "b"]
+    assert "memory only" in caplog.text
+
+
+async def test_stop_ends_run_and_is_idempotent() -> None:
+    broker, clock = MemoryBroker(), Clock()
+    app = make_app(broker, clock)
+    running = asyncio.create_task(app.run())
+    await asyncio.sleep(0.02)
+    await app.stop()
+    await app.stop()
+    assert await asyncio.wait_for(running, 5) == 0
+
+
+def test_rules_from_flags_and_toml(tmp_path: Path) -> None:
+    config = tmp_path / "retry.toml"
+    config.write_text('[[rule]]\ntype = "b"\ndelay = "2m"\ntopic = "b-topic"\n')
+    settings = load_settings(RetrySettings, str(config), bus="memory:retry-test")
+    assert settings.rule == [RetryRule(type="b", delay=120, topic="b-topic")]
+    flags = load_settings(RetrySettings, None, rule=["a count=5 delay=30s max_delay=1h"])
+    rule = flags.rule[0]
+    assert (rule.type, rule.count, rule.delay, rule.max_delay) == ("a", 5, 30, 3600)
+    assert RetryRule.model_validate(str(rule)) == rule
+    with pytest.raises(ConfigError, match="more than one rule"):
+        load_settings(RetrySettings, None, rule=["a", "a count=2"])
+    with pytest.raises(ConfigError, match="not a duration"):
+        load_settings(RetrySettings, None, rule=["a delay=soon"])
+
+
+def test_from_settings_needs_a_rule() -> None:
+    with pytest.raises(ConfigError, match="at least one rule"):
+        RetryApp.from_settings(load_settings(RetrySettings, None, bus="memory:retry-test"))
+    app = RetryApp.from_settings(load_settings(RetrySettings, None, bus="memory:retry-test", rule=["a"]))
+    assert app.ledger is None and app.failed_topic == "retry-failed"
