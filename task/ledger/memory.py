@@ -1,0 +1,202 @@
+"""The in-process ledger: a public backend for tests and embedding, and the test harness.
+
+``memory:`` is a fresh ledger; ``memory:NAME`` is the process's ledger called NAME, so an app
+built from settings and the test that checks it share one. Nothing survives the process.
+``clock`` is injectable so tests age records without sleeping, and ``inject`` makes the next
+operations fail the way a real database does (``LedgerFault.UNAVAILABLE``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import Enum
+
+from task.errors import LedgerError
+from task.ledger.base import LedgerRecord, State, TaskListStats
+from task.ledger.common import epoch, list_of
+from task.task import Task
+
+__all__ = ["MemoryLedger", "LedgerFault", "open_ledger"]
+
+logger = logging.getLogger(__name__)
+
+
+class LedgerFault(Enum):
+    """Failures a test can inject into a ``MemoryLedger``."""
+
+    UNAVAILABLE = "unavailable"  #: the next operations raise LedgerError, as when the DB is down
+
+
+@dataclass(slots=True)
+class _Row:
+    record: LedgerRecord
+    #: Unix seconds until which the last claim holds (0: never claimed)
+    claim_until: float = 0.0
+
+
+class MemoryLedger:
+    """Outstanding and scheduled tasks in dictionaries of this process."""
+
+    _named: dict[str, MemoryLedger] = {}
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._rows: dict[tuple[str, str], _Row] = {}
+        self._scheduled: dict[tuple[str, str], tuple[float, Task]] = {}
+        self._faults: dict[LedgerFault, int] = {}
+        self._closed = False
+        #: tasks given without an id: counted, never recorded
+        self.skipped_no_id = 0
+
+    @classmethod
+    def named(cls, name: str) -> MemoryLedger:
+        """The process-wide ledger called ``name`` (``memory:NAME`` URLs use it)."""
+        ledger = cls._named.get(name)
+        if ledger is None or ledger._closed:
+            ledger = cls._named[name] = cls()
+        return ledger
+
+    def inject(self, fault: LedgerFault, times: int = 1) -> None:
+        """Make the next ``times`` operations fail with LedgerError."""
+        self._faults[fault] = self._faults.get(fault, 0) + times
+
+    def _check(self) -> float:
+        """Raise for a closed ledger or an injected fault; otherwise the current time."""
+        if self._closed:
+            raise LedgerError("the memory ledger is closed; open a new one")
+        left = self._faults.get(LedgerFault.UNAVAILABLE, 0)
+        if left:
+            self._faults[LedgerFault.UNAVAILABLE] = left - 1
+            raise LedgerError("memory ledger unavailable (injected fault)")
+        return self.clock()
+
+    def _no_id(self, task: Task) -> bool:
+        if task.id:
+            return False
+        self.skipped_no_id += 1
+        logger.debug("task of type %r has no id: not recorded", task.type)
+        return True
+
+    async def created(self, task: Task, task_list: str | None = None) -> bool:
+        now = self._check()
+        if self._no_id(task):
+            return False
+        key = (list_of(task, task_list), task.id)
+        if key in self._rows:
+            return False
+        self._rows[key] = _Row(LedgerRecord(task, key[0], State.CREATED, 0, now, now))
+        return True
+
+    async def started(self, task: Task, task_list: str | None = None) -> None:
+        now = self._check()
+        if self._no_id(task):
+            return
+        key = (list_of(task, task_list), task.id)
+        row = self._rows.get(key)
+        if row is None:
+            self._rows[key] = _Row(LedgerRecord(task, key[0], State.STARTED, 0, now, now))
+        else:
+            row.record = replace(row.record, state=State.STARTED, updated_at=now)
+
+    async def touch(self, task_list: str, id: str) -> None:
+        now = self._check()
+        row = self._rows.get((task_list, id))
+        if row is not None:
+            row.record = replace(row.record, updated_at=now)
+
+    async def done(self, task_list: str, id: str) -> None:
+        self._check()
+        self._rows.pop((task_list, id), None)
+
+    async def find(self, task_list: str, id: str) -> LedgerRecord | None:
+        self._check()
+        row = self._rows.get((task_list, id))
+        return None if row is None else row.record
+
+    async def outstanding(self, task_list: str, older_than: float) -> AsyncIterator[LedgerRecord]:
+        cutoff = self._check() - older_than
+        # A snapshot: the caller claims (and so rewrites) records while it iterates.
+        found = [
+            row.record
+            for (name, _), row in self._rows.items()
+            if name == task_list and row.record.updated_at <= cutoff
+        ]
+        found.sort(key=lambda r: (r.updated_at, r.task.id))
+        for record in found:
+            yield record
+
+    async def claim(self, task_list: str, id: str, owner: str, ttl: float) -> bool:
+        now = self._check()
+        row = self._rows.get((task_list, id))
+        if row is None or row.claim_until > now:
+            return False
+        row.claim_until = now + ttl
+        row.record = replace(
+            row.record, owner=owner, attempts=row.record.attempts + 1, updated_at=now
+        )
+        return True
+
+    async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:
+        self._check()
+        if self._no_id(task):
+            return
+        self._scheduled[(list_of(task, task_list), task.id)] = (epoch(at), task)
+
+    async def due(self, task_list: str, now: datetime) -> list[Task]:
+        written = self._check()
+        limit = epoch(now)
+        ready = sorted(
+            (at, key) for key, (at, _) in self._scheduled.items()
+            if key[0] == task_list and at <= limit
+        )
+        tasks = []
+        for _, key in ready:
+            _, task = self._scheduled.pop(key)
+            row = self._rows.get(key)
+            attempts = row.record.attempts if row else 0
+            self._rows[key] = _Row(
+                LedgerRecord(task, task_list, State.CREATED, attempts, written, written)
+            )
+            tasks.append(task)
+        return tasks
+
+    async def task_lists(self) -> list[str]:
+        self._check()
+        return sorted({name for name, _ in self._rows} | {name for name, _ in self._scheduled})
+
+    async def stats(self, task_list: str) -> TaskListStats:
+        now = self._check()
+        records = [row.record for (name, _), row in self._rows.items() if name == task_list]
+        oldest = min((r.created_at for r in records), default=now)
+        return TaskListStats(
+            task_list=task_list,
+            created=sum(r.state is State.CREATED for r in records),
+            started=sum(r.state is State.STARTED for r in records),
+            scheduled=sum(name == task_list for name, _ in self._scheduled),
+            oldest_age=max(0.0, now - oldest),
+        )
+
+    async def init_schema(self, replication: str = "") -> str:
+        """Nothing to create: says so, for ``taskbus ledger init``."""
+        self._check()
+        return "the memory ledger needs no schema"
+
+    async def close(self) -> None:
+        """Forget nothing but refuse further use. Idempotent."""
+        self._closed = True
+
+    async def __aenter__(self) -> MemoryLedger:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def open_ledger(url: str) -> MemoryLedger:
+    """``memory:`` (a new ledger) or ``memory:NAME`` (the process's ledger called NAME)."""
+    name = url.partition(":")[2].strip("/")
+    return MemoryLedger.named(name) if name else MemoryLedger()
