@@ -17,7 +17,8 @@ import pytest
 from task.apps.retry import RetryApp, RetryRule, RetrySettings
 from task.bus.memory import Fault, MemoryBroker, MemoryConsumer, MemoryProducer
 from task.errors import ConfigError
-from task.ledger.base import Ledger
+from task.ledger.base import Ledger, State
+from task.ledger.memory import LedgerFault, MemoryLedger
 from task.settings import load_settings
 from task.task import Task
 
@@ -99,6 +100,43 @@ async def test_backoff_doubles_until_the_count_then_the_task_goes_to_retry_faile
         assert await app.release_due() == 0
         assert len(broker.bodies("fetch")) == 3
         assert app.stats()["failed"] == 1 and broker.pending("done") == 0
+
+
+async def test_pending_retries_survive_a_restart_in_the_ledger() -> None:
+    # Given an app with a ledger that takes a failed task and then dies before its delay
+    broker, clock, ledger = MemoryBroker(), Clock(), MemoryLedger()
+    first = make_app(broker, clock, ledger)
+    await deliver(first, broker, failed())
+    assert first.pending() == 0 and (await ledger.stats("fetch")).scheduled == 1
+    del first  # a crash: nothing is flushed or closed
+    # When a new app starts on the same ledger and the delay passes
+    clock.advance(10)
+    second = make_app(broker, clock, ledger)
+    assert await second.release_due() == 1
+    # Then the retry is sent once
+    assert [Task.from_json(b).get_meta("retry") for b in broker.bodies("fetch")] == ["1"]
+    assert await second.release_due() == 0
+
+
+async def test_due_retries_are_recorded_as_created_for_recover() -> None:
+    broker, clock, ledger = MemoryBroker(), Clock(), MemoryLedger()
+    app = make_app(broker, clock, ledger)
+    await deliver(app, broker, failed())
+    clock.advance(10)
+    assert await app.release_due() == 1
+    record = await ledger.find("fetch", "t-1")
+    assert record is not None and record.state is State.CREATED
+    assert record.task.get_meta("retry") == "1"
+
+
+async def test_a_ledger_failure_holds_the_retry_in_memory_instead() -> None:
+    broker, clock, ledger = MemoryBroker(), Clock(), MemoryLedger()
+    app = make_app(broker, clock, ledger)
+    ledger.inject(LedgerFault.UNAVAILABLE)
+    await deliver(app, broker, failed())
+    assert app.pending() == 1 and app.counts["ledger_errors"] == 1
+    clock.advance(10)
+    assert await app.release_due() == 1
 
 
 def test_wait_is_capped_by_max_delay_and_spread_by_jitter() -> None:
