@@ -1,0 +1,282 @@
+"""The embedded ledger: one SQLite file, safe for several processes at once.
+
+``sqlite:PATH`` (``sqlite:./taskbus-data/ledger.db``, ``sqlite:///abs/ledger.db``), option
+``busy_timeout`` (default ``5s``): how long a write waits for another process's lock before
+it fails with a LedgerError instead of hanging.
+
+The file is in WAL mode, so readers never block the writer and several launchers, a
+taskmaster and ``taskbus recover`` can share it. Every statement runs in one worker thread
+per ledger (sqlite3 blocks), so the event loop never waits on the disk. Multi-statement
+writes take the write lock up front (``BEGIN IMMEDIATE``): a read-then-write transaction
+that upgrades later can fail at once under WAL when another process wrote in between.
+The schema is created on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from task.bus.url import parse_url
+from task.errors import ConfigError, LedgerError
+from task.ledger.base import LedgerRecord, State, TaskListStats
+from task.ledger.common import epoch, list_of
+from task.task import Task
+
+__all__ = ["SqliteLedger", "open_ledger"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: records read per round trip to the worker thread while iterating ``outstanding``
+_PAGE = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS task_records (
+    task_list TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, task TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT '', claim_until REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_list, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS task_records_idle ON task_records (task_list, updated_at, id);
+CREATE TABLE IF NOT EXISTS task_schedule (
+    task_list TEXT NOT NULL, id TEXT NOT NULL, at REAL NOT NULL, task TEXT NOT NULL,
+    PRIMARY KEY (task_list, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS task_schedule_at ON task_schedule (task_list, at, id);
+"""
+
+_COLUMNS = "task, task_list, state, attempts, created_at, updated_at, owner"
+_UPSERT_CREATED = """
+INSERT INTO task_records (task_list, id, state, task, created_at, updated_at)
+VALUES (?, ?, 'created', ?, ?, ?)
+ON CONFLICT (task_list, id) DO UPDATE SET state = 'created', task = excluded.task,
+    created_at = excluded.created_at, updated_at = excluded.updated_at, owner = '', claim_until = 0
+"""
+
+
+def _record(row: tuple[str, str, str, int, float, float, str]) -> LedgerRecord:
+    task, task_list, state, attempts, created_at, updated_at, owner = row
+    return LedgerRecord(Task.from_json(task), task_list, State(state), attempts, created_at, updated_at, owner)
+
+
+class SqliteLedger:
+    """The ledger in the SQLite file ``path``; no I/O until first use."""
+
+    def __init__(
+        self, path: str, *, busy_timeout: float = 5.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.clock = clock
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # touched only in the worker thread
+        self._closed = False
+        #: tasks given without an id: counted, never recorded
+        self.skipped_no_id = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of the process
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = self._connect()
+        return work(self._conn)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in the ledger's thread; sqlite errors become LedgerError."""
+        if self._closed:
+            raise LedgerError(f"the ledger sqlite:{self.path} is closed; open a new one")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="ledger-sqlite")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
+        except sqlite3.OperationalError as err:
+            if "locked" in str(err) or "busy" in str(err):
+                raise LedgerError(
+                    f"ledger sqlite:{self.path} stayed locked by another process for more than "
+                    f"{self.busy_timeout:g}s; look for a stuck process holding it, or raise "
+                    f"busy_timeout (sqlite:{self.path}?busy_timeout=30s)"
+                ) from err
+            raise LedgerError(f"ledger sqlite:{self.path}: {err}") from err
+        except (sqlite3.Error, OSError) as err:
+            raise LedgerError(f"ledger sqlite:{self.path} cannot be used: {err}") from err
+
+    @staticmethod
+    def _in_write(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _no_id(self, task: Task) -> bool:
+        if task.id:
+            return False
+        self.skipped_no_id += 1
+        return True
+
+    async def created(self, task: Task, task_list: str | None = None) -> bool:
+        if self._no_id(task):
+            return False
+        now, body, name = self.clock(), task.to_json().decode(), list_of(task, task_list)
+        sql = ("INSERT INTO task_records (task_list, id, state, task, created_at, updated_at) "
+               "VALUES (?, ?, 'created', ?, ?, ?) ON CONFLICT DO NOTHING")
+        return await self._run(lambda c: c.execute(sql, (name, task.id, body, now, now)).rowcount == 1)
+
+    async def started(self, task: Task, task_list: str | None = None) -> None:
+        if self._no_id(task):
+            return
+        now, body, name = self.clock(), task.to_json().decode(), list_of(task, task_list)
+        sql = ("INSERT INTO task_records (task_list, id, state, task, created_at, updated_at) "
+               "VALUES (?, ?, 'started', ?, ?, ?) ON CONFLICT (task_list, id) "
+               "DO UPDATE SET state = 'started', updated_at = excluded.updated_at")
+        await self._run(lambda c: c.execute(sql, (name, task.id, body, now, now)))
+
+    async def touch(self, task_list: str, id: str) -> None:
+        now = self.clock()
+        sql = "UPDATE task_records SET updated_at = ? WHERE task_list = ? AND id = ?"
+        await self._run(lambda c: c.execute(sql, (now, task_list, id)))
+
+    async def done(self, task_list: str, id: str) -> None:
+        sql = "DELETE FROM task_records WHERE task_list = ? AND id = ?"
+        await self._run(lambda c: c.execute(sql, (task_list, id)))
+
+    async def find(self, task_list: str, id: str) -> LedgerRecord | None:
+        sql = f"SELECT {_COLUMNS} FROM task_records WHERE task_list = ? AND id = ?"
+        row = await self._run(lambda c: c.execute(sql, (task_list, id)).fetchone())
+        return None if row is None else _record(row)
+
+    async def outstanding(self, task_list: str, older_than: float) -> AsyncIterator[LedgerRecord]:
+        # Pages by (updated_at, id), each its own short read: no transaction stays open while
+        # the caller claims and resends, and records it rewrites move past the cutoff.
+        cutoff = self.clock() - older_than
+        sql = (f"SELECT {_COLUMNS}, id FROM task_records WHERE task_list = ? AND updated_at <= ? "
+               "AND (updated_at, id) > (?, ?) ORDER BY updated_at, id LIMIT ?")
+        after: tuple[float, str] = (float("-inf"), "")
+        while True:
+            args = (task_list, cutoff, *after, _PAGE)
+            rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+            for row in rows:
+                yield _record(row[:7])
+            if len(rows) < _PAGE:
+                return
+            after = (rows[-1][5], rows[-1][7])
+
+    async def claim(self, task_list: str, id: str, owner: str, ttl: float) -> bool:
+        now = self.clock()
+        sql = ("UPDATE task_records SET owner = ?, claim_until = ?, attempts = attempts + 1, "
+               "updated_at = ? WHERE task_list = ? AND id = ? AND claim_until <= ?")
+        args = (owner, now + ttl, now, task_list, id, now)
+        return await self._run(lambda c: c.execute(sql, args).rowcount == 1)
+
+    async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:
+        if self._no_id(task):
+            return
+        args = (list_of(task, task_list), task.id, epoch(at), task.to_json().decode())
+        sql = "INSERT OR REPLACE INTO task_schedule (task_list, id, at, task) VALUES (?, ?, ?, ?)"
+        await self._run(lambda c: c.execute(sql, args))
+
+    async def due(self, task_list: str, now: datetime) -> list[Task]:
+        limit, written = epoch(now), self.clock()
+
+        def move(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT id, task FROM task_schedule WHERE task_list = ? AND at <= ? ORDER BY at, id",
+                (task_list, limit),
+            ).fetchall()
+            conn.executemany(_UPSERT_CREATED, [(task_list, i, t, written, written) for i, t in rows])
+            conn.execute("DELETE FROM task_schedule WHERE task_list = ? AND at <= ?", (task_list, limit))
+            return [body for _, body in rows]
+
+        bodies = await self._run(lambda c: self._in_write(c, lambda: move(c)))
+        return [Task.from_json(body) for body in bodies]
+
+    async def task_lists(self) -> list[str]:
+        sql = "SELECT task_list FROM task_records UNION SELECT task_list FROM task_schedule ORDER BY 1"
+        rows = await self._run(lambda c: c.execute(sql).fetchall())
+        return [name for (name,) in rows]
+
+    async def stats(self, task_list: str) -> TaskListStats:
+        now = self.clock()
+
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[str, int, float]], int]:
+            states = conn.execute(
+                "SELECT state, count(*), min(created_at) FROM task_records WHERE task_list = ? "
+                "GROUP BY state", (task_list,)).fetchall()
+            (scheduled,) = conn.execute(
+                "SELECT count(*) FROM task_schedule WHERE task_list = ?", (task_list,)).fetchone()
+            return states, scheduled
+
+        states, scheduled = await self._run(read)
+        counts = {state: n for state, n, _ in states}
+        oldest = min((first for _, _, first in states), default=now)
+        return TaskListStats(task_list, counts.get("created", 0), counts.get("started", 0),
+                             scheduled, max(0.0, now - oldest))
+
+    async def init_schema(self, replication: str = "") -> str:
+        """Create the file and its tables (also done on first use); safe to run twice."""
+        await self._run(lambda c: None)
+        return f"sqlite ledger ready at {self.path}"
+
+    async def close(self) -> None:
+        """Close the file and stop the worker thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, shut)
+        finally:
+            executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> SqliteLedger:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def open_ledger(url: str) -> SqliteLedger:
+    """``sqlite:PATH``, ``sqlite:///abs/path``; option ``busy_timeout`` (default 5s).
+
+    Raises:
+        ConfigError: no path, or an unknown or malformed option.
+    """
+    rest = url.partition(":")[2].partition("?")[0]
+    path = rest[2:] if rest.startswith("//") else rest
+    if not path:
+        raise ConfigError(f"ledger URL {url!r} has no file; use sqlite:./taskbus-data/ledger.db")
+    parsed = parse_url(url, default_port=0)
+    parsed.check_options(["busy_timeout"])
+    return SqliteLedger(path, busy_timeout=parsed.duration("busy_timeout", 5.0))
