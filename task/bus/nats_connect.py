@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats
@@ -106,8 +107,11 @@ class ConnectOptions:
         return context
 
 
-async def connect(options: ConnectOptions) -> Client:
-    """A connected nats-py client that reconnects on its own.
+async def connect(
+    options: ConnectOptions, on_reconnect: Callable[[], Awaitable[None]] | None = None
+) -> Client:
+    """A connected nats-py client that reconnects on its own; ``on_reconnect`` runs after
+    each reconnection (a pull consumer re-asks for messages then).
 
     Raises:
         BusError: no server could be reached at start (names the URL, never a secret).
@@ -128,6 +132,8 @@ async def connect(options: ConnectOptions) -> Client:
 
     async def on_reconnected() -> None:
         logger.info("nats %s: reconnected", options.shown)
+        if on_reconnect is not None:
+            await on_reconnect()
 
     client = Client()
     try:

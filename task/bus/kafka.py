@@ -1,0 +1,581 @@
+"""The Kafka bus (``kafka://h:p[,h:p]``) on aiokafka: consumer groups and safe commits.
+
+The consumer joins the group ``channel`` on ``topic``. Several messages of one partition may
+run at once (``prefetch`` > 1), so the offset committed for a partition is its lowest
+unfinished message (see ``task.bus.kafka_offsets``): a crash redelivers every unfinished
+task and never skips one. Commits are batched by count and time.
+
+Kafka has no per-message redelivery, so ``nack(delay)`` re-publishes the body to the same
+topic (same key, so the same partition) after ``delay`` with an attempt header, then counts
+the original as done: nothing is lost and the offset moves on. ``attempt`` is that header
+plus one. ``in_progress()`` is a no-op: there is no lease, and the consumer keeps polling
+while tasks run, so long tasks never make it leave the group.
+
+URL options (all optional):
+
+- ``idempotence`` (true): idempotent producer; brokers that refuse it (Tansu) need ``false``.
+- ``partitions`` (4), ``replication`` (1): for topics this bus creates when missing.
+- ``drain_timeout`` (10s): how long a revoked partition's or a stopping consumer's running
+  tasks may take to finish before the partition is released uncommitted past them.
+- ``commit_interval`` (1s), ``commit_every`` (1000): commit batching.
+- ``offset_reset`` (earliest): where a new group starts reading.
+- ``sasl`` (``plain``, ``scram-sha-256``, ``scram-sha-512``) with the user and password from
+  the settings' credentials (or the URL); ``tls`` (false; on when credentials name TLS files).
+- ``client_id`` (taskbus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaConnectionError, KafkaError  # type: ignore[import-untyped]
+from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
+from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
+
+from task.bus.base import BusInfo, BusPart
+from task.bus.kafka_offsets import OffsetBook, PartitionOffsets
+from task.bus.registry import Credentials
+from task.bus.url import parse_url
+from task.errors import BusClosedError, BusError, ConfigError
+
+__all__ = ["KafkaOptions", "KafkaConsumer", "KafkaProducer", "KafkaMessage", "ATTEMPT_HEADER"]
+
+logger = logging.getLogger(__name__)
+
+#: header a ``nack`` re-publish carries: how many deliveries the message already had
+ATTEMPT_HEADER = "taskbus-attempt"
+#: a full consumer waits this long for a free slot before pausing its partitions outright
+PAUSE_AFTER = 2.0
+_SASL = {"plain": "PLAIN", "scram-sha-256": "SCRAM-SHA-256", "scram-sha-512": "SCRAM-SHA-512"}
+_OPTIONS = (
+    "idempotence", "partitions", "replication", "drain_timeout", "commit_interval",
+    "commit_every", "offset_reset", "sasl", "tls", "client_id",
+)
+
+
+@dataclass(frozen=True)
+class KafkaOptions:
+    """Where the brokers are and how to talk to them, from a ``kafka://`` URL."""
+
+    url: str
+    bootstrap: list[str]
+    idempotence: bool = True
+    partitions: int = 4
+    replication: int = 1
+    drain_timeout: float = 10.0
+    commit_interval: float = 1.0
+    commit_every: int = 1000
+    offset_reset: str = "earliest"
+    sasl: str | None = None
+    tls: bool = False
+    client_id: str = "taskbus"
+    user: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, credentials: Credentials | None = None) -> KafkaOptions:
+        """Parse ``url``; secrets in ``credentials`` win over those in the URL.
+
+        Raises:
+            ConfigError: an unknown or malformed option, no host, SASL without a user.
+        """
+        creds = credentials or Credentials()
+        parsed = parse_url(url, default_port=9092)
+        parsed.check_options(_OPTIONS)
+        if not parsed.hosts:
+            raise ConfigError(f"kafka URL {parsed.redacted()} names no broker; use kafka://host:9092")
+        sasl_name = parsed.text("sasl", "").lower() or None
+        if sasl_name is not None and sasl_name not in _SASL:
+            raise ConfigError(
+                f"kafka option 'sasl' in {parsed.redacted()}: {sasl_name!r} is not supported; "
+                f"use one of {', '.join(_SASL)}"
+            )
+        user = creds.user or parsed.username
+        if sasl_name and not user:
+            raise ConfigError(f"kafka sasl={sasl_name} needs a user: set the bus credentials")
+        reset = parsed.text("offset_reset", "earliest")
+        if reset not in ("earliest", "latest"):
+            raise ConfigError(f"kafka option 'offset_reset': {reset!r}; use earliest or latest")
+        has_tls_files = bool(creds.tls_ca or creds.tls_cert)
+        return cls(
+            url=parsed.redacted(),
+            bootstrap=[f"{host}:{port}" for host, port in parsed.hosts],
+            idempotence=parsed.boolean("idempotence", True),
+            partitions=parsed.integer("partitions", 4, minimum=1),
+            replication=parsed.integer("replication", 1, minimum=1),
+            drain_timeout=parsed.duration("drain_timeout", 10.0),
+            commit_interval=parsed.duration("commit_interval", 1.0),
+            commit_every=parsed.integer("commit_every", 1000, minimum=1),
+            offset_reset=reset,
+            sasl=_SASL[sasl_name] if sasl_name else None,
+            tls=parsed.boolean("tls", has_tls_files),
+            client_id=parsed.text("client_id", "taskbus"),
+            user=user,
+            password=creds.password or parsed.password,
+            tls_ca=creds.tls_ca, tls_cert=creds.tls_cert, tls_key=creds.tls_key,
+        )
+
+    def client_args(self) -> dict[str, Any]:
+        """Keyword arguments every aiokafka client gets (reads TLS files, so call at start)."""
+        args: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "client_id": self.client_id}
+        args["security_protocol"] = ("SASL_" if self.sasl else "") + ("SSL" if self.tls else "PLAINTEXT")
+        if self.tls:
+            args["ssl_context"] = create_ssl_context(
+                cafile=self.tls_ca, certfile=self.tls_cert, keyfile=self.tls_key
+            )
+        if self.sasl:
+            args.update(
+                sasl_mechanism=self.sasl, sasl_plain_username=self.user,
+                sasl_plain_password=self.password,
+            )
+        return args
+
+
+def _unreachable(options: KafkaOptions, err: Exception) -> BusError:
+    return BusError(f"cannot reach the Kafka brokers of {options.url}: {err}; are they running?")
+
+
+async def ensure_topic(options: KafkaOptions, topic: str) -> None:
+    """Create ``topic`` with the URL's ``partitions`` and ``replication`` unless it exists.
+
+    Raises:
+        BusError: the brokers cannot be reached or refuse to create the topic.
+    """
+    admin = AIOKafkaAdminClient(**options.client_args())
+    try:
+        await admin.start()
+        response = await admin.create_topics([NewTopic(topic, options.partitions, options.replication)])
+    except KafkaConnectionError as err:
+        raise _unreachable(options, err) from err
+    except KafkaError as err:
+        raise BusError(f"Kafka at {options.url} could not create topic {topic!r}: {err}") from err
+    finally:
+        await admin.close()
+    for _name, code, message in getattr(response, "topic_errors", ()):
+        if code not in (0, 36):  # 36: the topic already exists, which is what we want
+            raise BusError(
+                f"Kafka at {options.url} refused to create topic {topic!r} "
+                f"(error {code}: {message}); create it by hand or fix partitions/replication"
+            )
+
+
+async def start_producer(options: KafkaOptions) -> Any:
+    """A started aiokafka producer with acks=all and the URL's idempotence.
+
+    Raises:
+        BusError: the brokers cannot be reached, or refuse an idempotent producer.
+    """
+    producer = AIOKafkaProducer(
+        acks="all", enable_idempotence=options.idempotence, **options.client_args()
+    )
+    try:
+        await producer.start()
+    except KafkaConnectionError as err:
+        await producer.stop()
+        raise _unreachable(options, err) from err
+    except KafkaError as err:
+        await producer.stop()
+        if options.idempotence:
+            raise BusError(
+                f"the Kafka brokers of {options.url} refused an idempotent producer ({err!r}); "
+                "add ?idempotence=false to the bus URL if the broker cannot do it"
+            ) from err
+        raise BusError(f"cannot start a Kafka producer on {options.url}: {err!r}") from err
+    return producer
+
+
+def _task_id(body: bytes) -> bytes | None:
+    """The task id in ``body``, the default key: one task's resends stay on one partition."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    ident = doc.get("id") if isinstance(doc, dict) else None
+    return ident.encode() if isinstance(ident, str) and ident else None
+
+
+class KafkaProducer(BusPart):
+    """Sends with ``acks=all``, keyed by task id unless ``key`` is given; creates topics."""
+
+    def __init__(self, options: KafkaOptions) -> None:
+        self.options = options
+        self._client: Any = None
+        self._topics: set[str] = set()
+        self._stopped = False
+        self._sent = 0
+
+    async def start(self) -> None:
+        """Connect.
+
+        Raises:
+            BusError: unreachable brokers, or a broker refusing idempotence.
+            BusClosedError: called after ``stop()``.
+        """
+        if self._stopped:
+            raise BusClosedError("Kafka producer used after stop()")
+        if self._client is None:
+            self._client = await start_producer(self.options)
+
+    async def send(self, topic: str, body: bytes, *, key: str | None = None) -> None:
+        """Send and wait for all in-sync replicas to have it.
+
+        Raises:
+            BusError: the broker refused the message or cannot be reached.
+            BusClosedError: called after ``stop()``.
+        """
+        if self._client is None:
+            await self.start()
+        if topic not in self._topics:
+            await ensure_topic(self.options, topic)
+            self._topics.add(topic)
+        raw_key = key.encode() if key is not None else _task_id(body)
+        try:
+            await self._client.send_and_wait(topic, body, key=raw_key)
+        except KafkaError as err:
+            raise BusError(f"Kafka at {self.options.url} refused a message for {topic!r}: {err!r}") from err
+        self._sent += 1
+
+    async def stop(self) -> None:
+        """Flush pending sends and close. Idempotent."""
+        self._stopped = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.stop()
+
+    def info(self) -> BusInfo:
+        return {"bus": "kafka", "brokers": ",".join(self.options.bootstrap), "sent": self._sent}
+
+
+class KafkaMessage:
+    """One record handed out by a ``KafkaConsumer``."""
+
+    __slots__ = ("body", "attempt", "key", "_consumer", "_tp", "_part", "_offset", "_settled")
+
+    def __init__(
+        self, consumer: KafkaConsumer, record: Any, part: PartitionOffsets, attempt: int
+    ) -> None:
+        self.body: bytes = record.value or b""
+        self.attempt = attempt
+        self.key: bytes | None = record.key
+        self._consumer = consumer
+        self._tp = TopicPartition(record.topic, record.partition)
+        self._part = part
+        self._offset: int = record.offset
+        self._settled = False
+
+    async def ack(self) -> None:
+        """Done: its offset may be committed once every earlier one of its partition is."""
+        if not self._settled:
+            self._settled = True
+            self._consumer._finish(self)
+
+    async def nack(self, delay: float = 0) -> None:
+        """Re-publish the body after ``delay`` seconds with attempt + 1, then count this one done.
+
+        Returns at once; the re-publish runs in the background. A stopping consumer publishes
+        waiting re-publishes at once. After ``stop()`` the message is only left uncommitted,
+        so the group's next member gets it again.
+        """
+        if not self._settled:
+            self._settled = True
+            self._consumer._redeliver(self, delay)
+
+    async def in_progress(self) -> None:
+        """Nothing to extend: Kafka has no lease and the consumer keeps polling meanwhile."""
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer._revoke(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        logger.info("kafka group %s: assigned %s", self._consumer.channel, sorted(assigned))
+
+
+class KafkaConsumer(BusPart):
+    """A member of the consumer group ``channel`` on ``topic``, holding up to ``prefetch``.
+
+    A background loop fetches while fewer than ``prefetch`` messages are held (queued or
+    handed out and not settled); when full it stops taking records (aiokafka then stops
+    fetching after one batch), and when still full after ``PAUSE_AFTER`` seconds it pauses
+    its partitions and keeps polling, so the group never takes long tasks for a dead member.
+    """
+
+    def __init__(self, options: KafkaOptions, topic: str, channel: str, prefetch: int = 1) -> None:
+        self.options = options
+        self.topic = topic
+        self.channel = channel or topic
+        self.prefetch = max(1, prefetch)
+        self._book: OffsetBook[TopicPartition] = OffsetBook(
+            every=options.commit_every, interval=options.commit_interval
+        )
+        self._queue: deque[KafkaMessage] = deque()
+        self._in_hand = 0
+        self._client: Any = None
+        self._republisher: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._redeliveries: dict[asyncio.Task[None], KafkaMessage] = {}
+        self._hurry: asyncio.Event = asyncio.Event()
+        self._ready = asyncio.Event()  # messages queued, a failure, or stop
+        self._settled = asyncio.Event()  # a handed-out message was settled
+        self._commit_now = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._republisher_lock = asyncio.Lock()
+        self._failure: BusError | None = None
+        self._stopped = False
+        self._received = self._acked = self._commits = 0
+
+    async def start(self) -> None:
+        """Create the topic if missing, join the group and start fetching.
+
+        Raises:
+            BusError: the brokers cannot be reached.
+            BusClosedError: called after ``stop()``.
+        """
+        if self._stopped:
+            raise BusClosedError("Kafka consumer used after stop()")
+        if self._client is not None:
+            return
+        await ensure_topic(self.options, self.topic)
+        client = AIOKafkaConsumer(
+            group_id=self.channel, enable_auto_commit=False,
+            auto_offset_reset=self.options.offset_reset, **self.options.client_args(),
+        )
+        try:
+            await client.start()
+        except KafkaError as err:
+            await client.stop()
+            raise _unreachable(self.options, err) from err
+        client.subscribe([self.topic], listener=_Listener(self))
+        self._client = client
+        self._tasks = [asyncio.create_task(self._fetch_loop()), asyncio.create_task(self._commit_loop())]
+
+    async def msg(self) -> KafkaMessage | None:
+        """The next message; None after ``stop()``.
+
+        Raises:
+            BusError: fetching failed for good (the message says why).
+        """
+        if self._client is None and not self._stopped:
+            await self.start()
+        while not self._stopped:
+            if self._queue:
+                message = self._queue.popleft()
+                if message._part.revoked:
+                    continue
+                message._part.handed(message._offset)
+                self._in_hand += 1
+                return message
+            if self._failure is not None:
+                raise self._failure
+            self._ready.clear()
+            await self._ready.wait()
+        return None
+
+    def _room(self) -> int:
+        return self.prefetch - len(self._queue) - self._in_hand
+
+    async def _fetch_loop(self) -> None:
+        client, paused = self._client, False
+        while True:
+            try:
+                if self._room() <= 0:
+                    if not paused and await self._wait_settled(PAUSE_AFTER):
+                        continue
+                    paused = True
+                    client.pause(*client.assignment())
+                    batches = await client.getmany(timeout_ms=200)  # keeps the member alive
+                else:
+                    if paused:
+                        client.resume(*client.paused())
+                        paused = False
+                    batches = await client.getmany(timeout_ms=1000, max_records=self._room())
+            except KafkaError as err:
+                if getattr(err, "retriable", False):
+                    logger.warning("kafka fetch on %s failed, retrying: %r", self.topic, err)
+                    await asyncio.sleep(1)
+                    continue
+                self._failure = BusError(f"Kafka consumer of {self.topic!r} failed: {err!r}")
+                self._ready.set()
+                return
+            for tp, records in batches.items():
+                part = self._book.partition(tp)
+                for record in records:
+                    self._queue.append(KafkaMessage(self, record, part, _attempt(record.headers)))
+                self._received += len(records)
+            if batches:
+                self._ready.set()
+
+    async def _wait_settled(self, timeout: float) -> bool:
+        self._settled.clear()
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _finish(self, message: KafkaMessage) -> None:
+        self._in_hand -= 1
+        self._acked += 1
+        self._book.finished(message._part, message._offset)
+        self._settled.set()
+        if self._book.count_due():
+            self._commit_now.set()
+
+    def _redeliver(self, message: KafkaMessage, delay: float) -> None:
+        self._in_hand -= 1
+        self._settled.set()
+        if self._stopped:
+            return  # left uncommitted: the next member of the group gets it again
+        task = asyncio.create_task(self._republish(message, delay))
+        self._redeliveries[task] = message
+        task.add_done_callback(self._redeliveries.pop)
+
+    async def _republish(self, message: KafkaMessage, delay: float) -> None:
+        if delay > 0:
+            try:
+                await asyncio.wait_for(self._hurry.wait(), delay)
+            except TimeoutError:
+                pass
+        try:
+            async with self._republisher_lock:  # one re-publisher, even when nacks race
+                if self._republisher is None:
+                    self._republisher = await start_producer(self.options)
+            headers = [(ATTEMPT_HEADER, str(message.attempt).encode())]
+            await self._republisher.send_and_wait(
+                self.topic, message.body, key=message.key, partition=message._tp.partition,
+                headers=headers,
+            )
+        except (KafkaError, BusError) as err:
+            logger.error("kafka nack of %s@%d could not re-publish, leaving it uncommitted: %r",
+                         message._tp, message._offset, err)
+            return
+        self._book.finished(message._part, message._offset)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._commit_now.wait(), self.options.commit_interval)
+            except TimeoutError:
+                pass
+            self._commit_now.clear()
+            await self._commit()
+
+    async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        async with self._commit_lock:
+            offsets = self._book.to_commit(partitions)
+            if partitions is None:
+                self._book.taken()
+            if not offsets or self._client is None:
+                return
+            try:
+                await self._client.commit(offsets)
+            except KafkaError as err:  # a rebalance: the revocation path commits what is safe
+                logger.warning("kafka commit on %s failed: %r", self.topic, err)
+                return
+            self._book.committed(offsets)
+            self._commits += 1
+
+    async def _drain(self, partitions: set[TopicPartition] | None, what: str) -> None:
+        """Wait up to ``drain_timeout`` for handed-out messages of ``partitions`` to settle."""
+        self._hurry.set()  # waiting re-publishes go now rather than after their delay
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.drain_timeout
+        while self._unsettled(partitions) and loop.time() < deadline:
+            await self._wait_settled(min(0.5, max(0.0, deadline - loop.time())))
+        if self._redeliveries:
+            await asyncio.wait(list(self._redeliveries), timeout=max(0.1, deadline - loop.time()))
+        self._hurry.clear()
+        left = self._unsettled(partitions)
+        if left:
+            logger.warning("kafka %s: %d tasks still running after drain_timeout=%.1fs; "
+                           "they will run again on the partition's next owner",
+                           what, left, self.options.drain_timeout)
+
+    def _unsettled(self, partitions: set[TopicPartition] | None) -> int:
+        if partitions is None:
+            return self._in_hand
+        return self._book.unfinished(partitions)
+
+    async def _revoke(self, partitions: set[TopicPartition]) -> None:
+        """Rebalance: drop their queued messages, let running ones finish, commit, release."""
+        self._queue = deque(m for m in self._queue if m._tp not in partitions)
+        await self._drain(partitions, f"revoking {sorted(partitions)}")
+        await self._commit(partitions)
+        self._book.revoke(partitions)
+
+    async def stop(self) -> None:
+        """Stop fetching; queued messages stay uncommitted (the group's next member gets them);
+        running ones get ``drain_timeout`` to finish and be committed; then leave the group.
+        Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._ready.set()
+        if self._client is None:
+            return
+        fetcher, committer = self._tasks
+        fetcher.cancel()
+        await asyncio.gather(fetcher, return_exceptions=True)
+        self._queue.clear()
+        await self._drain(None, "stopping")
+        committer.cancel()
+        await asyncio.gather(committer, return_exceptions=True)
+        await self._commit()
+        client, self._client = self._client, None
+        await client.stop()
+        if self._republisher is not None:
+            await self._republisher.stop()
+
+    def info(self) -> BusInfo:
+        client = self._client
+        return {
+            "bus": "kafka", "topic": self.topic, "channel": self.channel,
+            "received": self._received, "acked": self._acked, "in_flight": self._in_hand,
+            "queued": len(self._queue), "commits": self._commits,
+            "partitions": sorted(tp.partition for tp in client.assignment()) if client else [],
+        }
+
+
+def _attempt(headers: Any) -> int:
+    for name, value in headers or ():
+        if name == ATTEMPT_HEADER:
+            try:
+                return int(value) + 1
+            except ValueError:
+                return 1
+    return 1
+
+
+def open_producer(url: str, *, credentials: Credentials) -> KafkaProducer:
+    """``kafka://h:p[,h:p]?options``: a producer (no I/O until started).
+
+    Raises:
+        ConfigError: a malformed URL or option.
+    """
+    return KafkaProducer(KafkaOptions.from_url(url, credentials))
+
+
+def open_consumer(
+    url: str, *, topic: str, channel: str, prefetch: int, credentials: Credentials
+) -> KafkaConsumer:
+    """``kafka://h:p[,h:p]?options``: a member of group ``channel`` on ``topic``.
+
+    Raises:
+        ConfigError: a malformed URL or option.
+    """
+    return KafkaConsumer(KafkaOptions.from_url(url, credentials), topic, channel, prefetch)
+
