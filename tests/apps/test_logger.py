@@ -1,0 +1,125 @@
+"""The logger app: hourly files, bodies byte for byte, ack only after the write."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from task.apps.logger import LoggerApp, LoggerSettings
+from task.bus.memory import MemoryBroker, MemoryConsumer
+from task.errors import ConfigError
+from task.settings import load_settings
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_app(broker: MemoryBroker, tmp_path: Path, clock: Clock, **kwargs: object) -> LoggerApp:
+    return LoggerApp(consumer=MemoryConsumer(broker, "done", "logger"), directory=tmp_path,
+                     clock=clock, **kwargs)  # type: ignore[arg-type]
+
+
+async def archive(app: LoggerApp, broker: MemoryBroker, body: bytes) -> None:
+    broker.publish("done", body)
+    message = await app.consumer.msg()
+    assert message is not None
+    await app.handle(message)
+
+
+async def test_messages_go_to_the_file_of_their_hour_byte_for_byte(tmp_path: Path) -> None:
+    # Given a logger whose clock is just before 06:00 UTC
+    broker = MemoryBroker()
+    clock = Clock(datetime(2024, 1, 31, 5, 59, 59, tzinfo=UTC))
+    odd = '{"type":"fetch","info":"caf\u00e9 \\u00e9","id":"1"}'.encode()
+    async with make_app(broker, tmp_path, clock) as app:
+        # When messages arrive before and after the hour changes (one not even a task)
+        await archive(app, broker, odd)
+        await archive(app, broker, b"not json at all")
+        clock.now += timedelta(seconds=1)
+        await archive(app, broker, b'{"type":"load","info":""}\n')
+    # Then each hour has its own file, lines exactly as received, all acknowledged
+    five = tmp_path / "done/2024/01/31/05.jsonl"
+    six = tmp_path / "done/2024/01/31/06.jsonl"
+    assert five.read_bytes() == odd + b"\nnot json at all\n"
+    assert six.read_bytes() == b'{"type":"load","info":""}\n'
+    assert broker.pending("done") == 0
+    assert app.counts["files"] == 2 and app.counts["archived"] == 3
+
+
+async def test_a_time_in_another_zone_is_filed_by_its_utc_hour(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    paris = datetime(2024, 1, 31, 7, 30, tzinfo=UTC).astimezone(ZoneInfo("Europe/Paris"))
+    async with make_app(broker, tmp_path, Clock(paris)) as app:
+        await archive(app, broker, b"{}")
+    assert (tmp_path / "done/2024/01/31/07.jsonl").read_bytes() == b"{}\n"
+
+
+async def test_a_restart_appends_to_the_hour_file(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    clock = Clock(datetime(2024, 1, 31, 5, tzinfo=UTC))
+    for body in (b'{"n":1}', b'{"n":2}'):
+        async with make_app(broker, tmp_path, clock) as app:
+            await archive(app, broker, body)
+    assert (tmp_path / "done/2024/01/31/05.jsonl").read_bytes() == b'{"n":1}\n{"n":2}\n'
+
+
+async def test_multi_line_bodies_become_one_line_and_empty_ones_are_skipped(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    clock = Clock(datetime(2024, 1, 31, 5, tzinfo=UTC))
+    async with make_app(broker, tmp_path, clock) as app:
+        await archive(app, broker, b'{\n  "type": "x",\n  "info": "y"\n}')
+        await archive(app, broker, b"two\nlines")
+        await archive(app, broker, b"\n")
+    lines = (tmp_path / "done/2024/01/31/05.jsonl").read_text().splitlines()
+    assert lines == ['{"type":"x","info":"y"}', '"two\\nlines"']
+    assert json.loads(lines[1]) == "two\nlines"
+    assert (app.counts["rewritten"], app.counts["empty"]) == (2, 1)
+    assert broker.pending("done") == 0
+
+
+async def test_a_failed_write_is_not_acknowledged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("task.apps.logger.WRITE_RETRY_DELAY", 0.01)
+    # Given the hour's directory cannot be created (a file is in the way)
+    broker = MemoryBroker()
+    clock = Clock(datetime(2024, 1, 31, 5, tzinfo=UTC))
+    (tmp_path / "done").write_text("in the way")
+    async with make_app(broker, tmp_path, clock) as app:
+        # When a message arrives, it is not acknowledged but comes back
+        await archive(app, broker, b'{"n":1}')
+        assert app.counts["write_errors"] == 1 and broker.pending("done") == 1
+        # Once the way is clear, the redelivery is archived
+        (tmp_path / "done").unlink()
+        again = await asyncio.wait_for(app.consumer.msg(), 5)
+        assert again is not None and again.attempt == 2
+        await app.handle(again)
+    assert (tmp_path / "done/2024/01/31/05.jsonl").read_bytes() == b'{"n":1}\n'
+    assert broker.pending("done") == 0
+
+
+async def test_run_archives_until_the_topic_is_finished(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    for n in range(3):
+        broker.publish("done", b'{"n":%d}' % n)
+    broker.close_topic("done")
+    clock = Clock(datetime(2024, 1, 31, 5, tzinfo=UTC))
+    app = make_app(broker, tmp_path, clock, template="{topic}-{yyyy}{mm}{dd}.log", fsync=True)
+    assert await asyncio.wait_for(app.run(), 5) == 0
+    assert (tmp_path / "done-20240131.log").read_bytes().count(b"\n") == 3
+
+
+def test_settings_and_a_bad_template(tmp_path: Path) -> None:
+    settings = load_settings(LoggerSettings, None, bus="memory:logger-test", dir=str(tmp_path), topic="jobs")
+    app = LoggerApp.from_settings(settings)
+    assert app.template == "jobs/{yyyy}/{mm}/{dd}/{hh}.jsonl"
+    with pytest.raises(ConfigError, match=r"\{yyy\}"):
+        LoggerApp(consumer=MemoryConsumer(MemoryBroker(), "done"), directory=tmp_path, template="{yyy}.jsonl")
