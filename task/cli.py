@@ -96,7 +96,7 @@ def build_parser(name: str, settings_cls: type[AppSettings], summary: str) -> ar
             nargs = "*" if kind == "list" else "?"
             parser.add_argument(field_name, nargs=nargs, default=None, help=help_text)
             continue
-        flag = "--" + field_name.replace("_", "-")
+        flag = str(extra.get("flag") or "--" + field_name.replace("_", "-"))
         short = extra.get("short")
         names = [flag, short] if isinstance(short, str) else [flag]
         if kind == "bool":
