@@ -104,6 +104,8 @@ class Launcher:
         self.options = options or LauncherOptions()
         self.ledger = ledger
         self._recorder = LedgerRecorder(ledger) if ledger is not None else None
+        #: close the ledger at the end only when from_settings opened it
+        self.owns_ledger = False
         self._stop_signal = StopSignal()
         self._stop_requested: asyncio.Event | None = None
         self._in_flight: set[_InFlight] = set()
@@ -157,7 +159,9 @@ class Launcher:
             topic=topic,
         )
         ledger = open_ledger(settings.ledger) if settings.ledger else None
-        return cls(make_worker, consumer, producer, options, ledger)
+        launcher = cls(make_worker, consumer, producer, options, ledger)
+        launcher.owns_ledger = ledger is not None
+        return launcher
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -242,7 +246,7 @@ class Launcher:
         await self.producer.stop()
         if self._recorder is not None:
             await self._recorder.close()
-        if self.ledger is not None:
+        if self.ledger is not None and self.owns_ledger:
             await self.ledger.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)

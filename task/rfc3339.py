@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["format_utc", "now_utc", "check", "is_zero_instant", "parse"]
@@ -30,9 +31,16 @@ def format_utc(moment: datetime) -> str:
     return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
 
 
+_now_cache: tuple[int, str] = (0, "")
+
+
 def now_utc() -> str:
-    """The current time as the library writes it."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current time as the library writes it (cached per second: it is on the hot path)."""
+    global _now_cache
+    second = int(time.time())
+    if second != _now_cache[0]:
+        _now_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _now_cache[1]
 
 
 def _fields(text: str) -> tuple[int, str, int] | None:
