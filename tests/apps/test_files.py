@@ -1,0 +1,170 @@
+"""The files app on real files in tmp_path with the real watcher (events, and polling)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from task.apps.files import FileRule, FilesApp, FilesSettings
+from task.bus.memory import Fault, MemoryBroker, MemoryProducer
+from task.errors import ConfigError
+from task.ledger.memory import MemoryLedger
+from task.settings import load_settings
+from task.task import Task
+
+SETTLE = 0.3
+
+
+def rule(folder: Path, **values: object) -> FileRule:
+    return FileRule.model_validate({"dir": str(folder), "pattern": "*.csv", "type": "load"} | values)
+
+
+@asynccontextmanager
+async def running(app: FilesApp) -> AsyncIterator[FilesApp]:
+    """The app running in the background, watching, stopped and awaited on exit."""
+    task = asyncio.create_task(app.run())
+    await asyncio.wait_for(app.watching.wait(), 10)
+    try:
+        yield app
+    finally:
+        await app.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def tasks(broker: MemoryBroker, topic: str = "load") -> list[Task]:
+    return [Task.from_json(body) for body in broker.bodies(topic)]
+
+
+async def test_a_file_written_slowly_makes_one_task_once_complete(tmp_path: Path) -> None:
+    # Given the app watching a directory for *.csv
+    broker = MemoryBroker()
+    app = FilesApp(producer=MemoryProducer(broker), rules=[rule(tmp_path)], settle=SETTLE)
+    async with running(app):
+        # When a file is written in chunks, each sooner than the settle time after the last
+        path = tmp_path / "big.csv"
+        with path.open("wb") as out:
+            for _ in range(8):
+                out.write(b"x" * 1000)
+                out.flush()
+                await asyncio.sleep(SETTLE / 5)
+                # Then no task is made while it is still being written
+                assert broker.bodies("load") == []
+        # And exactly one task comes once it is complete, naming the file
+        await until(lambda: len(broker.bodies("load")) == 1)
+        await asyncio.sleep(SETTLE * 2)
+    [task] = tasks(broker)
+    assert task.info == str(path) and task.type == "load" and task.id
+    assert path.stat().st_size == 8000
+    assert app.counts["files"] == 1
+
+
+async def test_patterns_subdirectories_and_time_templates(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    info = "{path}?day={yyyy}-{mm}-{dd}&hour={hh}&name={name}"
+    app = FilesApp(producer=MemoryProducer(broker), rules=[rule(tmp_path, info=info, topic="in")],
+                   settle=0.1, polling=True, poll_interval=0.05)
+    async with running(app):
+        hour = tmp_path / "2024" / "01" / "31" / "05"
+        hour.mkdir(parents=True)
+        (hour / "a.csv").write_text("1")
+        (tmp_path / "notes.txt").write_text("not a csv")
+        await until(lambda: len(broker.bodies("in")) == 1)
+        await asyncio.sleep(0.3)
+    [task] = tasks(broker, "in")
+    assert task.info == f"{hour / 'a.csv'}?day=2024-01-31&hour=05&name=a.csv"
+    assert broker.sent == [("in", task.to_json())]  # the .txt made nothing
+
+
+async def test_the_file_time_is_its_modification_time_when_the_path_names_none(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    path = tmp_path / "old.csv"
+    path.write_text("1")
+    stamp = datetime(2023, 7, 4, 12, 30, tzinfo=UTC).timestamp()
+    os.utime(path, (stamp, stamp))
+    app = FilesApp(producer=MemoryProducer(broker), rules=[rule(tmp_path, info="{ts} {dir}")],
+                   settle=0.05, existing=True)
+    async with running(app):
+        await until(lambda: len(broker.bodies("load")) == 1)
+    assert tasks(broker)[0].info == f"20230704T123000 {tmp_path}"
+
+
+async def test_groups_of_n_files_and_the_partial_group_on_shutdown(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    app = FilesApp(producer=MemoryProducer(broker), rules=[rule(tmp_path, group=2)], settle=0.1)
+    async with running(app):
+        for name in ("b.csv", "a.csv", "c.csv"):
+            (tmp_path / name).write_text(name)
+        await until(lambda: len(broker.bodies("load")) == 1)
+        await until(lambda: app.stats()["grouped"] == 1)
+    infos = [t.info.split(",") for t in tasks(broker)]
+    assert len(infos) == 2 and sorted(infos[0] + infos[1]) == [str(tmp_path / n) for n in ("a.csv", "b.csv", "c.csv")]
+    assert len(infos[0]) == 2 and infos[0] == sorted(infos[0])
+
+
+async def test_a_cron_window_groups_what_settled_in_it(tmp_path: Path) -> None:
+    # Given a rule grouping files per quarter hour, and a wall clock the test moves
+    broker = MemoryBroker()
+    wall = [datetime(2024, 1, 31, 5, 1, tzinfo=UTC)]
+    app = FilesApp(producer=MemoryProducer(broker), now=lambda: wall[0], settle=0.1,
+                   rules=[rule(tmp_path, group_cron="*/15 * * * *", info="{dir}")])
+    async with running(app):
+        # When two files settle inside the window
+        (tmp_path / "a.csv").write_text("a")
+        (tmp_path / "b.csv").write_text("b")
+        await until(lambda: app.stats()["grouped"] == 2)
+        assert broker.bodies("load") == []
+        # Then one task pointing at their directory comes when the window closes at 05:15
+        wall[0] += timedelta(minutes=13)  # 05:14
+        await asyncio.sleep(0.3)
+        assert broker.bodies("load") == []
+        wall[0] += timedelta(minutes=1)  # 05:15
+        await until(lambda: len(broker.bodies("load")) == 1)
+        await asyncio.sleep(0.2)
+    assert [t.info for t in tasks(broker)] == [str(tmp_path)]
+
+
+async def test_created_tasks_are_recorded_and_a_refused_send_is_tried_again(tmp_path: Path) -> None:
+    broker, ledger = MemoryBroker(), MemoryLedger()
+    broker.inject(Fault.SEND_FAILS)
+    app = FilesApp(producer=MemoryProducer(broker), rules=[rule(tmp_path)], ledger=ledger, settle=0.05)
+    async with running(app):
+        (tmp_path / "a.csv").write_text("a")
+        await until(lambda: len(broker.bodies("load")) == 1)
+        [task] = tasks(broker)
+        assert await ledger.find("load", task.id) is not None
+    assert app.counts["send_errors"] == 1 and app.stats()["sent"] == 1
+
+
+def test_rules_from_flags_and_mistakes_named(tmp_path: Path) -> None:
+    settings = load_settings(FilesSettings, None, bus="memory:files-test", rule=[
+        f"dir={tmp_path} pattern=*.gz type=load info='{{path}} day={{yyyy}}-{{mm}}-{{dd}}' group=10"
+    ])
+    [parsed] = settings.rule
+    assert (parsed.pattern, parsed.info, parsed.group) == ("*.gz", "{path} day={yyyy}-{mm}-{dd}", 10)
+    assert FilesApp.from_settings(settings).rules == [parsed]
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_settings(FilesSettings, None, rule=[f"{tmp_path} type=x"])
+    with pytest.raises(ConfigError, match=r"\{yyy\}"):
+        load_settings(FilesSettings, None, rule=[f"dir={tmp_path} type=x info={{yyy}}"])
+    with pytest.raises(ConfigError, match="cron"):
+        FilesApp(producer=MemoryProducer(MemoryBroker()), rules=[rule(tmp_path, group_cron="often")])
+    with pytest.raises(ConfigError, match="at least one rule"):
+        FilesApp.from_settings(load_settings(FilesSettings, None, bus="memory:files-test"))
+
+
+async def test_a_missing_directory_is_a_config_error(tmp_path: Path) -> None:
+    app = FilesApp(producer=MemoryProducer(MemoryBroker()), rules=[rule(tmp_path / "nope")])
+    with pytest.raises(ConfigError, match="does not exist"):
+        await app.run()
