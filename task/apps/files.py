@@ -21,19 +21,20 @@ import logging
 import os
 import re
 import shlex
+import stat
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from task import timetemplate
+from task.apps.sender import TaskSender
 from task.bus.base import Producer
 from task.bus.registry import open_producer
-from task.apps.sender import TaskSender
 from task.errors import BusError, ConfigError, MissingExtraError
 from task.ledger.base import Ledger
 from task.ledger.registry import open_ledger
@@ -80,6 +81,11 @@ class FileRule(BaseModel):
         if unknown:
             raise ValueError(f"unknown placeholder {unknown[0]} in info {info!r}")
         return info
+
+    def __str__(self) -> str:
+        """The rule as its command-line string (fields left at their default omitted)."""
+        values = self.model_dump(exclude_defaults=True)
+        return " ".join(f"{k}={shlex.quote(str(v))}" for k, v in values.items())
 
     def matches(self, path: str) -> bool:
         """True when ``path`` lies under ``dir`` and matches ``pattern``."""
@@ -171,7 +177,7 @@ class FilesApp:
             status_host=settings.status_host,
         )
 
-    async def __aenter__(self) -> FilesApp:
+    async def __aenter__(self) -> Self:
         for rule in self.rules:
             if not os.path.isdir(rule.dir):
                 raise ConfigError(f"watched directory {rule.dir!r} does not exist; create it or fix the rule")
@@ -257,10 +263,14 @@ class FilesApp:
     def _seen(self, paths: Sequence[str]) -> None:
         moment = self.clock()
         for path in paths:
-            if path not in self._pending and any(rule.matches(path) for rule in self.rules):
-                if os.path.isfile(path):
-                    st = os.stat(path)
-                    self._pending[path] = (st.st_size, st.st_mtime_ns, moment)
+            if path in self._pending or not any(rule.matches(path) for rule in self.rules):
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # gone already
+            if stat.S_ISREG(st.st_mode):
+                self._pending[path] = (st.st_size, st.st_mtime_ns, moment)
 
     def _settled(self, path: str, mtime: float) -> None:
         self.counts["files"] += 1

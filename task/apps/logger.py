@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar, Self
 
 from pydantic import Field
 
@@ -102,7 +102,7 @@ class LoggerApp:
                    template=settings.template, fsync=settings.fsync,
                    status_port=settings.status_port, status_host=settings.status_host)
 
-    async def __aenter__(self) -> LoggerApp:
+    async def __aenter__(self) -> Self:
         await self.consumer.start()
         if self._status is not None:
             await self._status.start()

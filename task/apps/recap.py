@@ -18,7 +18,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, TextIO
+from typing import BinaryIO, ClassVar, Self, TextIO
 
 from pydantic import Field
 
@@ -187,7 +187,7 @@ class RecapApp:
                    as_json=settings.json_output, status_port=settings.status_port,
                    status_host=settings.status_host)
 
-    async def __aenter__(self) -> RecapApp:
+    async def __aenter__(self) -> Self:
         if self.consumer is not None:
             await self.consumer.start()
         if self._status is not None:
@@ -232,19 +232,21 @@ class RecapApp:
         return info
 
     def _read_file(self, name: str) -> None:
+        if name == "-":
+            self._read_lines(sys.stdin.buffer)
+            return
         try:
-            stream = sys.stdin.buffer if name == "-" else Path(name).open("rb")
+            with Path(name).open("rb") as stream:
+                self._read_lines(stream)
         except OSError as err:
-            raise ConfigError(f"cannot read done tasks from {name!r}: {err.strerror}") from err
-        try:
-            for line in stream:
-                if self._stopping.is_set():
-                    return
-                if line.strip():
-                    self.recap.add_body(line.rstrip(b"\r\n"))
-        finally:
-            if stream is not sys.stdin.buffer:
-                stream.close()
+            raise ConfigError(f"cannot read done tasks from {name!r}: {err.strerror or err}") from err
+
+    def _read_lines(self, stream: BinaryIO) -> None:
+        for line in stream:
+            if self._stopping.is_set():
+                return
+            if line.strip():
+                self.recap.add_body(line.rstrip(b"\r\n"))
 
 
 def _secs(seconds: float) -> str:

@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -165,7 +165,7 @@ class RetryApp:
             status_host=settings.status_host,
         )
 
-    async def __aenter__(self) -> RetryApp:
+    async def __aenter__(self) -> Self:
         await self.consumer.start()
         await self.producer.start()
         if self._status is not None:
