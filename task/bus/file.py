@@ -299,9 +299,19 @@ class FileConsumer(BusPart):
             moved = True
         if moved and self._offset_fd is not None:
             os.pwrite(self._offset_fd, f"{self._committed:<20d}\n".encode(), 0)
+            if self._stopped and not pending:
+                self._close_offset()
+
+    def _close_offset(self) -> None:
+        if self._offset_fd is not None:
+            os.close(self._offset_fd)
+            self._offset_fd = None
 
     async def stop(self) -> None:
-        """Stop reading; unacknowledged lines stay after the saved offset. Idempotent."""
+        """Stop reading; unacknowledged lines stay after the saved offset. Idempotent.
+
+        Messages handed out before still ack after stop() (the Launcher finishes in-flight
+        tasks), so the offset file stays open until the last of them is settled."""
         self._stopped = True
         if self._wake is not None:
             self._wake.set()
@@ -310,9 +320,8 @@ class FileConsumer(BusPart):
         if self._fd is not None and self.path is not None:
             os.close(self._fd)
         self._fd = None
-        if self._offset_fd is not None:
-            os.close(self._offset_fd)
-            self._offset_fd = None
+        if not self._pending:
+            self._close_offset()
 
     def info(self) -> BusInfo:
         return {
