@@ -1,0 +1,309 @@
+"""The production ledger on Cassandra: ``cassandra://host1,host2:9042/keyspace?...``.
+
+The URL options and the connection are in ``cassandra_session``; every statement and the
+reasoning behind the partitions in ``cassandra_schema``. Tables are not created on first use
+(concurrent schema changes from many processes disagree): run ``taskbus ledger init`` once.
+Records live in time buckets, found through ``task_index``; ``claim`` and ``due`` use
+lightweight transactions so replicas never send one task twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+from task.errors import LedgerError
+from task.ledger import cassandra_schema as cql
+from task.ledger.base import LedgerRecord, State, TaskListStats
+from task.ledger.cassandra_session import CassandraOptions, SharedSession, acquire, execute, release
+from task.ledger.common import epoch, list_of
+from task.task import Task
+
+__all__ = ["CassandraLedger", "CassandraOptions", "open_ledger"]
+
+logger = logging.getLogger(__name__)
+
+#: the one partition of ``task_buckets``
+_SCOPE = "all"
+_RECORDS, _SCHEDULE = "records", "schedule"
+_FAR = 2**62  # a bucket bound beyond any time
+
+
+class CassandraLedger:
+    """The ledger in a Cassandra keyspace. No I/O until first use."""
+
+    def __init__(self, options: CassandraOptions, *, clock: Callable[[], float] = time.time) -> None:
+        self.options = options
+        self.clock = clock
+        self._shared: SharedSession | None = None
+        self._statements: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()
+        self._known_buckets: set[tuple[str, str, int]] = set()
+        self._closed = False
+        #: tasks given without an id: counted, never recorded
+        self.skipped_no_id = 0
+
+    async def _session(self) -> SharedSession:
+        if self._closed:
+            raise LedgerError(f"the Cassandra ledger {self.options.keyspace} is closed; open a new one")
+        if self._shared is None:
+            self._shared = await asyncio.to_thread(acquire, self.options)
+        return self._shared
+
+    def _prepare_all(self, session: Any) -> dict[str, Any]:
+        from cassandra import ConsistencyLevel  # type: ignore[import-untyped]
+
+        levels = ConsistencyLevel.name_to_value
+        statements = {}
+        for name, text in cql.STATEMENTS.items():
+            statement = session.prepare(cql.render(text, self.options.keyspace))
+            write = name in cql.WRITES
+            statement.consistency_level = levels[
+                self.options.write_consistency if write else self.options.read_consistency]
+            statement.serial_consistency_level = levels[self.options.serial_consistency]
+            statement.is_idempotent = True  # see _RetryTimeouts: every write is safe to retry
+            statements[name] = statement
+        return statements
+
+    async def _ready(self) -> tuple[Any, dict[str, Any]]:
+        async with self._lock:
+            shared = await self._session()
+            if self._statements is None:
+                try:
+                    self._statements = await asyncio.to_thread(self._prepare_all, shared.session)
+                except Exception as err:
+                    raise LedgerError(
+                        f"cannot prepare the ledger's statements in keyspace "
+                        f"{self.options.keyspace!r} ({err}); create it with: taskbus ledger init "
+                        f"--ledger cassandra://.../{self.options.keyspace}") from err
+            return shared.session, self._statements
+
+    async def _run(self, name: str, *params: object) -> Any:
+        session, statements = await self._ready()
+        return await execute(session, statements[name], params)
+
+    async def _rows(self, name: str, *params: object) -> AsyncIterator[dict[str, Any]]:
+        """Every row, page by page (500 a page), without holding them all."""
+        session, statements = await self._ready()
+        paging_state = None
+        while True:
+            result = await execute(session, statements[name], params, paging_state)
+            for row in result.current_rows:
+                yield row
+            if not result.has_more_pages:
+                return
+            paging_state = result.paging_state
+
+    def _bucket(self, at: float) -> int:
+        return int(at // self.options.bucket)
+
+    async def _note_bucket(self, task_list: str, kind: str, bucket: int, ttl: int) -> None:
+        if (task_list, kind, bucket) not in self._known_buckets:
+            await self._run("bucket_add", _SCOPE, task_list, kind, bucket, ttl + self.options.bucket)
+            self._known_buckets.add((task_list, kind, bucket))
+
+    async def _index(self, task_list: str, id: str) -> int | None:
+        row = (await self._run("index_get", task_list, id)).one()
+        return None if row is None else int(row["bucket"])
+
+    async def _locate(self, task_list: str, id: str, now: float, look_first: bool) -> tuple[int, bool]:
+        """The task's bucket, and True when this call recorded it in the index."""
+        if look_first and (found := await self._index(task_list, id)) is not None:
+            return found, False
+        bucket = self._bucket(now)
+        await self._note_bucket(task_list, _RECORDS, bucket, self.options.ttl)
+        result = await self._run("index_add", task_list, id, bucket, self.options.ttl)
+        if result.was_applied:
+            return bucket, True
+        return int(result.one()["bucket"]), False  # a failed IF NOT EXISTS returns the row
+
+    def _no_id(self, task: Task) -> bool:
+        if task.id:
+            return False
+        self.skipped_no_id += 1
+        return True
+
+    async def created(self, task: Task, task_list: str | None = None) -> bool:
+        if self._no_id(task):
+            return False
+        now, name = self.clock(), list_of(task, task_list)
+        bucket, new = await self._locate(name, task.id, now, look_first=False)
+        if new:
+            await self._run("record_put", name, bucket, task.id, "created", task.to_json().decode(),
+                            0, now, now, self.options.ttl)
+        return new
+
+    async def started(self, task: Task, task_list: str | None = None) -> None:
+        if self._no_id(task):
+            return
+        now, name = self.clock(), list_of(task, task_list)
+        bucket, new = await self._locate(name, task.id, now, look_first=True)
+        if new:
+            await self._run("record_put", name, bucket, task.id, "started", task.to_json().decode(),
+                            0, now, now, self.options.ttl)
+        else:
+            await self._run("record_started", self.options.ttl, now, name, bucket, task.id)
+
+    async def touch(self, task_list: str, id: str) -> None:
+        bucket = await self._index(task_list, id)
+        if bucket is not None:
+            await self._run("record_touch", self.options.ttl, self.clock(), task_list, bucket, id)
+
+    async def done(self, task_list: str, id: str) -> None:
+        bucket = await self._index(task_list, id)
+        if bucket is not None:
+            await self._run("record_delete", task_list, bucket, id)
+            await self._run("index_delete", task_list, id)
+
+    @staticmethod
+    def _record(task_list: str, id: str, row: dict[str, Any]) -> LedgerRecord | None:
+        if row.get("task") is None:  # its cells expired, or a heartbeat outlived a done
+            return None
+        return LedgerRecord(Task.from_json(row["task"]), task_list, State(row["state"]),
+                            row["attempts"] or 0, row["created_at"], row["updated_at"], row["owner"] or "")
+
+    async def find(self, task_list: str, id: str) -> LedgerRecord | None:
+        bucket = await self._index(task_list, id)
+        if bucket is None:
+            return None
+        row = (await self._run("record_get", task_list, bucket, id)).one()
+        return None if row is None else self._record(task_list, id, row)
+
+    async def outstanding(self, task_list: str, older_than: float) -> AsyncIterator[LedgerRecord]:
+        # Oldest first within each bucket, buckets oldest first: one bucket in memory at a time.
+        now = self.clock()
+        cutoff = now - older_than
+        buckets = [r["bucket"] async for r in self._rows(
+            "buckets_until", _SCOPE, task_list, _RECORDS, self._bucket(cutoff))]
+        for bucket in buckets:
+            found, live = [], 0
+            async for row in self._rows("records_in_bucket", task_list, bucket):
+                record = self._record(task_list, row["id"], row)
+                live += record is not None
+                if record is not None and record.updated_at <= cutoff:
+                    found.append(record)
+            if not live and (bucket + 2) * self.options.bucket <= now:
+                # no task can land in a bucket this old any more: stop reading it
+                await self._run("bucket_delete", _SCOPE, task_list, _RECORDS, bucket)
+                self._known_buckets.discard((task_list, _RECORDS, bucket))
+            found.sort(key=lambda r: (r.updated_at, r.task.id))
+            for record in found:
+                yield record
+
+    async def claim(self, task_list: str, id: str, owner: str, ttl: float) -> bool:
+        now = self.clock()
+        bucket = await self._index(task_list, id)
+        if bucket is None:
+            return False
+        row = (await self._run("record_get", task_list, bucket, id)).one()
+        if row is None or row.get("task") is None or (row["claim_until"] or 0) > now:
+            return False
+        seen = row["attempts"] or 0
+        result = await self._run("record_claim", self.options.ttl, owner, now + ttl, seen + 1, now,
+                                 task_list, bucket, id, now, seen)
+        return bool(result.was_applied)
+
+    async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:
+        if self._no_id(task):
+            return
+        name, when, now = list_of(task, task_list), epoch(at), self.clock()
+        ttl = int(max(0.0, when - now)) + self.options.ttl
+        previous = (await self._run("schedule_index_get", name, task.id)).one()
+        if previous is not None and previous["at"] != when:
+            await self._run("schedule_drop", name, self._bucket(previous["at"]), previous["at"], task.id)
+        bucket = self._bucket(when)
+        await self._note_bucket(name, _SCHEDULE, bucket, ttl)
+        await self._run("schedule_put", name, bucket, when, task.id, task.to_json().decode(), ttl)
+        await self._run("schedule_index_put", name, task.id, when, ttl)
+
+    async def due(self, task_list: str, now: datetime) -> list[Task]:
+        limit, written = epoch(now), self.clock()
+        last = self._bucket(limit)
+        ready: list[tuple[float, str, str, int]] = []
+        buckets = [r["bucket"] async for r in self._rows("buckets_until", _SCOPE, task_list, _SCHEDULE, last)]
+        for bucket in buckets:
+            rows = [(r["at"], r["id"], r["task"], bucket)
+                    async for r in self._rows("schedule_due", task_list, bucket, limit)]
+            if not rows and bucket < last - 1:
+                await self._run("bucket_delete", _SCOPE, task_list, _SCHEDULE, bucket)
+            ready += rows
+        tasks = []
+        for at, id, body, bucket in sorted(ready):
+            # Record first, then take: a crash in between resends at worst, never loses.
+            await self._put_created(task_list, id, body, written)
+            if (await self._run("schedule_take", task_list, bucket, at, id)).was_applied:
+                await self._run("schedule_index_take", task_list, id, at)
+                tasks.append(Task.from_json(body))
+        return tasks
+
+    async def _put_created(self, task_list: str, id: str, body: str, now: float) -> None:
+        bucket, new = await self._locate(task_list, id, now, look_first=True)
+        attempts = 0
+        if not new:
+            row = (await self._run("record_get", task_list, bucket, id)).one()
+            attempts = (row or {}).get("attempts") or 0
+        await self._run("record_put", task_list, bucket, id, "created", body, attempts, now, now,
+                        self.options.ttl)
+
+    async def task_lists(self) -> list[str]:
+        return sorted({r["task_list"] async for r in self._rows("lists", _SCOPE)})
+
+    async def stats(self, task_list: str) -> TaskListStats:
+        now = self.clock()
+        counts = {State.CREATED: 0, State.STARTED: 0}
+        oldest = now
+        async for b in self._rows("buckets_until", _SCOPE, task_list, _RECORDS, _FAR):
+            async for row in self._rows("records_in_bucket", task_list, b["bucket"]):
+                record = self._record(task_list, row["id"], row)
+                if record is not None:
+                    counts[record.state] += 1
+                    oldest = min(oldest, record.created_at)
+        scheduled = 0
+        async for b in self._rows("buckets_until", _SCOPE, task_list, _SCHEDULE, _FAR):
+            scheduled += (await self._run("schedule_count", task_list, b["bucket"])).one()["count"]
+        return TaskListStats(task_list, counts[State.CREATED], counts[State.STARTED], scheduled,
+                             max(0.0, now - oldest))
+
+    async def init_schema(self, replication: str = "") -> str:
+        """Create the keyspace (``replication``: ``3`` or ``dc1:3,dc2:3``) and tables; safe to
+        run twice (``IF NOT EXISTS``). The driver waits for schema agreement after each.
+
+        Raises:
+            ConfigError: a bad replication spec or keyspace name.
+            LedgerError: Cassandra refused the schema.
+        """
+        ks = self.options.keyspace
+        ddl = [cql.render(cql.KEYSPACE, ks).replace("{replication}", cql.replication_map(replication))]
+        ddl += [cql.render(text, ks) for text in cql.TABLES.values()]
+        session = (await self._session()).session
+        for text in ddl:
+            await execute(session, text)
+        return f"Cassandra keyspace {ks} ready with {len(cql.TABLES)} tables"
+
+    async def close(self) -> None:
+        """Release this ledger's share of the process's session. Idempotent."""
+        self._closed = True
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            await asyncio.to_thread(release, shared)
+
+    async def __aenter__(self) -> CassandraLedger:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def open_ledger(url: str) -> CassandraLedger:
+    """The ledger at ``url``; see ``cassandra_session`` for the options.
+
+    Raises:
+        ConfigError: a malformed URL or option.
+    """
+    options = CassandraOptions.from_url(url)
+    cql.render("", options.keyspace)  # validates the keyspace name now, not at first use
+    return CassandraLedger(options)

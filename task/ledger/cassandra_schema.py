@@ -1,0 +1,195 @@
+"""Every CQL statement of the Cassandra ledger, in one place, with the reasoning beside it.
+
+Partitions and why
+------------------
+A ledger sees every task twice (recorded, then deleted when done), so almost all it holds
+ends as a tombstone. One partition per task list would pile every tombstone of that list
+into one hot partition that each ``outstanding`` scan reads through, until reads time out
+(``tombstone_failure_threshold``). So records live in **time buckets**: partition key
+``(task_list, bucket)``, where ``bucket = floor(created_at / bucket_seconds)`` (default one
+hour). A partition holds at most the tasks of one list created in one hour, and a record
+never moves between buckets (heartbeats update it in place, which costs no tombstone).
+
+* ``outstanding(older_than)`` reads only buckets that started before ``now - older_than``
+  (a newer record cannot be that idle), so the hot current bucket, where most deletes land,
+  is skipped; a bucket found empty once no task can land in it any more is dropped from the
+  bucket list, so old empty buckets are not read again.
+* ``task_index`` maps ``(task_list, id)`` to the bucket: ``touch``/``done``/``find`` know only
+  the id. Its partitions hold one row each; ``INSERT ... IF NOT EXISTS`` there is what makes
+  ``created`` return True exactly once, and fixes a task's bucket even when two writers race.
+* ``task_buckets`` lists the buckets per list and kind in one small partition (``scope``):
+  lists x kinds x (ttl / bucket) rows, about 34,000 for 100 lists, 7 days, 1-hour buckets.
+  Each process writes a bucket's row once, so it is not a write hot spot.
+* The schedule is bucketed the same way by due time (``at``), clustered by ``at`` so
+  ``due`` reads a slice and each taken row is removed with ``DELETE ... IF EXISTS`` (a
+  lightweight transaction): two releasers never both send one task.
+* Every write carries a TTL (default 7 days, beyond ``at`` for scheduled rows): a record
+  whose ``done`` was lost expires instead of living forever. The TTL must exceed the longest
+  task; a row whose ``task`` cell expired is treated as gone.
+* ``gc_grace_seconds`` is lowered to 6 hours on the record tables so tombstones are purged
+  sooner. The price: a node down longer than that may bring a deleted record back, which
+  at worst resends a finished task once (at-least-once allows it); run repairs within it.
+* ``claim`` is an ``UPDATE ... IF claim_until <= now AND attempts = seen``: the attempts
+  condition makes two replicas that read the same record race in Paxos, and exactly one wins.
+
+Statements name their keyspace as ``{ks}``; ``render`` fills it in. Times are Unix seconds
+(``double``), as the other backends keep them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from task.errors import ConfigError
+
+__all__ = ["KEYSPACE", "TABLES", "STATEMENTS", "WRITES", "render", "replication_map"]
+
+#: CREATE KEYSPACE; ``{replication}`` is a CQL map from ``replication_map``
+KEYSPACE = "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}"
+
+#: Leveled compaction: rows are updated and deleted within minutes, and recover reads them;
+#: LCS keeps a row's versions and tombstones in few SSTables so they merge and purge early.
+_RECORD_OPTIONS = (
+    " WITH gc_grace_seconds = 21600"
+    " AND compaction = {'class': 'LeveledCompactionStrategy'}"
+)
+
+TABLES: dict[str, str] = {
+    "task_records": (
+        "CREATE TABLE IF NOT EXISTS {ks}.task_records ("
+        " task_list text, bucket bigint, id text, state text, task text, attempts int,"
+        " created_at double, updated_at double, owner text, claim_until double,"
+        " PRIMARY KEY ((task_list, bucket), id))" + _RECORD_OPTIONS
+    ),
+    "task_index": (
+        "CREATE TABLE IF NOT EXISTS {ks}.task_index ("
+        " task_list text, id text, bucket bigint,"
+        " PRIMARY KEY ((task_list, id))) WITH gc_grace_seconds = 21600"
+    ),
+    "task_buckets": (
+        "CREATE TABLE IF NOT EXISTS {ks}.task_buckets ("
+        " scope text, task_list text, kind text, bucket bigint,"
+        " PRIMARY KEY ((scope), task_list, kind, bucket))"
+    ),
+    "task_schedule": (
+        "CREATE TABLE IF NOT EXISTS {ks}.task_schedule ("
+        " task_list text, bucket bigint, at double, id text, task text,"
+        " PRIMARY KEY ((task_list, bucket), at, id))" + _RECORD_OPTIONS
+    ),
+    "schedule_index": (
+        "CREATE TABLE IF NOT EXISTS {ks}.schedule_index ("
+        " task_list text, id text, at double,"
+        " PRIMARY KEY ((task_list, id))) WITH gc_grace_seconds = 21600"
+    ),
+}
+
+_RECORD_COLUMNS = "state, task, attempts, created_at, updated_at, owner, claim_until"
+
+STATEMENTS: dict[str, str] = {
+    "index_get": "SELECT bucket FROM {ks}.task_index WHERE task_list = ? AND id = ?",
+    "index_add": (
+        "INSERT INTO {ks}.task_index (task_list, id, bucket) VALUES (?, ?, ?)"
+        " IF NOT EXISTS USING TTL ?"
+    ),
+    "index_delete": "DELETE FROM {ks}.task_index WHERE task_list = ? AND id = ?",
+    "record_put": (
+        "INSERT INTO {ks}.task_records (task_list, bucket, id, state, task, attempts,"
+        " created_at, updated_at, owner, claim_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', 0)"
+        " USING TTL ?"
+    ),
+    "record_started": (
+        "UPDATE {ks}.task_records USING TTL ? SET state = 'started', updated_at = ?"
+        " WHERE task_list = ? AND bucket = ? AND id = ?"
+    ),
+    "record_touch": (
+        "UPDATE {ks}.task_records USING TTL ? SET updated_at = ?"
+        " WHERE task_list = ? AND bucket = ? AND id = ?"
+    ),
+    "record_claim": (
+        "UPDATE {ks}.task_records USING TTL ? SET owner = ?, claim_until = ?, attempts = ?,"
+        " updated_at = ? WHERE task_list = ? AND bucket = ? AND id = ?"
+        " IF claim_until <= ? AND attempts = ?"
+    ),
+    "record_delete": "DELETE FROM {ks}.task_records WHERE task_list = ? AND bucket = ? AND id = ?",
+    "record_get": (
+        "SELECT " + _RECORD_COLUMNS + " FROM {ks}.task_records"
+        " WHERE task_list = ? AND bucket = ? AND id = ?"
+    ),
+    "records_in_bucket": (
+        "SELECT id, " + _RECORD_COLUMNS + " FROM {ks}.task_records"
+        " WHERE task_list = ? AND bucket = ?"
+    ),
+    "bucket_add": (
+        "INSERT INTO {ks}.task_buckets (scope, task_list, kind, bucket) VALUES (?, ?, ?, ?)"
+        " USING TTL ?"
+    ),
+    "buckets_until": (
+        "SELECT bucket FROM {ks}.task_buckets"
+        " WHERE scope = ? AND task_list = ? AND kind = ? AND bucket <= ?"
+    ),
+    "bucket_delete": (
+        "DELETE FROM {ks}.task_buckets WHERE scope = ? AND task_list = ? AND kind = ? AND bucket = ?"
+    ),
+    "lists": "SELECT task_list FROM {ks}.task_buckets WHERE scope = ?",
+    "schedule_put": (
+        "INSERT INTO {ks}.task_schedule (task_list, bucket, at, id, task) VALUES (?, ?, ?, ?, ?)"
+        " USING TTL ?"
+    ),
+    "schedule_due": (
+        "SELECT at, id, task FROM {ks}.task_schedule WHERE task_list = ? AND bucket = ? AND at <= ?"
+    ),
+    "schedule_count": "SELECT count(*) FROM {ks}.task_schedule WHERE task_list = ? AND bucket = ?",
+    "schedule_take": (
+        "DELETE FROM {ks}.task_schedule WHERE task_list = ? AND bucket = ? AND at = ? AND id = ?"
+        " IF EXISTS"
+    ),
+    "schedule_drop": (
+        "DELETE FROM {ks}.task_schedule WHERE task_list = ? AND bucket = ? AND at = ? AND id = ?"
+    ),
+    "schedule_index_get": "SELECT at FROM {ks}.schedule_index WHERE task_list = ? AND id = ?",
+    "schedule_index_put": (
+        "INSERT INTO {ks}.schedule_index (task_list, id, at) VALUES (?, ?, ?) USING TTL ?"
+    ),
+    "schedule_index_take": "DELETE FROM {ks}.schedule_index WHERE task_list = ? AND id = ? IF at = ?",
+}
+
+#: statements that write (consistency ``write_consistency``); the rest read
+WRITES = frozenset(name for name, cql in STATEMENTS.items() if not cql.startswith("SELECT"))
+
+_KEYSPACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
+_DC_FACTOR = re.compile(r"([A-Za-z0-9_.-]+)[:=](\d+)")
+
+
+def render(cql: str, keyspace: str) -> str:
+    """``cql`` with its keyspace filled in.
+
+    Raises:
+        ConfigError: ``keyspace`` is not a valid Cassandra name.
+    """
+    if not _KEYSPACE_NAME.fullmatch(keyspace):
+        raise ConfigError(
+            f"{keyspace!r} is not a Cassandra keyspace name: a letter, then up to 47 letters, "
+            "digits or _ (cassandra://host:9042/taskbus)"
+        )
+    return cql.replace("{ks}", keyspace)
+
+
+def replication_map(spec: str) -> str:
+    """The CQL replication map of ``spec``: ``""`` or ``3`` (SimpleStrategy with that factor,
+    1 when empty; for a single data center) or ``dc1:3,dc2:3`` (NetworkTopologyStrategy, what
+    production uses).
+
+    Raises:
+        ConfigError: ``spec`` is neither.
+    """
+    spec = spec.strip()
+    if not spec or spec.isdigit():
+        return f"{{'class': 'SimpleStrategy', 'replication_factor': {int(spec or 1)}}}"
+    pairs = [_DC_FACTOR.fullmatch(part.strip()) for part in spec.split(",")]
+    if not all(pairs):
+        raise ConfigError(
+            f"replication {spec!r}: give a replication factor (3) or data centers with "
+            "factors (dc1:3,dc2:3)"
+        )
+    dcs = ", ".join(f"'{m.group(1)}': {m.group(2)}" for m in pairs if m)
+    return f"{{'class': 'NetworkTopologyStrategy', {dcs}}}"
