@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from task.errors import ConfigError
 from task.ledger.memory import MemoryLedger
 from task.settings import load_settings
 from task.task import Task
+from tests.servers.ports import free_port
 
 SETTLE = 0.3
 
@@ -168,3 +170,21 @@ async def test_a_missing_directory_is_a_config_error(tmp_path: Path) -> None:
     app = FilesApp(producer=MemoryProducer(MemoryBroker()), rules=[rule(tmp_path / "nope")])
     with pytest.raises(ConfigError, match="does not exist"):
         await app.run()
+
+
+async def get_stats(port: int) -> dict[str, object]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    stats: dict[str, object] = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+    return stats
+
+
+async def test_status_endpoint_serves_stats(tmp_path: Path) -> None:
+    broker, port = MemoryBroker(), free_port()
+    app = FilesApp(producer=MemoryProducer(broker), rules=[rule(tmp_path)], status_port=port)
+    async with app:
+        stats = await get_stats(port)
+    assert stats["app"] == "files" and stats["sent"] == 0 and stats["settling"] == 0

@@ -14,6 +14,7 @@ from task.apps.logger import LoggerApp, LoggerSettings
 from task.bus.memory import MemoryBroker, MemoryConsumer
 from task.errors import ConfigError
 from task.settings import load_settings
+from tests.servers.ports import free_port
 
 
 class Clock:
@@ -123,3 +124,23 @@ def test_settings_and_a_bad_template(tmp_path: Path) -> None:
     assert app.template == "jobs/{yyyy}/{mm}/{dd}/{hh}.jsonl"
     with pytest.raises(ConfigError, match=r"\{yyy\}"):
         LoggerApp(consumer=MemoryConsumer(MemoryBroker(), "done"), directory=tmp_path, template="{yyy}.jsonl")
+
+
+async def get_stats(port: int) -> dict[str, object]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    stats: dict[str, object] = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+    return stats
+
+
+async def test_status_endpoint_serves_stats(tmp_path: Path) -> None:
+    broker, port = MemoryBroker(), free_port()
+    clock = Clock(datetime(2024, 1, 31, 5, tzinfo=UTC))
+    async with make_app(broker, tmp_path, clock, status_port=port) as app:
+        await archive(app, broker, b"{}")
+        stats = await get_stats(port)
+    assert stats["app"] == "logger" and stats["archived"] == 1
+    assert str(stats["file"]).endswith("05.jsonl")

@@ -16,6 +16,7 @@ from task.cli import run_command
 from task.errors import ConfigError
 from task.settings import load_settings
 from task.task import Task
+from tests.servers.ports import free_port
 
 T0 = datetime(2024, 1, 31, 5, 0, tzinfo=UTC)
 
@@ -115,3 +116,26 @@ def test_command_line_json_flag(
     monkeypatch.setattr("task.cli.configure_logging", lambda *a: None)  # keep pytest's handlers
     assert run_command(["recap", "--json", str(known_file)]) == 0
     assert json.loads(capsys.readouterr().out)["types"]["fetch"]["tasks"] == 6
+
+
+async def get_stats(port: int) -> dict[str, object]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    stats: dict[str, object] = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+    return stats
+
+
+async def test_status_endpoint_serves_the_recap_so_far() -> None:
+    broker, port = MemoryBroker(), free_port()
+    broker.publish("done", KNOWN[0])
+    app = RecapApp(consumer=MemoryConsumer(broker, "done"), out=io.StringIO(), status_port=port)
+    running = asyncio.create_task(app.run())
+    while broker.pending("done"):
+        await asyncio.sleep(0.01)
+    stats = await get_stats(port)
+    await app.stop()
+    await asyncio.wait_for(running, 5)
+    assert stats["app"] == "recap" and stats["tasks"] == 1

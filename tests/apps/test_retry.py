@@ -7,8 +7,10 @@ sleeping through real minutes.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,8 +21,10 @@ from task.bus.memory import Fault, MemoryBroker, MemoryConsumer, MemoryProducer
 from task.errors import ConfigError
 from task.ledger.base import Ledger, State
 from task.ledger.memory import LedgerFault, MemoryLedger
+from task.ledger.registry import open_ledger
 from task.settings import load_settings
 from task.task import Task
+from tests.servers.ports import free_port
 
 START = datetime(2024, 1, 31, 5, 0, tzinfo=UTC)
 
@@ -116,6 +120,35 @@ async def test_pending_retries_survive_a_restart_in_the_ledger() -> None:
     # Then the retry is sent once
     assert [Task.from_json(b).get_meta("retry") for b in broker.bodies("fetch")] == ["1"]
     assert await second.release_due() == 0
+
+
+async def test_a_restarted_app_sends_the_retry_the_stopped_one_scheduled(tmp_path: Path) -> None:
+    # Given a retry app on a SQLite ledger that took a failed task, then was stopped
+    broker, clock = MemoryBroker(), Clock()
+    url = f"sqlite:{tmp_path / 'ledger.db'}"
+    broker.publish("done", failed())
+    first = make_app(broker, clock, open_ledger(url))
+    running = asyncio.create_task(first.run())
+    await until(lambda: first.counts["scheduled"] == 1)
+    await first.stop()
+    await asyncio.wait_for(running, 5)
+    assert broker.bodies("fetch") == []
+    # When a new app (a new process: a new ledger connection) runs after the delay
+    clock.advance(10)
+    second = make_app(broker, clock, open_ledger(url))
+    running = asyncio.create_task(second.run())
+    await until(lambda: len(broker.bodies("fetch")) == 1)
+    await second.stop()
+    await asyncio.wait_for(running, 5)
+    # Then it sends the retry the first one scheduled, exactly once
+    [resent] = [Task.from_json(b) for b in broker.bodies("fetch")]
+    assert (resent.id, resent.get_meta("retry")) == ("t-1", "1")
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def test_due_retries_are_recorded_as_created_for_recover() -> None:
@@ -238,3 +271,23 @@ def test_from_settings_needs_a_rule() -> None:
         RetryApp.from_settings(load_settings(RetrySettings, None, bus="memory:retry-test"))
     app = RetryApp.from_settings(load_settings(RetrySettings, None, bus="memory:retry-test", rule=["a"]))
     assert app.ledger is None and app.failed_topic == "retry-failed"
+
+
+async def get_stats(port: int) -> dict[str, object]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    stats: dict[str, object] = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+    return stats
+
+
+async def test_status_endpoint_serves_stats() -> None:
+    broker, port = MemoryBroker(), free_port()
+    app = RetryApp(consumer=MemoryConsumer(broker, "done"), producer=MemoryProducer(broker),
+                   rules=[RetryRule(type="fetch")], status_port=port)
+    async with app:
+        await deliver(app, broker, failed())
+        stats = await get_stats(port)
+    assert stats["app"] == "retry" and stats["scheduled"] == 1 and stats["memory_only"] is True
