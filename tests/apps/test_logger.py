@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from task.apps.logger import LoggerApp, LoggerSettings
+from task.apps.recap import RecapApp
 from task.bus.memory import MemoryBroker, MemoryConsumer
 from task.errors import ConfigError
 from task.settings import load_settings
@@ -144,3 +146,20 @@ async def test_status_endpoint_serves_stats(tmp_path: Path) -> None:
         stats = await get_stats(port)
     assert stats["app"] == "logger" and stats["archived"] == 1
     assert str(stats["file"]).endswith("05.jsonl")
+
+
+async def test_archives_a_file_bus_and_recap_reads_the_archive(tmp_path: Path) -> None:
+    # Given a file bus whose done topic holds three lines
+    bus, archive_dir = tmp_path / "bus", tmp_path / "archive"
+    bus.mkdir()
+    lines = [b'{"type":"a","info":"%d","result":"complete"}' % n for n in range(3)]
+    (bus / "done.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    # When the logger runs from settings, it archives them and stops at the end of the file
+    settings = load_settings(LoggerSettings, None, bus=f"file:{bus}", dir=str(archive_dir))
+    assert await asyncio.wait_for(LoggerApp.from_settings(settings).run(), 5) == 0
+    [hour_file] = list(archive_dir.glob("done/*/*/*/*.jsonl"))
+    assert hour_file.read_bytes() == b"\n".join(lines) + b"\n"
+    # And recap reads the archive back
+    out = io.StringIO()
+    await RecapApp(files=[str(hour_file)], out=out).run()
+    assert out.getvalue().startswith("a: 3 tasks  complete 3")

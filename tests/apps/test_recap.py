@@ -139,3 +139,12 @@ async def test_status_endpoint_serves_the_recap_so_far() -> None:
     await app.stop()
     await asyncio.wait_for(running, 5)
     assert stats["app"] == "recap" and stats["tasks"] == 1
+
+
+async def test_reads_a_file_bus_to_its_end(tmp_path: Path) -> None:
+    (tmp_path / "done.jsonl").write_bytes(b"\n".join(KNOWN) + b"\n")
+    settings = load_settings(RecapSettings, None, bus=f"file:{tmp_path}", json_output=True)
+    app = RecapApp.from_settings(settings)
+    app.out = out = io.StringIO()
+    assert await asyncio.wait_for(app.run(), 5) == 0
+    assert json.loads(out.getvalue())["types"]["fetch"]["results"]["error"] == 3
