@@ -37,11 +37,11 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cache
 
 __all__ = [
-    "render",
-    "shift",
+    "extract_time",
     "parse_offset",
     "parse_time",
-    "extract_time",
+    "render",
+    "shift",
     "unknown_placeholders",
 ]
 

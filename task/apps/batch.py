@@ -48,10 +48,16 @@ class BatchSettings(BusSettings):
 
     type: str = Field("", description="task type (required)")
     template: str = Field("", description="info template, rendered with each time step")
-    start: str = Field("", description="first time: 2024-01-31, 2024-01-31T05, now, today, -3d",
-                       json_schema_extra={"short": "--from"})
-    end: str = Field("", description="last time, included (default: the first)",
-                     json_schema_extra={"short": "--to"})
+    start: str = Field(
+        "",
+        description="first time: 2024-01-31, 2024-01-31T05, now, today, -3d",
+        json_schema_extra={"short": "--from"},
+    )
+    end: str = Field(
+        "",
+        description="last time, included (default: the first)",
+        json_schema_extra={"short": "--to"},
+    )
     every: str = Field("1h", description="step between tasks: 1h, 15m, 2d, ...")
     daily: bool = Field(False, description="one task per day (--every 1d)")
     timezone: str = Field("UTC", description="zone of times given without one, and of the template")
@@ -99,7 +105,12 @@ class BatchPlan:
         """Each time step and its new task (a fresh id each time it is iterated)."""
         meta = {k: list(v) for k, v in self.meta.items()} or None
         for at in self.times():
-            yield at, Task.new(self.type, render(self.template, at, meta=meta), job=self.job or None, meta=meta)
+            yield (
+                at,
+                Task.new(
+                    self.type, render(self.template, at, meta=meta), job=self.job or None, meta=meta
+                ),
+            )
 
 
 def make_plan(
@@ -126,11 +137,15 @@ def make_plan(
     if not type:
         raise ConfigError("a batch needs a task type: --type T")
     if not start:
-        raise ConfigError("a batch needs a first time: --from 2024-01-31 (or 2024-01-31T05, now, -3d)")
+        raise ConfigError(
+            "a batch needs a first time: --from 2024-01-31 (or 2024-01-31T05, now, -3d)"
+        )
     try:
         tz = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as err:
-        raise ConfigError(f"unknown time zone {timezone!r}; use an IANA name like UTC or Europe/Paris") from err
+        raise ConfigError(
+            f"unknown time zone {timezone!r}; use an IANA name like UTC or Europe/Paris"
+        ) from err
     try:
         first = parse_time(start, tz, now=now)
         last = parse_time(end, tz, now=now) if end else first
@@ -146,8 +161,10 @@ def make_plan(
         raise ConfigError(f"--to {last.isoformat()} is before --from {first.isoformat()}")
     plan = BatchPlan(type, template, first, last, step, topic, job, dict(meta or {}))
     if (n := plan.count()) > max_tasks:
-        raise ConfigError(f"the batch would create {n} tasks, more than the limit {max_tasks}; "
-                          "narrow --from/--to, widen --every or raise --max-tasks")
+        raise ConfigError(
+            f"the batch would create {n} tasks, more than the limit {max_tasks}; "
+            "narrow --from/--to, widen --every or raise --max-tasks"
+        )
     return plan
 
 
@@ -181,8 +198,10 @@ class Progress:
         width = 30
         filled = width * self.done // self.total if self.total else width
         rate = self.done / max(time.monotonic() - self._started, 1e-6)
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                          f"{self.done}/{self.total} {rate:,.0f}/s")
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{self.done}/{self.total} {rate:,.0f}/s"
+        )
         self.stream.flush()
 
     def close(self) -> None:
@@ -219,7 +238,9 @@ class BatchApp:
         self.dry_run = dry_run
         self.out = out or sys.stdout
         self.progress_stream = progress if progress is not None else sys.stderr
-        self._status = StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        self._status = (
+            StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        )
         self._stopping = False
         self.total = plan.count()
         self.created = 0
@@ -234,15 +255,24 @@ class BatchApp:
         """
         assert isinstance(settings, BatchSettings)
         plan = make_plan(
-            type=settings.type, template=settings.template, start=settings.start, end=settings.end,
-            every=settings.every, daily=settings.daily, timezone=settings.timezone,
-            topic=settings.topic, job=settings.job, meta=parse_meta_pairs(settings.meta),
+            type=settings.type,
+            template=settings.template,
+            start=settings.start,
+            end=settings.end,
+            every=settings.every,
+            daily=settings.daily,
+            timezone=settings.timezone,
+            topic=settings.topic,
+            job=settings.job,
+            meta=parse_meta_pairs(settings.meta),
             max_tasks=settings.max_tasks,
         )
         return cls(
             plan=plan,
             producer=open_producer(settings.producer_url, credentials=settings.credentials()),
-            ledger=open_ledger(settings.ledger) if settings.ledger and not settings.dry_run else None,
+            ledger=open_ledger(settings.ledger)
+            if settings.ledger and not settings.dry_run
+            else None,
             dry_run=settings.dry_run,
             status_port=settings.status_port,
             status_host=settings.status_host,
@@ -280,8 +310,13 @@ class BatchApp:
         return 0
 
     def _incomplete(self, at: datetime, why: str) -> int:
-        logger.error("%s after %d of %d tasks; resume with --from %s", why, self.created,
-                     self.total, at.isoformat(timespec="seconds"))
+        logger.error(
+            "%s after %d of %d tasks; resume with --from %s",
+            why,
+            self.created,
+            self.total,
+            at.isoformat(timespec="seconds"),
+        )
         return 1
 
     async def _close(self) -> None:
@@ -297,5 +332,10 @@ class BatchApp:
 
     def stats(self) -> dict[str, object]:
         """Progress and counters, for ``/stats``."""
-        return {"app": "batch", "type": self.plan.type, "total": self.total,
-                "created": self.created, **self.sender.stats()}
+        return {
+            "app": "batch",
+            "type": self.plan.type,
+            "total": self.total,
+            "created": self.created,
+            **self.sender.stats(),
+        }

@@ -28,15 +28,14 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, ClassVar, Literal, Self
 
-from croniter import croniter  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from task import rfc3339
+from task.apps.schedule import Clock, CronSchedule, SystemClock, is_valid_cron, zone
 from task.apps.sender import TaskSender
 from task.bus.base import Producer
 from task.bus.registry import open_producer
@@ -48,7 +47,7 @@ from task.status import StatusServer
 from task.task import Task
 from task.timetemplate import parse_offset, render, shift, unknown_placeholders
 
-__all__ = ["CronApp", "CronRule", "CronSettings", "Clock", "SystemClock", "task_id"]
+__all__ = ["CronApp", "CronRule", "CronSettings", "task_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,9 @@ class CronRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cron: str = Field(description="cron expression: 5 fields, 6 with seconds first, or @hourly, @daily, ...")
+    cron: str = Field(
+        description="cron expression: 5 fields, 6 with seconds first, or @hourly, @daily, ..."
+    )
     type: str = Field(min_length=1, description="task type")
     info: str = Field("", description="info template, rendered with the scheduled time")
     offset: str = Field("", description="shift of the rendered time, e.g. -1h or -1d")
@@ -93,7 +94,7 @@ class CronRule(BaseModel):
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         expr = value.strip()
-        if not croniter.is_valid(expr, second_at_beginning=_six_fields(expr)):
+        if not is_valid_cron(expr):
             raise ValueError(
                 f"{value!r} is not a cron expression; write 5 fields ('0 * * * *'), 6 with "
                 "seconds first ('30 0 * * * *') or a descriptor (@hourly, @daily, @weekly)"
@@ -111,22 +112,27 @@ class CronRule(BaseModel):
         """What identifies the rule in task ids and the state file."""
         if self.name:
             return self.name
-        text = json.dumps([self.cron, self.type, self.info, self.offset, self.topic, self.job,
-                           sorted(self.meta.items())])
+        fields = [self.cron, self.type, self.info, self.offset, self.topic, self.job]
+        text = json.dumps([*fields, sorted(self.meta.items())])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _six_fields(expr: str) -> bool:
-    return len(expr.split()) == 6
 
 
 class CronSettings(BusSettings):
     """``taskbus cron``: create tasks on cron schedules."""
 
-    rule: list[CronRule] = Field(default_factory=list, description="schedules ([[rule]] tables, or 'CRON | TYPE | INFO [| OFFSET]')")
-    timezone: str = Field("UTC", description="zone the cron expressions and templates use (e.g. Europe/Paris)")
-    catch_up: Literal["skip", "all"] = Field("skip", description="runs missed while down: skip them, or send all")
-    state_file: str = Field("", description="JSON file keeping each rule's last run, for catch_up (empty: none)")
+    rule: list[CronRule] = Field(
+        default_factory=list,
+        description="schedules ([[rule]] tables, or 'CRON | TYPE | INFO [| OFFSET]')",
+    )
+    timezone: str = Field(
+        "UTC", description="zone the cron expressions and templates use (e.g. Europe/Paris)"
+    )
+    catch_up: Literal["skip", "all"] = Field(
+        "skip", description="runs missed while down: skip them, or send all"
+    )
+    state_file: str = Field(
+        "", description="JSON file keeping each rule's last run, for catch_up (empty: none)"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -135,92 +141,9 @@ class CronSettings(BusSettings):
         return value
 
 
-def zone(name: str) -> ZoneInfo:
-    """The time zone called ``name``.
-
-    Raises:
-        ConfigError: no such zone.
-    """
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as err:
-        raise ConfigError(f"unknown time zone {name!r}; use an IANA name like UTC or Europe/Paris") from err
-
-
 def task_id(rule: CronRule, at: datetime) -> str:
-    """The id of the task ``rule`` makes for the scheduled instant ``at``: the same in every replica."""
+    """The id of the task ``rule`` makes for the instant ``at``: the same in every replica."""
     return str(uuid.uuid5(CRON_NAMESPACE, f"{rule.key}@{rfc3339.format_utc(at)}"))
-
-
-class Clock(Protocol):
-    """Where the app reads the time and waits: the system, or a test's simulated clock."""
-
-    def now(self) -> datetime:
-        """The current time, aware."""
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``; may be cancelled."""
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-def instant(wall: datetime, tz: ZoneInfo) -> datetime:
-    """The instant (in UTC) a naive wall time in ``tz`` fires: its first occurrence when it
-    happens twice, the end of the gap when it does not happen at all.
-
-    UTC because Python never finds an ambiguous local time equal to one in another zone.
-    """
-    first = wall.replace(tzinfo=tz, fold=0)
-    if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall:
-        return first.astimezone(UTC)
-    # In a gap: the offset changes between the two readings of ``wall``; find where.
-    lo = int(wall.replace(tzinfo=tz, fold=1).timestamp())
-    hi = int(first.timestamp())
-    lo, hi = min(lo, hi), max(lo, hi)
-    after = datetime.fromtimestamp(hi, tz).utcoffset()
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if datetime.fromtimestamp(mid, tz).utcoffset() == after:
-            hi = mid
-        else:
-            lo = mid
-    return datetime.fromtimestamp(hi, UTC)
-
-
-class _Schedule:
-    """The fire times of one rule after a given instant, strictly increasing."""
-
-    def __init__(self, rule: CronRule, tz: ZoneInfo, after: datetime) -> None:
-        self.rule = rule
-        self.tz = tz
-        self._times = croniter(rule.cron, after.astimezone(tz).replace(tzinfo=None),
-                               second_at_beginning=_six_fields(rule.cron))
-        self._last = after.astimezone(UTC)
-        self.next_at = self._advance()
-
-    def _advance(self) -> datetime:
-        while True:
-            at = instant(self._times.get_next(datetime), self.tz)
-            if at > self._last:  # the DST overlap and gap map several wall times to one
-                self._last = at
-                return at
-
-    def pop_due(self, now: datetime) -> list[datetime]:
-        """Fire times (UTC) up to ``now`` not handed out yet."""
-        now = now.astimezone(UTC)
-        due = []
-        while self.next_at <= now:
-            due.append(self.next_at)
-            self.next_at = self._advance()
-        return due
 
 
 class CronApp:
@@ -249,15 +172,19 @@ class CronApp:
             raise ConfigError("cron needs at least one rule; add --rule '0 * * * * | TYPE | INFO'")
         for rule in rules:
             for bad in unknown_placeholders(rule.info):
-                logger.warning("rule %s: %s in info is no time template placeholder", rule.cron, bad)
+                logger.warning(
+                    "rule %s: %s in info is no time template placeholder", rule.cron, bad
+                )
         self.rules = list(rules)
         self.tz = zone(timezone)
         self.catch_up = catch_up
         self.state_file = Path(state_file) if state_file else None
         self.clock: Clock = clock or SystemClock()
         self.sender = TaskSender(producer, ledger)
-        self._status = StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
-        self._schedules: list[_Schedule] = []
+        self._status = (
+            StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        )
+        self._schedules: list[tuple[CronRule, CronSchedule]] = []
         self._stopping = asyncio.Event()
         self._opened = False
         self._started = time.monotonic()
@@ -283,13 +210,15 @@ class CronApp:
             status_host=settings.status_host,
         )
 
-    async def __aenter__(self) -> CronApp:
+    async def __aenter__(self) -> Self:
         await self.sender.producer.start()
         if self._status is not None:
             await self._status.start()
         self._opened = True
         if self.catch_up == "all" and self.state_file is None:
-            logger.warning("catch_up = 'all' without state_file: runs missed while down are not known")
+            logger.warning(
+                "catch_up = 'all' without state_file: runs missed while down are not known"
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -312,25 +241,28 @@ class CronApp:
                 return await self.run()
         state = await asyncio.to_thread(self._load_state)
         now = self.clock.now()
-        self._schedules = [_Schedule(r, self.tz, self._resume_after(r, now, state)) for r in self.rules]
+        self._schedules = [
+            (r, CronSchedule(r.cron, self.tz, self._resume_after(r, now, state)))
+            for r in self.rules
+        ]
         while not self._stopping.is_set():
             now = self.clock.now()
             fired = False
-            for schedule in self._schedules:
+            for rule, schedule in self._schedules:
                 due = schedule.pop_due(now)
                 if len(due) > 1 and self.catch_up == "skip":
                     self.missed += len(due) - 1
-                    logger.warning("rule %s: skipping %d missed runs", schedule.rule.cron, len(due) - 1)
+                    logger.warning("rule %s: skipping %d missed runs", rule.cron, len(due) - 1)
                     due = due[-1:]
                 for at in due:
                     if self._stopping.is_set():
                         break
-                    await self._fire(schedule.rule, at)
-                    state[schedule.rule.key] = rfc3339.format_utc(at)
+                    await self._fire(rule, at)
+                    state[rule.key] = rfc3339.format_utc(at)
                     fired = True
             if fired and self.state_file is not None:
                 await asyncio.to_thread(self._save_state, dict(state))
-            wait = min(s.next_at for s in self._schedules) - self.clock.now()
+            wait = min(s.next_at for _, s in self._schedules) - self.clock.now()
             await self._sleep(min(max(wait.total_seconds(), 0.0), MAX_SLEEP))
         return 0
 
@@ -341,14 +273,21 @@ class CronApp:
 
     async def _fire(self, rule: CronRule, at: datetime) -> None:
         info = render(rule.info, shift(at.astimezone(self.tz), rule.offset), meta=rule.meta)
-        task = Task.new(rule.type, info, id=task_id(rule, at), job=rule.job or None, meta=rule.meta or None)
+        task = Task.new(
+            rule.type, info, id=task_id(rule, at), job=rule.job or None, meta=rule.meta or None
+        )
         task.created = rfc3339.format_utc(self.clock.now())
         try:
             await self.sender.send(task, rule.topic or rule.type, skip_known=True)
         except BusError as err:
             self.send_errors += 1
-            logger.error("rule %s: task %s for %s not sent: %s", rule.cron, task.id,
-                         at.astimezone(self.tz).isoformat(), err)
+            logger.error(
+                "rule %s: task %s for %s not sent: %s",
+                rule.cron,
+                task.id,
+                at.astimezone(self.tz).isoformat(),
+                err,
+            )
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep on the clock, waking early when stopped."""
@@ -365,7 +304,9 @@ class CronApp:
         try:
             data = json.loads(self.state_file.read_text("utf-8"))
         except (OSError, ValueError) as err:
-            logger.warning("state file %s unreadable (%s): starting without it", self.state_file, err)
+            logger.warning(
+                "state file %s unreadable (%s): starting without it", self.state_file, err
+            )
             return {}
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
@@ -389,7 +330,12 @@ class CronApp:
             "missed": self.missed,
             "send_errors": self.send_errors,
             "rules": [
-                {"cron": s.rule.cron, "type": s.rule.type, "name": s.rule.name, "next": s.next_at.astimezone(self.tz).isoformat()}
-                for s in self._schedules
+                {
+                    "cron": r.cron,
+                    "type": r.type,
+                    "name": r.name,
+                    "next": s.next_at.astimezone(self.tz).isoformat(),
+                }
+                for r, s in self._schedules
             ],
         }

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -36,7 +36,7 @@ from task.settings import AppSettings, BusSettings
 from task.status import StatusServer
 from task.task import Task
 
-__all__ = ["HttpApp", "HttpSettings", "TaskRequest", "BatchRequest"]
+__all__ = ["BatchRequest", "HttpApp", "HttpSettings", "TaskRequest"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,13 @@ MetaField = str | dict[str, str | list[str]]
 class HttpSettings(BusSettings):
     """``taskbus http``: create tasks from HTTP requests."""
 
-    host: str = Field("127.0.0.1", description="address to bind (localhost unless told; 0.0.0.0 for all)")
+    host: str = Field(
+        "127.0.0.1", description="address to bind (localhost unless told; 0.0.0.0 for all)"
+    )
     port: int = Field(8080, ge=0, le=65535, description="port to listen on")
-    token: SecretStr = Field(SecretStr(""), description="bearer token every request must carry (empty: none)")
+    token: SecretStr = Field(
+        SecretStr(""), description="bearer token every request must carry (empty: none)"
+    )
     max_body: int = Field(1 << 20, ge=1024, description="largest request body in bytes")
     max_tasks: int = Field(10_000, ge=1, description="most tasks one request may create")
     timezone: str = Field("UTC", description="zone of /batch times given without one")
@@ -130,7 +134,9 @@ class HttpApp:
         self.max_body = max_body
         self.max_tasks = max_tasks
         self.timezone = timezone
-        self._status = StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        self._status = (
+            StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        )
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
@@ -166,12 +172,15 @@ class HttpApp:
         app.router.add_get("/stats", self._stats)
         return app
 
-    async def __aenter__(self) -> HttpApp:
+    async def __aenter__(self) -> Self:
         await self.sender.producer.start()
         if self._status is not None:
             await self._status.start()
         if not self.token and not _is_loopback(self.host):
-            logger.warning("listening on %s without a token: anyone who can reach it can create tasks", self.host)
+            logger.warning(
+                "listening on %s without a token: anyone who can reach it can create tasks",
+                self.host,
+            )
         self._runner = web.AppRunner(self.web_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -209,7 +218,9 @@ class HttpApp:
         self.counts["requests"] += 1
         if self.token and request.path != "/healthz" and not self._authorized(request):
             self.counts["unauthorized"] += 1
-            response = _json_error(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
+            response = _json_error(
+                401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'"
+            )
             response.headers["WWW-Authenticate"] = 'Bearer realm="taskbus"'
             return response
         try:
@@ -219,13 +230,17 @@ class HttpApp:
             return _json_error(400, str(err))
         except web.HTTPException as err:  # 404, 405, 413 from aiohttp itself
             self.counts["rejected"] += 1
-            hint = {404: "; try POST /task, POST /batch, GET /healthz or GET /stats",
-                    413: f"; the limit is {self.max_body} bytes"}.get(err.status, "")
+            hint = {
+                404: "; try POST /task, POST /batch, GET /healthz or GET /stats",
+                413: f"; the limit is {self.max_body} bytes",
+            }.get(err.status, "")
             return _json_error(err.status, f"{err.reason}{hint}")
 
     def _authorized(self, request: web.Request) -> bool:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self.token.encode()
+        )
 
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()
@@ -250,7 +265,9 @@ class HttpApp:
                 req = TaskRequest.model_validate(item)
             except ValidationError as err:
                 raise _BadRequest(_reason(err, where)) from err
-            task = Task.new(req.type, req.info, id=req.id or None, job=req.job or None, meta=req.meta or None)
+            task = Task.new(
+                req.type, req.info, id=req.id or None, job=req.job or None, meta=req.meta or None
+            )
             prepared.append((task, req.topic or req.type))
         return await self._send_all(prepared, {})
 
@@ -261,8 +278,15 @@ class HttpApp:
         try:
             req = BatchRequest.model_validate(body)
             plan = make_plan(
-                type=req.type, template=req.template, start=req.start, end=req.end, every=req.every,
-                daily=req.daily, timezone=req.timezone or self.timezone, topic=req.topic, job=req.job,
+                type=req.type,
+                template=req.template,
+                start=req.start,
+                end=req.end,
+                every=req.every,
+                daily=req.daily,
+                timezone=req.timezone or self.timezone,
+                topic=req.topic,
+                job=req.job,
                 meta={k: [v] if isinstance(v, str) else v for k, v in req.meta.items()},
                 max_tasks=self.max_tasks,
             )
@@ -274,10 +298,15 @@ class HttpApp:
         if req.dry_run:
             return web.json_response({"tasks": [json.loads(t.to_json()) for _, t in steps]})
         topic = plan.topic or plan.type
-        span: dict[str, object] = {"first": steps[0][0].isoformat(), "last": steps[-1][0].isoformat()}
+        span: dict[str, object] = {
+            "first": steps[0][0].isoformat(),
+            "last": steps[-1][0].isoformat(),
+        }
         return await self._send_all([(t, topic) for _, t in steps], span)
 
-    async def _send_all(self, tasks: list[tuple[Task, str]], extra: dict[str, object]) -> web.Response:
+    async def _send_all(
+        self, tasks: list[tuple[Task, str]], extra: dict[str, object]
+    ) -> web.Response:
         ids: list[str] = []
         for task, topic in tasks:
             try:
@@ -297,8 +326,13 @@ class HttpApp:
 
     def stats(self) -> dict[str, object]:
         """Request and task counters, for ``/stats``."""
-        return {"app": "http", "runtime": round(time.monotonic() - self._started, 3),
-                "listen": f"{self.host}:{self.port}", **self.counts, **self.sender.stats()}
+        return {
+            "app": "http",
+            "runtime": round(time.monotonic() - self._started, 3),
+            "listen": f"{self.host}:{self.port}",
+            **self.counts,
+            **self.sender.stats(),
+        }
 
 
 def _is_loopback(host: str) -> bool:

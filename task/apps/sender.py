@@ -26,7 +26,11 @@ class TaskSender:
     """Records each task as created (when a ledger is set) and sends it to its topic."""
 
     def __init__(
-        self, producer: Producer, ledger: Ledger | None = None, *, ledger_timeout: float = LEDGER_TIMEOUT
+        self,
+        producer: Producer,
+        ledger: Ledger | None = None,
+        *,
+        ledger_timeout: float = LEDGER_TIMEOUT,
     ) -> None:
         self.producer = producer
         self.ledger = ledger
@@ -42,12 +46,14 @@ class TaskSender:
             return True
         try:
             return await asyncio.wait_for(self.ledger.created(task, task.type), self.ledger_timeout)
-        except Exception as err:  # any ledger failure: the task goes out anyway
+        except Exception as err:  # noqa: BLE001 - any ledger failure: the task goes out anyway
             self.ledger_errors += 1
             if self.ledger_errors == 1 or self.ledger_errors % 100 == 0:
                 logger.warning(
                     "ledger could not record task %s (%s; %d failures so far): sending anyway",
-                    task.id, err or type(err).__name__, self.ledger_errors,
+                    task.id,
+                    err or type(err).__name__,
+                    self.ledger_errors,
                 )
             return True
 

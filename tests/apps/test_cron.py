@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from task.apps.cron import CronApp, CronRule, CronSettings, instant, task_id
+from task.apps.cron import CronApp, CronRule, CronSettings, task_id
+from task.apps.schedule import instant
 from task.bus.memory import Fault, MemoryBroker, MemoryProducer
 from task.errors import ConfigError
 from task.ledger.memory import LedgerFault, MemoryLedger
