@@ -1,0 +1,232 @@
+"""``taskbus recover``: resend the tasks the ledger says were lost.
+
+A task recorded as created or started that is neither done nor touched for ``older_than``
+has lost its worker or its message: every ``interval`` this taskmaster claims it (so
+several replicas never both resend it) and sends it again to its topic, at most
+``max_attempts`` times. Past that it sends a done task with result ``error`` ("gave up
+after N attempts") to the done topic and closes the record, so a human or the retry app
+sees it. Each pass also releases scheduled tasks that are due. This is the at-least-once
+guarantee that does not depend on the bus: a resent task may run twice, never zero times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+from pydantic import Field, field_validator
+
+from task.bus.base import Producer
+from task.bus.registry import open_producer
+from task.bus.url import parse_duration
+from task.errors import BusError, ConfigError, LedgerError
+from task.ledger.base import Ledger, LedgerRecord
+from task.ledger.common import resendable
+from task.ledger.registry import open_ledger
+from task.result import Result
+from task.settings import AppSettings, BusSettings
+from task.status import StatusServer
+from task.task import Task
+
+__all__ = ["RecoverApp", "RecoverSettings"]
+
+logger = logging.getLogger(__name__)
+
+
+class RecoverSettings(BusSettings):
+    """``taskbus recover``: resend tasks the ledger says were lost."""
+
+    task_lists: list[str] = Field(default_factory=list, description="task lists to watch (default: every list in the ledger)")
+    interval: float = Field(60.0, gt=0, description="seconds (or 30s, 5m) between passes")
+    older_than: float = Field(300.0, gt=0, description="a task idle this long (seconds, or 5m) is presumed lost")
+    max_attempts: int = Field(3, ge=0, description="resends per task before giving up")
+    topic: str = Field("", description="topic to resend to (default: the task's type)")
+    done_topic: str = Field("done", description="topic for the done task of a task given up on")
+    owner: str = Field("", description="name of this replica in claims (default: host:pid)")
+    once: bool = Field(False, description="one pass, then exit (for cron)")
+
+    @field_validator("interval", "older_than", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value, "recover interval") if isinstance(value, str) else value
+
+
+class RecoverApp:
+    """Finds lost tasks in ``ledger`` and resends them on ``producer``.
+
+    The app takes ownership of the ledger and producer it is given: it starts, stops and
+    closes them. ``clock`` (Unix seconds) decides which scheduled tasks are due.
+    """
+
+    Settings: ClassVar[type[AppSettings]] = RecoverSettings
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        producer: Producer,
+        task_lists: Sequence[str] = (),
+        interval: float = 60.0,
+        older_than: float = 300.0,
+        max_attempts: int = 3,
+        topic: str = "",
+        done_topic: str = "done",
+        owner: str = "",
+        once: bool = False,
+        status_port: int = 0,
+        status_host: str = "127.0.0.1",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if older_than <= 0 or interval <= 0 or max_attempts < 0:
+            raise ConfigError("recover needs interval > 0, older_than > 0 and max_attempts >= 0")
+        self.ledger = ledger
+        self.producer = producer
+        self.task_lists = list(task_lists)
+        self.interval = interval
+        self.older_than = older_than
+        self.max_attempts = max_attempts
+        self.topic = topic
+        self.done_topic = done_topic
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.once = once
+        self.clock = clock
+        self._status = StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        self._stopped = asyncio.Event()
+        self._opened = False
+        self._started = time.monotonic()
+        self.counts = {k: 0 for k in ("passes", "seen", "resent", "gave_up", "released",
+                                      "claimed_elsewhere", "send_errors", "ledger_errors")}
+
+    @classmethod
+    def from_settings(cls, settings: AppSettings) -> RecoverApp:
+        """Build the app from ``RecoverSettings``; no I/O.
+
+        Raises:
+            ConfigError: no ledger, or a bad bus or ledger URL.
+        """
+        assert isinstance(settings, RecoverSettings)
+        if not settings.ledger:
+            raise ConfigError("recover needs a ledger: set --ledger (e.g. sqlite:./taskbus-data/ledger.db)")
+        return cls(
+            ledger=open_ledger(settings.ledger),
+            producer=open_producer(settings.producer_url, credentials=settings.credentials()),
+            task_lists=settings.task_lists, interval=settings.interval,
+            older_than=settings.older_than, max_attempts=settings.max_attempts,
+            topic=settings.topic, done_topic=settings.done_topic, owner=settings.owner,
+            once=settings.once, status_port=settings.status_port, status_host=settings.status_host,
+        )
+
+    async def __aenter__(self) -> Self:
+        await self.producer.start()
+        if self._status is not None:
+            await self._status.start()
+        self._opened = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+        if self._status is not None:
+            await self._status.stop()
+        await self.producer.stop()
+        await self.ledger.close()
+        self._opened = False
+
+    async def run(self) -> int:
+        """A pass every ``interval`` until stopped (one pass with ``once``).
+
+        Returns 1 when ``once`` and the pass met a ledger or bus failure, else 0.
+        """
+        if not self._opened:
+            async with self:
+                return await self.run()
+        while True:
+            clean = await self.run_pass()
+            if self.once:
+                return 0 if clean else 1
+            try:
+                await asyncio.wait_for(self._stopped.wait(), self.interval)
+                return 0
+            except TimeoutError:
+                continue
+
+    async def stop(self) -> None:
+        """Finish the record in hand and return from ``run()``. Idempotent."""
+        self._stopped.set()
+
+    async def run_pass(self) -> bool:
+        """Release due tasks and resend lost ones of every task list; False on any failure."""
+        self.counts["passes"] += 1
+        failures = self.counts["ledger_errors"] + self.counts["send_errors"]
+        try:
+            names = self.task_lists or await self.ledger.task_lists()
+        except LedgerError as err:
+            self.counts["ledger_errors"] += 1
+            logger.error("cannot list the ledger's task lists: %s", err)
+            return False
+        for name in names:
+            if self._stopped.is_set():
+                break
+            try:
+                await self._release(name)
+                async for record in self.ledger.outstanding(name, self.older_than):
+                    if self._stopped.is_set():
+                        break
+                    await self._recover(record)
+            except LedgerError as err:
+                self.counts["ledger_errors"] += 1
+                logger.error("ledger failed while recovering %r, next pass retries: %s", name, err)
+        return failures == self.counts["ledger_errors"] + self.counts["send_errors"]
+
+    async def _release(self, task_list: str) -> None:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        for task in await self.ledger.due(task_list, now):
+            if await self._send(self.topic or task.type, task, "scheduled task"):
+                self.counts["released"] += 1
+            # not sent: it is recorded as created now, so a later pass resends it
+
+    async def _recover(self, record: LedgerRecord) -> None:
+        self.counts["seen"] += 1
+        task = record.task
+        if not await self.ledger.claim(record.task_list, task.id, self.owner, self.older_than):
+            self.counts["claimed_elsewhere"] += 1
+            return
+        if record.attempts >= self.max_attempts:
+            done = resendable(task)
+            done.end(Result.ERROR, f"gave up after {record.attempts} attempts")
+            if await self._send(self.done_topic, done, "give-up done task"):
+                await self.ledger.done(record.task_list, task.id)
+                self.counts["gave_up"] += 1
+                logger.warning("task %s (%s) still lost after %d resends: gave up", task.id,
+                               record.task_list, record.attempts)
+            return
+        if await self._send(self.topic or task.type, resendable(task), "lost task"):
+            self.counts["resent"] += 1
+            logger.info("task %s (%s) idle since %.0fs: resent (attempt %d of %d)", task.id,
+                        record.task_list, self.clock() - record.updated_at, record.attempts + 1,
+                        self.max_attempts)
+
+    async def _send(self, topic: str, task: Task, what: str) -> bool:
+        try:
+            await self.producer.send(topic, task.to_json(), key=task.id or None)
+        except BusError as err:
+            self.counts["send_errors"] += 1
+            logger.error("cannot send %s %s to %r, a later pass retries: %s", what, task.id, topic, err)
+            return False
+        return True
+
+    def stats(self) -> dict[str, object]:
+        """Counters for ``/stats``: passes, records seen, resent, given up, released, errors."""
+        return {
+            "app": "recover",
+            "runtime": round(time.monotonic() - self._started, 3),
+            "owner": self.owner,
+            "task_lists": self.task_lists or "all",
+            **self.counts,
+            "producer": self.producer.info(),
+        }

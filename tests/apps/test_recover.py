@@ -1,0 +1,172 @@
+"""``taskbus recover``: lost tasks resent once per claim, given up after max_attempts.
+
+Time is an injected clock shared by the ledger and the app; passes are run by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from task.apps.recover import RecoverApp, RecoverSettings
+from task.bus.memory import Fault, MemoryBroker, MemoryProducer
+from task.cli import run_command
+from task.errors import ConfigError
+from task.ledger.base import Ledger
+from task.ledger.memory import LedgerFault, MemoryLedger
+from task.ledger.sqlite import SqliteLedger
+from task.settings import load_settings
+from task.task import Task
+from tests.ledger.contract import Clock
+
+
+def make_app(ledger: Ledger, broker: MemoryBroker, clock: Clock, **options: object) -> RecoverApp:
+    defaults: dict[str, object] = {"older_than": 60, "max_attempts": 3, "owner": "r1"}
+    return RecoverApp(ledger=ledger, producer=MemoryProducer(broker), clock=clock,
+                      **{**defaults, **options})  # type: ignore[arg-type]
+
+
+def sent(broker: MemoryBroker, topic: str) -> list[Task]:
+    return [Task.from_json(body) for body in broker.bodies(topic)]
+
+
+async def test_a_lost_task_is_resent_and_a_touched_one_is_not() -> None:
+    clock, broker = Clock(), MemoryBroker()
+    ledger = MemoryLedger(clock=clock)
+    # Given a task whose worker died and one still running with a heartbeat
+    lost, running = Task.new("fetch", "lost"), Task.new("fetch", "running")
+    lost.start()
+    await ledger.started(lost)
+    await ledger.started(running)
+    clock.advance(50)
+    await ledger.touch("fetch", running.id)
+    clock.advance(20)
+    # When recover makes a pass
+    app = make_app(ledger, broker, clock)
+    assert await app.run_pass() is True
+    # Then only the lost task went back to its type's topic, clean of its start
+    assert [(t.id, t.started) for t in sent(broker, "fetch")] == [(lost.id, "")]
+    record = await ledger.find("fetch", lost.id)
+    assert record is not None and (record.attempts, record.owner) == (1, "r1")
+    # and a second pass right away resends nothing
+    await app.run_pass()
+    assert len(broker.bodies("fetch")) == 1
+    assert app.counts["resent"] == 1
+
+
+async def test_two_replicas_never_send_one_task_twice(tmp_path: Path) -> None:
+    # Given 30 lost tasks in one SQLite file and two recover replicas, each with its own connection
+    clock, broker = Clock(), MemoryBroker()
+    path = str(tmp_path / "ledger.db")
+    async with SqliteLedger(path, clock=clock) as setup:
+        for i in range(30):
+            await setup.created(Task.new("fetch", str(i), id=f"t{i}"))
+    clock.advance(120)
+    apps = [make_app(SqliteLedger(path, clock=clock), broker, clock, owner=f"r{n}") for n in (1, 2)]
+    try:
+        # When both pass at the same time
+        await asyncio.gather(*(app.run_pass() for app in apps))
+    finally:
+        for app in apps:
+            await app.ledger.close()
+    # Then every task was sent exactly once, shared between them
+    assert sorted(t.id for t in sent(broker, "fetch")) == sorted(f"t{i}" for i in range(30))
+    assert sum(app.counts["resent"] for app in apps) == 30
+    for app in apps:
+        assert app.counts["seen"] == app.counts["resent"] + app.counts["claimed_elsewhere"]
+
+
+async def test_max_attempts_then_a_done_error_task_and_the_record_closed() -> None:
+    clock, broker = Clock(), MemoryBroker()
+    ledger = MemoryLedger(clock=clock)
+    task = Task.new("fetch", "never finishes")
+    await ledger.created(task)
+    app = make_app(ledger, broker, clock, max_attempts=2, topic="fetch-q", done_topic="finished")
+    # Given a task lost again after each of two resends
+    for _ in range(2):
+        clock.advance(61)
+        await app.run_pass()
+    assert len(broker.bodies("fetch-q")) == 2
+    # When it is lost a third time
+    clock.advance(61)
+    await app.run_pass()
+    # Then no third resend: a done task with error goes to the done topic, the record closes
+    assert len(broker.bodies("fetch-q")) == 2
+    [done] = sent(broker, "finished")
+    assert (done.id, done.result, done.msg) == (task.id, "error", "gave up after 2 attempts")
+    assert done.ended
+    assert await ledger.find("fetch", task.id) is None
+    assert app.counts["gave_up"] == 1
+
+
+async def test_due_scheduled_tasks_are_released() -> None:
+    clock, broker = Clock(), MemoryBroker()
+    ledger = MemoryLedger(clock=clock)
+    task = Task.new("fetch", "later")
+    await ledger.schedule(task, None, clock.at(30))
+    app = make_app(ledger, broker, clock, task_lists=["fetch"])
+    await app.run_pass()
+    assert broker.bodies("fetch") == []
+    clock.advance(31)
+    await app.run_pass()
+    assert [t.id for t in sent(broker, "fetch")] == [task.id]
+    assert app.counts["released"] == 1
+    assert await ledger.find("fetch", task.id) is not None  # outstanding until a worker is done
+
+
+async def test_a_failed_send_is_retried_on_a_later_pass() -> None:
+    clock, broker = Clock(), MemoryBroker()
+    ledger = MemoryLedger(clock=clock)
+    await ledger.created(Task.new("fetch", "x", id="a"))
+    clock.advance(61)
+    broker.inject(Fault.SEND_FAILS)
+    app = make_app(ledger, broker, clock)
+    assert await app.run_pass() is False
+    assert app.counts["send_errors"] == 1 and broker.bodies("fetch") == []
+    clock.advance(61)
+    assert await app.run_pass() is True
+    assert [t.id for t in sent(broker, "fetch")] == ["a"]
+
+
+async def test_once_exits_1_when_the_ledger_is_down() -> None:
+    clock, broker = Clock(), MemoryBroker()
+    ledger = MemoryLedger(clock=clock)
+    ledger.inject(LedgerFault.UNAVAILABLE)
+    app = make_app(ledger, broker, clock, once=True)
+    assert await app.run() == 1
+    assert app.counts["ledger_errors"] == 1
+
+
+async def test_run_passes_until_stopped() -> None:
+    clock, broker = Clock(), MemoryBroker()
+    app = make_app(MemoryLedger(clock=clock), broker, clock, interval=0.01)
+    runner = asyncio.create_task(app.run())
+    while app.counts["passes"] < 3:
+        await asyncio.sleep(0.01)
+    await app.stop()
+    assert await asyncio.wait_for(runner, 5) == 0
+
+
+def test_settings_need_a_ledger_and_read_durations() -> None:
+    settings = load_settings(RecoverSettings, older_than="5m", interval="30s", ledger="memory:")
+    assert (settings.older_than, settings.interval) == (300, 30)
+    with pytest.raises(ConfigError, match="needs a ledger"):
+        RecoverApp.from_settings(load_settings(RecoverSettings))
+
+
+def test_cli_once_resends_from_a_sqlite_ledger_to_the_file_bus(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def record() -> None:
+        async with SqliteLedger(str(db), clock=lambda: 0.0) as ledger:
+            await ledger.created(Task.new("fetch", "lost", id="a"))
+
+    asyncio.run(record())
+    status = run_command(["recover", "--once", "--ledger", f"sqlite:{db}",
+                          "--bus", f"file:{tmp_path}/bus/", "--older-than", "1m"])
+    assert status == 0
+    lines = (tmp_path / "bus" / "fetch.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["a"]
