@@ -27,7 +27,7 @@ from pydantic import Field
 from task import timetemplate
 from task.bus.base import Consumer, Message
 from task.bus.registry import open_consumer
-from task.errors import ConfigError
+from task.errors import BusError, ConfigError
 from task.settings import AppSettings, BusSettings
 from task.status import StatusServer
 
@@ -86,7 +86,8 @@ class LoggerApp:
         self._path: Path | None = None
         self._file: BinaryIO | None = None
         self._started = time.monotonic()
-        self.counts = {k: 0 for k in ("archived", "bytes", "rewritten", "empty", "write_errors", "files")}
+        self.counts = {k: 0 for k in ("archived", "bytes", "rewritten", "empty", "write_errors",
+                                      "ack_errors", "files")}
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> LoggerApp:
@@ -118,7 +119,11 @@ class LoggerApp:
         """Archive messages until the topic is finished or the app is stopped."""
         async with self:
             while (message := await self.consumer.msg()) is not None:
-                await self.handle(message)
+                try:
+                    await self.handle(message)
+                except BusError as err:  # ack failed: the bus redelivers, the line is written twice
+                    self.counts["ack_errors"] += 1
+                    logger.error("acknowledging an archived message failed: %s", err)
         return 0
 
     async def stop(self) -> None:

@@ -142,7 +142,7 @@ class RetryApp:
         self._opened = False
         self._started = time.monotonic()
         self.counts = {k: 0 for k in ("consumed", "invalid", "ignored", "scheduled", "resent",
-                                      "failed", "send_errors", "ledger_errors")}
+                                      "failed", "send_errors", "ledger_errors", "ack_errors")}
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> RetryApp:
@@ -199,7 +199,11 @@ class RetryApp:
         releaser = asyncio.create_task(self._release_loop())
         try:
             while (message := await self.consumer.msg()) is not None:
-                await self.handle(message)
+                try:
+                    await self.handle(message)
+                except BusError as err:  # ack/nack failed: the bus redelivers, handling is idempotent
+                    self.counts["ack_errors"] += 1
+                    logger.error("acknowledging a done task failed: %s", err)
             while self._heap and not self._stopped.is_set():
                 await asyncio.wait([releaser], timeout=self.poll_interval)
         finally:
@@ -307,6 +311,11 @@ class RetryApp:
                 logger.error("ledger refused retry of %s, holding it in memory: %s", task.id, err)
         elif self.ledger is not None:
             logger.warning("task of type %r has no id: its retry is held in memory only", task.type)
+        if task.id:  # a redelivered done task moves its retry, as the ledger does
+            kept = [entry for entry in self._heap if (entry[2].type, entry[2].id) != (task.type, task.id)]
+            if len(kept) != len(self._heap):
+                self._heap = kept
+                heapq.heapify(self._heap)
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, task))
 

@@ -241,6 +241,32 @@ async def test_run_consumes_until_drained_then_sends_what_it_holds(caplog: pytes
     assert "memory only" in caplog.text
 
 
+async def test_a_failed_ack_is_counted_and_does_not_stop_the_app() -> None:
+    broker, clock = MemoryBroker(), Clock()
+    broker.inject(Fault.ACK_FAILS)
+    broker.publish("done", failed())
+    broker.close_topic("done")
+    app = make_app(broker, clock)
+    running = asyncio.create_task(app.run())
+    await until(lambda: app.pending() == 1)
+    clock.advance(10)
+    assert await asyncio.wait_for(running, 5) == 0
+    assert app.counts["ack_errors"] == 1 and len(broker.bodies("fetch")) == 1
+
+
+async def test_a_redelivered_done_task_moves_its_retry_instead_of_adding_one() -> None:
+    broker, clock = MemoryBroker(), Clock()
+    app = make_app(broker, clock)
+    await deliver(app, broker, failed())
+    clock.advance(5)
+    await deliver(app, broker, failed())
+    assert app.pending() == 1
+    clock.advance(5)  # the first delivery's time: moved away
+    assert await app.release_due() == 0
+    clock.advance(5)
+    assert await app.release_due() == 1 and await app.release_due() == 0
+
+
 async def test_stop_ends_run_and_is_idempotent() -> None:
     broker, clock = MemoryBroker(), Clock()
     app = make_app(broker, clock)
