@@ -242,6 +242,7 @@ class BatchApp:
             StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
         )
         self._stopping = False
+        self._opened = False
         self.total = plan.count()
         self.created = 0
         self.last_at: datetime | None = None
@@ -278,9 +279,30 @@ class BatchApp:
             status_host=settings.status_host,
         )
 
+    async def __aenter__(self) -> BatchApp:
+        if not self.dry_run:  # a dry run touches no bus, ledger or port
+            if self._status is not None:
+                await self._status.start()
+            await self.sender.producer.start()
+        self._opened = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._opened = False
+        if self.dry_run:
+            return
+        await self.sender.producer.stop()
+        if self.sender.ledger is not None:
+            await self.sender.ledger.close()
+        if self._status is not None:
+            await self._status.stop()
+
     async def run(self) -> int:
         """Create every task of the plan; 0 when all went out, 1 when the bus failed or
         the app was stopped (the message says where to resume)."""
+        if not self._opened:
+            async with self:
+                return await self.run()
         if self.dry_run:
             for _, task in self.plan.tasks():
                 self.out.write(f"{task}\n")
@@ -290,9 +312,6 @@ class BatchApp:
         topic = self.plan.topic or self.plan.type
         progress = Progress(self.total, self.progress_stream, label=f"{self.plan.type} -> {topic}")
         try:
-            if self._status is not None:
-                await self._status.start()
-            await self.sender.producer.start()
             for at, task in self.plan.tasks():
                 if self._stopping:
                     return self._incomplete(at, "stopped")
@@ -305,7 +324,6 @@ class BatchApp:
                 progress.advance()
         finally:
             progress.close()
-            await self._close()
         logger.info("sent %d %s tasks to %r", self.created, self.plan.type, topic)
         return 0
 
@@ -318,13 +336,6 @@ class BatchApp:
             at.isoformat(timespec="seconds"),
         )
         return 1
-
-    async def _close(self) -> None:
-        await self.sender.producer.stop()
-        if self.sender.ledger is not None:
-            await self.sender.ledger.close()
-        if self._status is not None:
-            await self._status.stop()
 
     async def stop(self) -> None:
         """Stop before the next task. Idempotent."""
