@@ -87,15 +87,24 @@ class SqliteLedger:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of the process
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: survives a process crash
+                conn.executescript(_SCHEMA)
+                return conn
+            except sqlite3.OperationalError as err:
+                # Switching a new file to WAL while another process does the same can fail at
+                # once with "locked", without the busy handler: wait and try again.
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(0.02)
+            except BaseException:
+                conn.close()
+                raise
 
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
@@ -108,14 +117,16 @@ class SqliteLedger:
             raise LedgerError(f"the ledger sqlite:{self.path} is closed; open a new one")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="ledger-sqlite")
+        began = time.monotonic()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
         except sqlite3.OperationalError as err:
             if "locked" in str(err) or "busy" in str(err):
                 raise LedgerError(
-                    f"ledger sqlite:{self.path} stayed locked by another process for more than "
-                    f"{self.busy_timeout:g}s; look for a stuck process holding it, or raise "
-                    f"busy_timeout (sqlite:{self.path}?busy_timeout=30s)"
+                    f"ledger sqlite:{self.path} is locked by another process (waited "
+                    f"{time.monotonic() - began:.1f}s, busy_timeout {self.busy_timeout:g}s); look "
+                    f"for a stuck process holding it, or raise busy_timeout "
+                    f"(sqlite:{self.path}?busy_timeout=30s)"
                 ) from err
             raise LedgerError(f"ledger sqlite:{self.path}: {err}") from err
         except (sqlite3.Error, OSError) as err:

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from task.apps.recover import RecoverApp, RecoverSettings
 from task.bus.memory import Fault, MemoryBroker, MemoryProducer
+from task.bus.registry import open_consumer
 from task.cli import run_command
 from task.errors import ConfigError
 from task.ledger.base import Ledger
@@ -21,6 +27,7 @@ from task.ledger.sqlite import SqliteLedger
 from task.settings import load_settings
 from task.task import Task
 from tests.ledger.contract import Clock
+from tests.servers.nats import NatsServer
 
 
 def make_app(ledger: Ledger, broker: MemoryBroker, clock: Clock, **options: object) -> RecoverApp:
@@ -170,3 +177,90 @@ def test_cli_once_resends_from_a_sqlite_ledger_to_the_file_bus(tmp_path: Path) -
     assert status == 0
     lines = (tmp_path / "bus" / "fetch.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["a"]
+
+
+# ------------------------------------------------------------------ end to end on core NATS
+
+_WORKER = str(Path(__file__).with_name("e2e_worker.py"))
+
+
+async def _worker(nats_url: str, task_type: str, ledger_url: str, cap: float) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, _WORKER, nats_url, task_type, ledger_url, str(cap),
+        stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line == b"ready\n", "the worker process did not start"
+    return proc
+
+
+async def _taskbus(*argv: str) -> int:
+    """``taskbus ARGV`` in its own process, as a user runs it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "task.cli", *argv, cwd=Path(__file__).parents[2])
+    return await asyncio.wait_for(proc.wait(), 60)
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.nats
+@pytest.mark.faults
+async def test_a_task_lost_with_its_worker_is_recovered_on_core_nats(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url, ledger_url = nats_server.url, f"sqlite:{tmp_path}/ledger.db"
+    suffix = uuid.uuid4().hex[:8]
+    lost_type, slow_type = f"e2e-lost-{suffix}", f"e2e-slow-{suffix}"
+    ledger = SqliteLedger(str(tmp_path / "ledger.db"))
+    workers = [await _worker(url, lost_type, ledger_url, 1000),
+               await _worker(url, slow_type, ledger_url, 1000)]
+    done_tasks = open_consumer(url, topic="done", channel=f"e2e-{suffix}")
+    try:
+        await done_tasks.start()
+
+        async def state(task_type: str, id: str) -> str:
+            record = await ledger.find(task_type, id)
+            return str(record.state) if record else "gone"
+
+        # Given a task in the middle of its work and one that works on, heartbeating
+        for task_type, id in ((lost_type, "lost-1"), (slow_type, "slow-1")):
+            assert await _taskbus("send", task_type, "1000", "--id", id, "--bus", url,
+                                  "--ledger", ledger_url) == 0
+
+        async def both_started() -> bool:
+            return {await state(lost_type, "lost-1"), await state(slow_type, "slow-1")} == {"started"}
+
+        await _until(both_started, "both tasks to start")
+        # When the first worker is killed: core NATS has no redelivery, the message is gone
+        workers[0].kill()
+        await workers[0].wait()
+        workers[0] = await _worker(url, lost_type, ledger_url, 0)  # a fresh worker, fast now
+        await asyncio.sleep(1.5)  # the lost task goes idle; the slow one keeps touching
+        # And recover makes one pass for tasks idle more than a second
+        assert await _taskbus("recover", "--once", "--ledger", ledger_url, "--bus", url,
+                              "--older-than", "1") == 0
+        # Then the lost task runs again and ends done
+        message = await asyncio.wait_for(done_tasks.msg(), 20)
+        assert message is not None
+        done = Task.from_json(message.body)
+        assert (done.id, done.result) == ("lost-1", "complete")
+
+        async def lost_closed() -> bool:
+            return await state(lost_type, "lost-1") == "gone"
+
+        await _until(lost_closed, "the ledger to close the recovered task")
+        # and the task still running was not resent
+        slow = await ledger.find(slow_type, "slow-1")
+        assert slow is not None and slow.state == "started" and slow.attempts == 0
+    finally:
+        for proc in workers:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await done_tasks.stop()
+        await ledger.close()
