@@ -91,7 +91,8 @@ class Ledger(Protocol):
         """Atomically take the record for ``ttl`` seconds; True when this owner got it.
 
         A successful claim counts an attempt and refreshes ``updated_at``, so the record is
-        not outstanding again until ``older_than`` passes once more.
+        not outstanding again until ``older_than`` passes once more. An unexpired claim blocks
+        every owner, its holder too: each claim is one resend. False for an unknown id.
         """
 
     async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:

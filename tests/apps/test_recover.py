@@ -28,6 +28,7 @@ from task.settings import load_settings
 from task.task import Task
 from tests.ledger.contract import Clock
 from tests.servers.nats import NatsServer
+from tests.servers.ports import free_port
 
 
 def make_app(ledger: Ledger, broker: MemoryBroker, clock: Clock, **options: object) -> RecoverApp:
@@ -264,3 +265,18 @@ async def test_a_task_lost_with_its_worker_is_recovered_on_core_nats(
                 await proc.wait()
         await done_tasks.stop()
         await ledger.close()
+
+
+async def test_stats_are_served_when_a_status_port_is_set() -> None:
+    clock, broker = Clock(), MemoryBroker()
+    app = make_app(MemoryLedger(clock=clock), broker, clock, status_port=free_port())
+    async with app:
+        await app.run_pass()
+        assert app._status is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", app._status.port)
+        writer.write(b"GET /stats HTTP/1.1\r\n\r\n")
+        body = (await reader.read()).partition(b"\r\n\r\n")[2]
+        writer.close()
+        await writer.wait_closed()
+    stats = json.loads(body)
+    assert (stats["app"], stats["passes"], stats["owner"]) == ("recover", 1, "r1")
