@@ -390,7 +390,7 @@ class KafkaConsumer(BusPart):
 
     async def _fetch_loop(self) -> None:
         client, paused = self._client, False
-        while True:
+        while not self._stopped:
             try:
                 if self._room() <= 0:
                     if not paused and await self._wait_settled(PAUSE_AFTER):
@@ -422,7 +422,8 @@ class KafkaConsumer(BusPart):
     async def _wait_settled(self, timeout: float) -> bool:
         self._settled.clear()
         try:
-            await asyncio.wait_for(self._settled.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: in 3.11 it can eat a cancel
+                await self._settled.wait()
         except TimeoutError:
             return False
         return True
@@ -447,7 +448,8 @@ class KafkaConsumer(BusPart):
     async def _republish(self, message: KafkaMessage, delay: float) -> None:
         if delay > 0:
             try:
-                await asyncio.wait_for(self._hurry.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._hurry.wait()
             except TimeoutError:
                 pass
         try:
@@ -468,7 +470,8 @@ class KafkaConsumer(BusPart):
     async def _commit_loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._commit_now.wait(), self.options.commit_interval)
+                async with asyncio.timeout(self.options.commit_interval):
+                    await self._commit_now.wait()
             except TimeoutError:
                 pass
             self._commit_now.clear()
