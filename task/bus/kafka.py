@@ -21,6 +21,7 @@ URL options (all optional):
 - ``offset_reset`` (earliest): where a new group starts reading.
 - ``sasl`` (``plain``, ``scram-sha-256``, ``scram-sha-512``) with the user and password from
   the settings' credentials (or the URL); ``tls`` (false; on when credentials name TLS files).
+- ``session_timeout`` (10s): how soon the group notices a dead member.
 - ``client_id`` (taskbus).
 """
 
@@ -56,7 +57,7 @@ PAUSE_AFTER = 2.0
 _SASL = {"plain": "PLAIN", "scram-sha-256": "SCRAM-SHA-256", "scram-sha-512": "SCRAM-SHA-512"}
 _OPTIONS = (
     "idempotence", "partitions", "replication", "drain_timeout", "commit_interval",
-    "commit_every", "offset_reset", "sasl", "tls", "client_id",
+    "commit_every", "offset_reset", "sasl", "tls", "client_id", "session_timeout",
 )
 
 
@@ -76,6 +77,7 @@ class KafkaOptions:
     sasl: str | None = None
     tls: bool = False
     client_id: str = "taskbus"
+    session_timeout: float = 10.0
     user: str | None = None
     password: str | None = None
     tls_ca: str | None = None
@@ -120,6 +122,7 @@ class KafkaOptions:
             sasl=_SASL[sasl_name] if sasl_name else None,
             tls=parsed.boolean("tls", has_tls_files),
             client_id=parsed.text("client_id", "taskbus"),
+            session_timeout=parsed.duration("session_timeout", 10.0),
             user=user,
             password=creds.password or parsed.password,
             tls_ca=creds.tls_ca, tls_cert=creds.tls_cert, tls_key=creds.tls_key,
@@ -352,7 +355,12 @@ class KafkaConsumer(BusPart):
         await ensure_topic(self.options, self.topic)
         client = AIOKafkaConsumer(
             group_id=self.channel, enable_auto_commit=False,
-            auto_offset_reset=self.options.offset_reset, **self.options.client_args(),
+            auto_offset_reset=self.options.offset_reset,
+            session_timeout_ms=int(self.options.session_timeout * 1000),
+            heartbeat_interval_ms=int(self.options.session_timeout * 1000 / 3),
+            # the group waits for our revocation drain rather than evicting us meanwhile
+            rebalance_timeout_ms=int((self.options.drain_timeout + self.options.session_timeout) * 1000),
+            **self.options.client_args(),
         )
         try:
             await client.start()
