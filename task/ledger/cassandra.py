@@ -102,9 +102,12 @@ class CassandraLedger:
         return int(at // self.options.bucket)
 
     async def _note_bucket(self, task_list: str, kind: str, bucket: int, ttl: int) -> None:
+        # Records always land in the current bucket, so caching it is safe; a schedule can
+        # target a past bucket that ``due`` already dropped, so that row is always written.
         if (task_list, kind, bucket) not in self._known_buckets:
             await self._run("bucket_add", _SCOPE, task_list, kind, bucket, ttl + self.options.bucket)
-            self._known_buckets.add((task_list, kind, bucket))
+            if kind == _RECORDS:
+                self._known_buckets.add((task_list, kind, bucket))
 
     async def _index(self, task_list: str, id: str) -> int | None:
         row = (await self._run("index_get", task_list, id)).one()
