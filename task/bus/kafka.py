@@ -214,6 +214,7 @@ class KafkaProducer(BusPart):
         self.options = options
         self._client: Any = None
         self._topics: set[str] = set()
+        self._start_lock = asyncio.Lock()
         self._stopped = False
         self._sent = 0
 
@@ -224,10 +225,11 @@ class KafkaProducer(BusPart):
             BusError: unreachable brokers, or a broker refusing idempotence.
             BusClosedError: called after ``stop()``.
         """
-        if self._stopped:
-            raise BusClosedError("Kafka producer used after stop()")
-        if self._client is None:
-            self._client = await start_producer(self.options)
+        async with self._start_lock:  # concurrent first sends start it once
+            if self._stopped:
+                raise BusClosedError("Kafka producer used after stop()")
+            if self._client is None:
+                self._client = await start_producer(self.options)
 
     async def send(self, topic: str, body: bytes, *, key: str | None = None) -> None:
         """Send and wait for all in-sync replicas to have it.
@@ -336,6 +338,7 @@ class KafkaConsumer(BusPart):
         self._settled = asyncio.Event()  # a handed-out message was settled
         self._commit_now = asyncio.Event()
         self._commit_lock = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
         self._republisher_lock = asyncio.Lock()
         self._failure: BusError | None = None
         self._stopped = False
@@ -348,6 +351,10 @@ class KafkaConsumer(BusPart):
             BusError: the brokers cannot be reached.
             BusClosedError: called after ``stop()``.
         """
+        async with self._start_lock:  # concurrent msg() callers start it once
+            await self._start()
+
+    async def _start(self) -> None:
         if self._stopped:
             raise BusClosedError("Kafka consumer used after stop()")
         if self._client is not None:
