@@ -165,3 +165,56 @@ async def test_two_consumers_share_a_topic_across_a_rebalance_without_duplicates
 
 async def _true_when(value: bool) -> bool:
     return value
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+async def test_a_sigkilled_worker_loses_no_task(kafka_url: str) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from task.task import Task
+
+    url = kafka_url + "&partitions=4&session_timeout=3s&drain_timeout=2s&commit_interval=200ms"
+    topic = "kill" + uuid4().hex[:8]
+    ids = {f"k{i}" for i in range(1000)}
+    async with KafkaProducer(KafkaOptions.from_url(url)) as producer:
+        for ident in sorted(ids):
+            await producer.send(topic, Task.new("nop", "sleep=200ms", id=ident).to_json())
+    done: set[str] = set()
+    collector = KafkaConsumer(KafkaOptions.from_url(url), topic + "_done", "c" + uuid4().hex[:8], 100)
+
+    async def collect() -> None:
+        while (message := await collector.msg()) is not None:
+            done.add(json.loads(message.body)["id"])
+            await message.ack()
+
+    def worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "task.cli", "worker", "nop", "--bus", url, "--topic", topic,
+             "--type", "nop", "--done-topic", topic + "_done", "--max-in-progress", "50"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    collecting = asyncio.create_task(collect())
+    first = worker()
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        # Given a worker with 50 tasks in progress, part-way through 1000
+        await _eventually(lambda: _true_when(len(done) >= 100), "100 tasks done", 30)
+        # When it is SIGKILLed (no drain, no final commit) and another worker takes over
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert len(done) < len(ids), "the worker finished before it could be killed"
+        second = worker()
+        # Then every task is done at least once: none lost
+        await _eventually(lambda: _true_when(done >= ids), "every task done", 45)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(15)
+        await collector.stop()
+        await collecting
