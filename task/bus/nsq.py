@@ -267,6 +267,9 @@ class NsqConsumer(BusPart):
     async def _connect_all(self, addresses: Sequence[tuple[str, int]]) -> list[str]:
         missing = [a for a in addresses if f"{a[0]}:{a[1]}" not in self._links]
         results = await asyncio.gather(*(self._subscribe(h, p) for h, p in missing), return_exceptions=True)
+        # RDY once every new link is in, so a first link does not get the whole budget only to
+        # have it cut a moment later (nsqd may then briefly hold more than prefetch in flight)
+        self._update_rdy()
         errors = [str(r) for r in results if isinstance(r, BaseException)]
         for error in errors:
             logger.warning("NSQ consumer %s/%s: %s", self.topic, self.channel, error)
@@ -285,7 +288,6 @@ class NsqConsumer(BusPart):
             return
         self._links[conn.address] = _Link(conn)
         logger.info("NSQ consumer %s/%s subscribed on nsqd %s", self.topic, self.channel, conn.address)
-        self._update_rdy()
 
     async def _discover_loop(self, failed: bool) -> None:
         """Reconnect lost nsqd nodes and, with lookupd, find new ones."""
