@@ -108,7 +108,7 @@ class BenchApp:
         self.credentials = settings.credentials()
 
     @classmethod
-    def from_settings(cls, settings: BenchSettings) -> BenchApp:  # type: ignore[override]
+    def from_settings(cls, settings: BenchSettings) -> BenchApp:
         return cls(settings)
 
     async def run(self) -> int:

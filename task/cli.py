@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("task.bench:BenchApp", "", "measure tasks/s through a real Launcher"),
     "quickstart": ("task.apps.quickstart:QuickstartApp", "", "run a taskmaster and a worker on the file bus"),
     "cron": ("task.apps.cron:CronApp", "apps", "create tasks on cron schedules"),
-    "retry": ("task.apps.retry:RetryApp", "apps", "resend failed tasks with backoff"),
+    "retry": ("task.apps.retry:RetryApp", "", "resend failed tasks with backoff"),
     "files": ("task.apps.files:FilesApp", "apps", "create a task per new file"),
     "batch": ("task.apps.batch:BatchApp", "", "create one task per time step (backfill)"),
     "recover": ("task.apps.recover:RecoverApp", "", "resend tasks the ledger says were lost"),

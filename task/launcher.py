@@ -156,6 +156,7 @@ class Launcher:
             ignore_bad_type=settings.ignore_bad_type,
             task_timeout=settings.task_timeout,
             dead_letter_topic=settings.dead_letter_topic,
+            heartbeat_interval=settings.heartbeat_interval,
             topic=topic,
         )
         ledger = open_ledger(settings.ledger) if settings.ledger else None

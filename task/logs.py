@@ -36,3 +36,5 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # watchfiles logs every batch of changes at INFO; that is noise in an app's log
+    logging.getLogger("watchfiles").setLevel(max(logging.WARNING, root.level))

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -137,6 +137,10 @@ class WorkerSettings(BusSettings):
     ignore_bad_type: bool = Field(False, description="acknowledge tasks of another type without running them")
     dead_letter_topic: str = Field("", description="topic for messages that are not tasks (empty: none)")
     processes: int = Field(1, ge=1, description="launcher processes sharing the channel")
+    heartbeat_interval: float = Field(
+        5.0, gt=0,
+        description="seconds between heartbeats (bus in_progress, ledger touch) of a running task; keep recover's older_than well above it",
+    )
 
 
 def _one_line(err: ValidationError, source: str) -> str:
@@ -231,6 +235,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, BaseModel):
+        return _toml_value(value.model_dump())
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):

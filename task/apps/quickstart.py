@@ -41,7 +41,7 @@ class QuickstartApp:
         self.launcher: Launcher | None = None
 
     @classmethod
-    def from_settings(cls, settings: QuickstartSettings) -> QuickstartApp:  # type: ignore[override]
+    def from_settings(cls, settings: QuickstartSettings) -> QuickstartApp:
         return cls(settings)
 
     async def run(self) -> int:

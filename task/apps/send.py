@@ -60,7 +60,7 @@ class SendApp:
         self.sent: list[Task] = []
 
     @classmethod
-    def from_settings(cls, settings: SendSettings) -> SendApp:  # type: ignore[override]
+    def from_settings(cls, settings: SendSettings) -> SendApp:
         return cls(settings)
 
     async def run(self) -> int:

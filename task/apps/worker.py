@@ -76,7 +76,7 @@ class WorkerApp:
         self._stopping = False
 
     @classmethod
-    def from_settings(cls, settings: WorkerSettings) -> WorkerApp:  # type: ignore[override]
+    def from_settings(cls, settings: WorkerSettings) -> WorkerApp:
         return cls(settings)
 
     async def run(self) -> int:

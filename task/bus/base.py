@@ -7,7 +7,7 @@ beyond that (partitions, leases, offsets) stays inside its module.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 __all__ = ["Consumer", "Message", "Producer", "BusInfo", "BusPart"]
 
@@ -69,6 +69,12 @@ class Consumer(Protocol):
     def info(self) -> BusInfo:
         """Counters and names for ``stats()``."""
 
+    async def __aenter__(self) -> Consumer:
+        """``start()``, so ``async with consumer:`` works."""
+
+    async def __aexit__(self, *exc: object) -> None:
+        """``stop()``."""
+
 
 @runtime_checkable
 class Producer(Protocol):
@@ -99,6 +105,12 @@ class Producer(Protocol):
     def info(self) -> BusInfo:
         """Counters and names for ``stats()``."""
 
+    async def __aenter__(self) -> Producer:
+        """``start()``, so ``async with producer:`` works."""
+
+    async def __aexit__(self, *exc: object) -> None:
+        """``stop()``, flushing what is pending."""
+
 
 class BusPart:
     """Shared plumbing for consumers and producers: ``async with`` starts and stops them."""
@@ -109,7 +121,7 @@ class BusPart:
     async def stop(self) -> None:
         """Close; the default does nothing."""
 
-    async def __aenter__(self) -> BusPart:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
