@@ -58,7 +58,9 @@ class ConnectionSettings:
             "user_agent": self.user_agent,
             "feature_negotiation": True,
             # nsqd takes -1 for "no heartbeats"; 0 would mean its default
-            "heartbeat_interval": round(self.heartbeat_interval * 1000) if self.heartbeat_interval > 0 else -1,
+            "heartbeat_interval": round(self.heartbeat_interval * 1000)
+            if self.heartbeat_interval > 0
+            else -1,
         }
         if self.msg_timeout > 0:
             fields["msg_timeout"] = round(self.msg_timeout * 1000)
@@ -130,7 +132,9 @@ class NsqConnection:
                 f"cannot connect to nsqd at {self.address}: {err or type(err).__name__}; "
                 "is nsqd running and is this its TCP port (4150 by default)?"
             ) from err
-        self._reader_task = asyncio.create_task(self._read_loop(), name=f"nsq-reader-{self.address}")
+        self._reader_task = asyncio.create_task(
+            self._read_loop(), name=f"nsq-reader-{self.address}"
+        )
 
     async def _handshake(self) -> None:
         assert self._writer is not None
@@ -140,7 +144,9 @@ class NsqConnection:
             try:
                 self.negotiated = json.loads(answer)
             except ValueError as err:
-                raise proto.ProtocolError(f"nsqd at {self.address} answered IDENTIFY with {answer[:80]!r}") from err
+                raise proto.ProtocolError(
+                    f"nsqd at {self.address} answered IDENTIFY with {answer[:80]!r}"
+                ) from err
         self.max_rdy_count = int(str(self.negotiated.get("max_rdy_count", DEFAULT_MAX_RDY)))
         if self.settings.tls:
             if not self.negotiated.get("tls_v1"):
@@ -194,7 +200,11 @@ class NsqConnection:
             pass  # nsqd closed, or we did
         except TimeoutError as err:
             error = err
-            logger.warning("nsqd %s sent nothing for %.0fs (no heartbeat); reconnecting", self.address, idle_limit)
+            logger.warning(
+                "nsqd %s sent nothing for %.0fs (no heartbeat); reconnecting",
+                self.address,
+                idle_limit,
+            )
         except (OSError, proto.ProtocolError) as err:
             error = err
             logger.warning("connection to nsqd %s failed: %s", self.address, err)
@@ -209,10 +219,18 @@ class NsqConnection:
         if frame.type is proto.FrameType.RESPONSE and frame.data == proto.HEARTBEAT:
             self.send(proto.nop())
             return
-        error = proto.NsqServerError.from_frame(frame.data) if frame.type is proto.FrameType.ERROR else None
+        error = (
+            proto.NsqServerError.from_frame(frame.data)
+            if frame.type is proto.FrameType.ERROR
+            else None
+        )
         if error is not None and not error.fatal:
             self.non_fatal_errors += 1
-            logger.warning("nsqd %s: %s (the message's timeout passed or it was settled twice)", self.address, error)
+            logger.warning(
+                "nsqd %s: %s (the message's timeout passed or it was settled twice)",
+                self.address,
+                error,
+            )
             return
         if not self._pending:
             if error is not None:
@@ -235,7 +253,9 @@ class NsqConnection:
         while self._pending:
             waiter = self._pending.popleft()
             if not waiter.done():
-                waiter.set_exception(BusError(f"connection to nsqd {self.address} closed before it answered"))
+                waiter.set_exception(
+                    BusError(f"connection to nsqd {self.address} closed before it answered")
+                )
         if self._on_close is not None:
             self._on_close(self)
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from task.errors import BusError
 
-__all__ = ["Node", "http_request", "parse_nodes", "lookup", "nodes", "create_topic"]
+__all__ = ["Node", "create_topic", "http_request", "lookup", "nodes", "parse_nodes"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ class Node:
         return (self.address, self.tcp_port)
 
 
-async def http_request(host: str, port: int, method: str, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]:
+async def http_request(
+    host: str, port: int, method: str, path: str, *, timeout: float = 5.0
+) -> tuple[int, bytes]:
     """``(status, body)`` of one HTTP/1.0 request with no body.
 
     Raises:
@@ -135,4 +137,6 @@ async def create_topic(node: Node, topic: str, *, timeout: float = 5.0) -> None:
     path = f"/topic/create?topic={quote(topic)}"
     status, body = await http_request(node.address, node.http_port, "POST", path, timeout=timeout)
     if status != 200:
-        raise BusError(f"nsqd {node.address}:{node.http_port}{path} answered HTTP {status}: {body[:120]!r}")
+        raise BusError(
+            f"nsqd {node.address}:{node.http_port}{path} answered HTTP {status}: {body[:120]!r}"
+        )

@@ -28,34 +28,34 @@ from enum import IntEnum
 from task.errors import BusError, ConfigError
 
 __all__ = [
-    "MAGIC_V2",
-    "HEARTBEAT",
-    "OK",
     "CLOSE_WAIT",
+    "HEARTBEAT",
+    "MAGIC_V2",
     "NON_FATAL_ERRORS",
-    "FrameType",
+    "OK",
     "Frame",
+    "FrameType",
     "MessageFrame",
     "NsqServerError",
     "ProtocolError",
-    "identify",
     "auth",
-    "sub",
-    "rdy",
-    "fin",
-    "req",
-    "touch",
-    "nop",
+    "check_name",
     "cls",
-    "pub",
-    "mpub",
-    "dpub",
-    "frame_size",
     "decode_frame",
     "decode_message",
+    "dpub",
     "encode_frame",
     "encode_message",
-    "check_name",
+    "fin",
+    "frame_size",
+    "identify",
+    "mpub",
+    "nop",
+    "pub",
+    "rdy",
+    "req",
+    "sub",
+    "touch",
 ]
 
 MAGIC_V2 = b"  V2"
@@ -133,7 +133,7 @@ def check_name(name: str, what: str) -> str:
     Checked on our side because nsqd answers a bad name with a fatal error that closes the
     connection, which reads like a network failure.
     """
-    base = name[: -len(_EPHEMERAL)] if name.endswith(_EPHEMERAL) else name
+    base = name.removesuffix(_EPHEMERAL)
     if not _NAME.fullmatch(base) or len(name) > 64:
         raise ConfigError(
             f"NSQ {what} name {name!r} is invalid: use 1-64 of the characters "
@@ -163,7 +163,9 @@ def auth(secret: str | bytes) -> bytes:
 
 def sub(topic: str, channel: str) -> bytes:
     """SUB: join ``channel`` of ``topic``; nsqd answers OK and starts at RDY 0."""
-    return _command(b"SUB", check_name(topic, "topic").encode(), check_name(channel, "channel").encode())
+    return _command(
+        b"SUB", check_name(topic, "topic").encode(), check_name(channel, "channel").encode()
+    )
 
 
 def rdy(count: int) -> bytes:
@@ -205,7 +207,9 @@ def pub(topic: str, body: bytes) -> bytes:
 
 def dpub(topic: str, delay: float, body: bytes) -> bytes:
     """DPUB: one message delivered no sooner than ``delay`` seconds from now (sent as ms)."""
-    line = _command(b"DPUB", check_name(topic, "topic").encode(), str(max(0, round(delay * 1000))).encode())
+    line = _command(
+        b"DPUB", check_name(topic, "topic").encode(), str(max(0, round(delay * 1000))).encode()
+    )
     return _with_body(line, body)
 
 
@@ -253,7 +257,9 @@ def decode_message(data: bytes) -> MessageFrame:
         ProtocolError: the data is shorter than a message header.
     """
     if len(data) < _MESSAGE_HEAD.size:
-        raise ProtocolError(f"nsqd sent a message frame of {len(data)} bytes, below the 26-byte header")
+        raise ProtocolError(
+            f"nsqd sent a message frame of {len(data)} bytes, below the 26-byte header"
+        )
     timestamp, attempts, message_id = _MESSAGE_HEAD.unpack_from(data)
     return MessageFrame(timestamp, attempts, message_id, bytes(data[_MESSAGE_HEAD.size :]))
 

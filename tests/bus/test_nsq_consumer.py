@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from typing import Self
 
 import pytest
 
@@ -104,7 +105,7 @@ class Peer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> Peer:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accepted, "127.0.0.1", self.port)
         return self
 
@@ -133,7 +134,7 @@ class HttpPeer:
         self.requests: list[str] = []
         self._server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> HttpPeer:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         return self
 
@@ -177,10 +178,15 @@ async def _stop_what_tests_made() -> AsyncIterator[None]:
     _made.clear()
 
 
-def consumer_for(*peers: Peer, prefetch: int = 1, query: str = QUIET, **kw: str | None) -> NsqConsumer:
+def consumer_for(
+    *peers: Peer, prefetch: int = 1, query: str = QUIET, **kw: str | None
+) -> NsqConsumer:
     hosts = ",".join(p.address for p in peers)
     consumer = open_consumer(
-        f"nsq://{hosts}?{query}", topic="t", channel="c", prefetch=prefetch,
+        f"nsq://{hosts}?{query}",
+        topic="t",
+        channel="c",
+        prefetch=prefetch,
         credentials=Credentials(**kw),
     )
     _made.append(consumer)
@@ -220,11 +226,17 @@ async def next_message(consumer: NsqConsumer) -> NsqMessage:
 
 
 async def test_identify_sub_and_rdy_equal_to_prefetch(peer: Peer) -> None:
-    consumer = consumer_for(peer, prefetch=3, query="heartbeat_interval=5s&msg_timeout=90s&client_id=w7")
+    consumer = consumer_for(
+        peer, prefetch=3, query="heartbeat_interval=5s&msg_timeout=90s&client_id=w7"
+    )
     starting = asyncio.create_task(consumer.start())
     conn = await peer.accept()
     fields = await conn.handshake()
-    assert (fields["client_id"], fields["heartbeat_interval"], fields["msg_timeout"]) == ("w7", 5000, 90000)
+    assert (fields["client_id"], fields["heartbeat_interval"], fields["msg_timeout"]) == (
+        "w7",
+        5000,
+        90000,
+    )
     assert str(fields["user_agent"]).startswith("taskbus/") and fields["tls_v1"] is False
     await conn.expect(b"SUB t c\n")
     conn.respond(proto.OK)
@@ -264,7 +276,9 @@ async def test_nack_without_delay_uses_requeue_delay(peer: Peer) -> None:
     await stopped(consumer, conn)
 
 
-async def test_heartbeat_is_answered_with_nop_and_non_fatal_errors_keep_the_connection(peer: Peer) -> None:
+async def test_heartbeat_is_answered_with_nop_and_non_fatal_errors_keep_the_connection(
+    peer: Peer,
+) -> None:
     consumer = consumer_for(peer, query="heartbeat_interval=2s&backoff=0")
     (conn,) = await subscribed(consumer, peer)
     await conn.expect(b"RDY 1\n")
@@ -296,7 +310,9 @@ async def test_rdy_is_spread_over_connections_and_redistributed_when_one_goes() 
 
 
 async def test_repeated_nacks_back_off_then_probe_with_rdy_1(peer: Peer) -> None:
-    consumer = consumer_for(peer, prefetch=4, query="heartbeat_interval=0&backoff=0.2s&max_backoff=1s")
+    consumer = consumer_for(
+        peer, prefetch=4, query="heartbeat_interval=0&backoff=0.2s&max_backoff=1s"
+    )
     (conn,) = await subscribed(consumer, peer)
     await conn.expect(b"RDY 4\n")
     failing = conn.message(1, b"x")
@@ -405,8 +421,13 @@ async def test_sub_refused_is_a_bus_error_naming_the_code(peer: Peer) -> None:
 
 
 async def test_unreachable_nsqd_fails_start_with_a_hint() -> None:
-    consumer = open_consumer(f"nsq://127.0.0.1:{free_port()}", topic="t", channel="c", prefetch=1,
-                             credentials=Credentials())
+    consumer = open_consumer(
+        f"nsq://127.0.0.1:{free_port()}",
+        topic="t",
+        channel="c",
+        prefetch=1,
+        credentials=Credentials(),
+    )
     with pytest.raises(BusError, match="is nsqd running"):
         await consumer.start()
 
@@ -414,13 +435,21 @@ async def test_unreachable_nsqd_fails_start_with_a_hint() -> None:
 async def test_lookupd_discovery_connects_to_the_nodes_that_have_the_topic(peer: Peer) -> None:
     def lookupd(method: str, path: str) -> tuple[int, object]:
         assert (method, path) == ("GET", "/lookup?topic=t")
-        return 200, {"channels": ["c"], "producers": [
-            {"broadcast_address": "127.0.0.1", "tcp_port": peer.port, "http_port": 1},
-        ]}
+        return 200, {
+            "channels": ["c"],
+            "producers": [
+                {"broadcast_address": "127.0.0.1", "tcp_port": peer.port, "http_port": 1},
+            ],
+        }
 
     async with HttpPeer(lookupd) as http:
-        consumer = open_consumer(f"nsqlookup://127.0.0.1:{http.port}?{QUIET}", topic="t", channel="c",
-                                 prefetch=1, credentials=Credentials())
+        consumer = open_consumer(
+            f"nsqlookup://127.0.0.1:{http.port}?{QUIET}",
+            topic="t",
+            channel="c",
+            prefetch=1,
+            credentials=Credentials(),
+        )
         (conn,) = await subscribed(consumer, peer)
         await conn.expect(b"RDY 1\n")
         await stopped(consumer, conn)
@@ -431,7 +460,9 @@ async def test_lookupd_discovery_connects_to_the_nodes_that_have_the_topic(peer:
 
 
 async def test_send_returns_only_after_ok(peer: Peer) -> None:
-    producer = open_producer(f"nsq://{peer.address}?heartbeat_interval=0", credentials=Credentials())
+    producer = open_producer(
+        f"nsq://{peer.address}?heartbeat_interval=0", credentials=Credentials()
+    )
     sending = asyncio.create_task(producer.send("done", b"hello"))
     conn = await peer.accept()
     await conn.handshake()
@@ -441,7 +472,9 @@ async def test_send_returns_only_after_ok(peer: Peer) -> None:
     conn.respond(proto.OK)
     await sending
     batch = asyncio.create_task(producer.send_many("done", [b"a", b"bc"]))
-    await conn.expect(b"MPUB done\n\x00\x00\x00\x0f\x00\x00\x00\x02\x00\x00\x00\x01a\x00\x00\x00\x02bc")
+    await conn.expect(
+        b"MPUB done\n\x00\x00\x00\x0f\x00\x00\x00\x02\x00\x00\x00\x01a\x00\x00\x00\x02bc"
+    )
     conn.respond(proto.OK)
     await batch
     assert producer.info()["sent"] == 3
@@ -452,7 +485,9 @@ async def test_send_returns_only_after_ok(peer: Peer) -> None:
 
 
 async def test_pipelined_sends_pair_with_their_answers(peer: Peer) -> None:
-    producer = open_producer(f"nsq://{peer.address}?heartbeat_interval=0", credentials=Credentials())
+    producer = open_producer(
+        f"nsq://{peer.address}?heartbeat_interval=0", credentials=Credentials()
+    )
     await asyncio.gather(producer.start(), _handshake_next(peer))
     conn = peer_conns[-1]
     first = asyncio.create_task(producer.send("a", b"1"))
@@ -477,7 +512,9 @@ async def _handshake_next(peer: Peer) -> None:
 
 async def test_send_fails_over_to_the_next_nsqd() -> None:
     async with Peer() as a, Peer() as b:
-        producer = open_producer(f"nsq://{a.address},{b.address}?heartbeat_interval=0", credentials=Credentials())
+        producer = open_producer(
+            f"nsq://{a.address},{b.address}?heartbeat_interval=0", credentials=Credentials()
+        )
         sending = asyncio.create_task(producer.send("done", b"x"))
         conn_a = await a.accept()
         await conn_a.handshake()
@@ -495,14 +532,21 @@ async def test_send_fails_over_to_the_next_nsqd() -> None:
 async def test_lookupd_producer_creates_the_topic_on_every_node_first(peer: Peer) -> None:
     def nsq_http(method: str, path: str) -> tuple[int, object]:
         if path == "/nodes":
-            return 200, {"producers": [
-                {"broadcast_address": "127.0.0.1", "tcp_port": peer.port, "http_port": http.port},
-            ]}
+            return 200, {
+                "producers": [
+                    {
+                        "broadcast_address": "127.0.0.1",
+                        "tcp_port": peer.port,
+                        "http_port": http.port,
+                    },
+                ]
+            }
         return 200, {}
 
     async with HttpPeer(nsq_http) as http:
-        producer = open_producer(f"nsqlookup://127.0.0.1:{http.port}?heartbeat_interval=0",
-                                 credentials=Credentials())
+        producer = open_producer(
+            f"nsqlookup://127.0.0.1:{http.port}?heartbeat_interval=0", credentials=Credentials()
+        )
         sending = asyncio.create_task(producer.send("jobs", b"x"))
         conn = await peer.accept()
         await conn.handshake()

@@ -19,14 +19,20 @@ def test_magic_is_two_spaces_v2() -> None:
 
 def test_identify_is_a_size_prefixed_json_body() -> None:
     settings = ConnectionSettings(
-        client_id="w1", hostname="w1.example", user_agent="taskbus/0.1.0",
-        heartbeat_interval=30.0, msg_timeout=60.0,
+        client_id="w1",
+        hostname="w1.example",
+        user_agent="taskbus/0.1.0",
+        heartbeat_interval=30.0,
+        msg_timeout=60.0,
     )
     body = (
         b'{"client_id":"w1","hostname":"w1.example","user_agent":"taskbus/0.1.0",'
         b'"feature_negotiation":true,"heartbeat_interval":30000,"msg_timeout":60000,"tls_v1":false}'
     )
-    assert proto.identify(settings.identify_fields()) == b"IDENTIFY\n" + len(body).to_bytes(4, "big") + body
+    assert (
+        proto.identify(settings.identify_fields())
+        == b"IDENTIFY\n" + len(body).to_bytes(4, "big") + body
+    )
 
 
 def test_identify_turns_heartbeats_off_with_minus_one_and_leaves_msg_timeout_to_nsqd() -> None:
@@ -130,9 +136,12 @@ def test_unknown_frame_type_and_short_message_are_protocol_errors() -> None:
 
 
 def test_lookup_answers_old_and_new_give_the_nsqd_addresses() -> None:
-    new = {"channels": ["c"], "producers": [
-        {"broadcast_address": "n1", "hostname": "h1", "tcp_port": 4150, "http_port": 4151},
-    ]}
+    new = {
+        "channels": ["c"],
+        "producers": [
+            {"broadcast_address": "n1", "hostname": "h1", "tcp_port": 4150, "http_port": 4151},
+        ],
+    }
     assert parse_nodes(new) == [Node("n1", 4150, 4151)]
     assert parse_nodes({"producers": "nonsense"}) == []
 
@@ -142,7 +151,11 @@ def test_options_from_url() -> None:
         "nsq://a:4150,b?max_in_flight=5&msg_timeout=90s&heartbeat_interval=10s&tls=1&backoff=0&requeue_delay=2s"
     )
     assert options.nsqd == (("a", 4150), ("b", 4150)) and options.lookupd == ()
-    assert (options.max_in_flight, options.msg_timeout, options.heartbeat_interval) == (5, 90.0, 10.0)
+    assert (options.max_in_flight, options.msg_timeout, options.heartbeat_interval) == (
+        5,
+        90.0,
+        10.0,
+    )
     assert options.tls and options.backoff == 0 and options.requeue_delay == 2.0
     lookup = NsqOptions.from_url("nsqlookup://l1,l2:4200?lookup_interval=15s")
     assert lookup.lookupd == (("l1", 4161), ("l2", 4200)) and lookup.lookup_interval == 15.0
