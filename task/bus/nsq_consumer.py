@@ -196,8 +196,9 @@ class NsqConsumer(BusPart):
                 await asyncio.wait_for(self._wake_discovery.wait(), wait)
                 await asyncio.sleep(RECONNECT_MIN)  # a lost node: give it a moment
             except TimeoutError:
-                self._rotation += 1
-                self._update_rdy()
+                if len(self._links) > self.max_in_flight:
+                    self._rotation += 1  # let idle connections have a turn at the slots
+                    self._update_rdy()
             self._wake_discovery.clear()
             try:
                 failed = bool(await self._connect_all(await self.options.discover(self.topic)))

@@ -555,3 +555,31 @@ async def test_lookupd_producer_creates_the_topic_on_every_node_first(peer: Peer
         await sending
         assert "POST /topic/create?topic=jobs" in http.requests
         await producer.stop()
+
+
+async def test_with_more_connections_than_budget_the_slot_rotates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from task.bus import nsq_consumer
+
+    monkeypatch.setattr(nsq_consumer, "RDY_ROTATE", 0.2)
+    async with Peer() as a, Peer() as b:
+        consumer = consumer_for(a, b, prefetch=1)
+        starting = asyncio.create_task(consumer.start())
+        conn_a, conn_b = await a.accept(), await b.accept()
+        await asyncio.gather(conn_a.subscribe("t", "c"), conn_b.subscribe("t", "c"))
+        await starting
+        # Given budget 1 over two idle nodes: one holds the slot (RDY 1, the other is told
+        # nothing), then after a rotation the holder gets RDY 0 and the other RDY 1
+        lines = await asyncio.wait_for(
+            asyncio.gather(conn_a.reader.readline(), conn_b.reader.readline()), PATIENCE
+        )
+        assert lines == [b"RDY 1\n", b"RDY 1\n"]
+        monkeypatch.setattr(nsq_consumer, "RDY_ROTATE", 60.0)
+        assert consumer.info()["max_in_flight"] == 1
+        stopping = asyncio.create_task(consumer.stop())
+        for conn in (conn_a, conn_b):  # rotations may have moved the slot more times
+            while (line := await asyncio.wait_for(conn.reader.readline(), PATIENCE)) != b"CLS\n":
+                assert line in (b"RDY 0\n", b"RDY 1\n")
+            conn.respond(proto.CLOSE_WAIT)
+        await stopping
