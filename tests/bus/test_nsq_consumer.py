@@ -583,3 +583,42 @@ async def test_with_more_connections_than_budget_the_slot_rotates(
                 assert line in (b"RDY 0\n", b"RDY 1\n")
             conn.respond(proto.CLOSE_WAIT)
         await stopping
+
+
+# -- raw bench loop --------------------------------------------------------------------------
+
+
+async def test_raw_bench_loop_publishes_the_done_task_before_fin(peer: Peer) -> None:
+    from task.bench_raw.nsq import raw_loop
+
+    running = asyncio.create_task(
+        raw_loop(f"nsq://{peer.address}?{QUIET}", n=2, max_in_progress=1, credentials=Credentials())
+    )
+    publisher = await peer.accept()
+    await publisher.handshake()
+    subscriber = await peer.accept()
+    await subscriber.handshake()
+    line = await asyncio.wait_for(publisher.reader.readline(), PATIENCE)
+    assert line.startswith(b"MPUB bench_raw_")
+    topic = line.split()[1].decode()
+    size = int.from_bytes(await publisher.read(4), "big")
+    assert (await publisher.read(size))[:4] == b"\x00\x00\x00\x02"
+    publisher.respond(proto.OK)
+    await subscriber.expect(f"SUB {topic} raw\n".encode())
+    subscriber.respond(proto.OK)
+    await subscriber.expect(b"RDY 1\n")
+    for i in range(2):
+        message_id = subscriber.message(i, b'{"type":"bench","info":"%d"}' % i)
+        done = (
+            b'{"type": "bench", "info": "%d", "result": "complete", "msg": "", "started": "", "ended": ""}'
+            % i
+        )
+        await publisher.expect(
+            f"PUB {topic}_done#ephemeral\n".encode() + len(done).to_bytes(4, "big") + done
+        )
+        await subscriber.expect_silence(0.05)  # no FIN before the done task's OK
+        publisher.respond(proto.OK)
+        await subscriber.expect(b"FIN " + message_id + b"\n")
+    await subscriber.expect(b"CLS\n")
+    subscriber.respond(proto.CLOSE_WAIT)
+    assert await asyncio.wait_for(running, PATIENCE) > 0
