@@ -205,7 +205,7 @@ class NsqConnection:
                 self.address,
                 idle_limit,
             )
-        except (OSError, proto.ProtocolError) as err:
+        except (OSError, BusError) as err:  # BusError: a ProtocolError, or a write failed
             error = err
             logger.warning("connection to nsqd %s failed: %s", self.address, err)
         finally:

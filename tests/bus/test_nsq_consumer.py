@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Self
 
 import pytest
@@ -622,3 +626,42 @@ async def test_raw_bench_loop_publishes_the_done_task_before_fin(peer: Peer) -> 
     await subscriber.expect(b"CLS\n")
     subscriber.respond(proto.CLOSE_WAIT)
     assert await asyncio.wait_for(running, PATIENCE) > 0
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+async def test_tls_upgrade_after_identify_then_everything_runs_over_tls(
+    peer: Peer, tls_files: tuple[str, str]
+) -> None:
+    cert, key = tls_files
+    consumer = consumer_for(peer, query=QUIET + "&tls=1", tls_ca=cert)
+    starting = asyncio.create_task(consumer.start())
+    conn = await peer.accept()
+    fields = await conn.handshake({"max_rdy_count": 2500, "tls_v1": True})
+    assert fields["tls_v1"] is True
+    # Then the client starts TLS at once; nsqd's OK and everything after go over TLS
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    await conn.writer.start_tls(server_side)
+    conn.respond(proto.OK)
+    await conn.expect(b"SUB t c\n")
+    conn.respond(proto.OK)
+    await starting
+    await conn.expect(b"RDY 1\n")
+    await stopped(consumer, conn)
