@@ -40,13 +40,15 @@ RDY_ROTATE = 5.0
 class _Link:
     """A consumer's subscribed connection and what it holds."""
 
-    __slots__ = ("closing", "conn", "in_flight", "rdy")
+    __slots__ = ("closing", "conn", "handed", "in_flight", "rdy")
 
     def __init__(self, conn: NsqConnection) -> None:
         self.conn = conn
         self.rdy = 0  #: the RDY last sent
         self.in_flight = 0  #: messages received on it and not yet FIN'd or REQ'd
         self.closing = False
+        #: messages msg() handed out and nobody settled yet, by id
+        self.handed: dict[bytes, NsqMessage] = {}
 
 
 class NsqMessage:
@@ -93,6 +95,7 @@ class NsqMessage:
         if self._settled:
             return
         self._settled = True
+        self._link.handed.pop(self.id, None)
         try:
             self._link.conn.send(command)
         finally:
@@ -212,9 +215,17 @@ class NsqConsumer(BusPart):
 
         A connection that still has messages handed out stays open (in CLOSE_WAIT) until the
         Launcher settles them, so tasks finishing during shutdown are FIN'd, not redelivered.
-        Idempotent; a later call also waits for connections closed since.
+        Idempotent; a later call (the Launcher's last, once it gave up on its tasks) gives
+        back (REQ 0) messages handed out and never settled, and waits for every close.
         """
-        if not self._stopping:
+        if self._stopping:
+            for link in list(self._links.values()):
+                for message in list(link.handed.values()):
+                    try:
+                        message._settle(proto.req(message.id, 0), ok=False)
+                    except BusError:
+                        pass  # connection gone: nsqd has the message back already
+        else:
             self._stopping = True
             self._wake(None)
             if self._backoff_timer is not None:
@@ -260,7 +271,9 @@ class NsqConsumer(BusPart):
             await self.start()
         while not self._stopping:
             if self._ready:
-                return self._ready.popleft()
+                message = self._ready.popleft()
+                message._link.handed[message.id] = message
+                return message
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter

@@ -355,6 +355,24 @@ async def test_stop_sends_cls_requeues_unhanded_and_fins_late_acks(peer: Peer) -
     await consumer.stop()
 
 
+async def test_a_later_stop_gives_back_messages_never_settled(peer: Peer) -> None:
+    consumer = consumer_for(peer)
+    (conn,) = await subscribed(consumer, peer)
+    await conn.expect(b"RDY 1\n")
+    stuck_id = conn.message(1, b"stuck")
+    stuck = await next_message(consumer)
+    stopping = asyncio.create_task(consumer.stop())
+    await conn.expect(b"CLS\n")
+    conn.respond(proto.CLOSE_WAIT)
+    await stopping
+    await conn.expect_silence()  # the task may still finish and be FIN'd
+    # When the Launcher gives up on the task and stops again: REQ 0, then the close
+    await consumer.stop()
+    await conn.expect(b"REQ " + stuck_id + b" 0\n")
+    await conn.expect_eof()
+    await stuck.ack()  # too late, and harmless: settled already, nothing is sent
+
+
 async def test_a_message_arriving_while_stopping_goes_back_at_once(peer: Peer) -> None:
     consumer = consumer_for(peer)
     (conn,) = await subscribed(consumer, peer)
