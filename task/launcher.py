@@ -29,6 +29,7 @@ from task.errors import BusError, InvalidTaskError
 from task.ledger.base import Ledger
 from task.ledger.recorder import LedgerRecorder
 from task.meta import merge_meta
+from task.metrics import TaskDurations
 from task.result import Result
 from task.task import Task
 from task.worker import MakeWorker, StopSignal, TaskContext, Worker
@@ -126,6 +127,8 @@ class Launcher:
         self._dead_lettered = 0
         self._results: Counter[str] = Counter()
         self._task_seconds = 0.0
+        #: per type and result, for the /metrics histogram
+        self.durations = TaskDurations()
 
     @classmethod
     def from_settings(cls, make_worker: MakeWorker, settings: WorkerSettings) -> Launcher:
@@ -302,8 +305,10 @@ class Launcher:
         task.start()
         began = time.perf_counter()
         result, msg, worker = await self._work(message, task)
-        self._task_seconds += time.perf_counter() - began
+        seconds = time.perf_counter() - began
+        self._task_seconds += seconds
         task.end(result, msg)
+        self.durations.observe(task.type, task.result, seconds)
         worker_meta = worker.worker_meta() if isinstance(worker, Worker) else None
         if worker_meta:
             task.meta = merge_meta(task.meta, worker_meta)

@@ -43,6 +43,18 @@ class StatusServer:
         self.port = port
         self._server: asyncio.base_events.Server | None = None
 
+    @classmethod
+    def for_app(
+        cls, app: str, stats: Callable[[], Mapping[str, object]], *, host: str, port: int
+    ) -> StatusServer | None:
+        """The status endpoint of ``taskbus <app>``, its stats' numbers on ``/metrics``;
+        None when ``port`` is 0 (the apps' "off")."""
+        if not port:
+            return None
+        from task.metrics import stats_metrics
+
+        return cls(stats, host=host, port=port, metrics=stats_metrics(app, stats))
+
     async def start(self) -> None:
         """Listen; with port 0 the OS picks one, readable as ``self.port`` afterwards."""
         self._server = await asyncio.start_server(self._handle, self.host, self.port)

@@ -239,7 +239,7 @@ class BatchApp:
         self.out = out or sys.stdout
         self.progress_stream = progress if progress is not None else sys.stderr
         self._status = (
-            StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+            StatusServer.for_app("batch", self.stats, host=status_host, port=status_port)
         )
         self._stopping = False
         self._opened = False

@@ -182,7 +182,7 @@ class CronApp:
         self.clock: Clock = clock or SystemClock()
         self.sender = TaskSender(producer, ledger)
         self._status = (
-            StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+            StatusServer.for_app("cron", self.stats, host=status_host, port=status_port)
         )
         self._schedules: list[tuple[CronRule, CronSchedule]] = []
         self._stopping = asyncio.Event()

@@ -147,7 +147,7 @@ class FilesApp:
         self.existing = existing
         self.clock = clock
         self.now = now
-        self._status = StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        self._status = StatusServer.for_app("files", self.stats, host=status_host, port=status_port)
         self._cron = {i: _cron(rule.group_cron) for i, rule in enumerate(self.rules) if rule.group_cron}
         self._next_window: dict[int, datetime] = {}
         #: files not yet settled: path -> (size, mtime_ns, monotonic time of the last change)

@@ -135,7 +135,7 @@ class HttpApp:
         self.max_tasks = max_tasks
         self.timezone = timezone
         self._status = (
-            StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+            StatusServer.for_app("http", self.stats, host=status_host, port=status_port)
         )
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()

@@ -82,7 +82,7 @@ class LoggerApp:
         self.template = template.replace("{topic}", topic.replace("/", "_").replace("..", "_"))
         self.fsync = fsync
         self.clock = clock
-        self._status = StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        self._status = StatusServer.for_app("logger", self.stats, host=status_host, port=status_port)
         self._path: Path | None = None
         self._file: BinaryIO | None = None
         self._started = time.monotonic()

@@ -167,7 +167,7 @@ class RecapApp:
         self.as_json = as_json
         self.out = out
         self.recap = Recap(errors)
-        self._status = StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        self._status = StatusServer.for_app("recap", self.stats, host=status_host, port=status_port)
         self._stopping = threading.Event()  # read by the file-reading thread
         self._started = time.monotonic()
 

@@ -96,7 +96,7 @@ class RecoverApp:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.once = once
         self.clock = clock
-        self._status = StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        self._status = StatusServer.for_app("recover", self.stats, host=status_host, port=status_port)
         self._stopped = asyncio.Event()
         self._opened = False
         self._started = time.monotonic()

@@ -134,7 +134,7 @@ class RetryApp:
         self.poll_interval = poll_interval
         self.clock = clock
         self.rng = rng or random.Random()
-        self._status = StatusServer(self.stats, host=status_host, port=status_port) if status_port else None
+        self._status = StatusServer.for_app("retry", self.stats, host=status_host, port=status_port)
         #: retries held here without a ledger (or when the ledger refused one): (at, seq, task)
         self._heap: list[tuple[datetime, int, Task]] = []
         self._seq = 0

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from task.errors import ConfigError
 from task.launcher import Launcher
 from task.logs import configure_logging
+from task.metrics import launcher_metrics
 from task.settings import WorkerSettings
 from task.status import StatusServer
 from task.worker import MakeWorker
@@ -85,7 +86,10 @@ class WorkerApp:
         self.launcher = Launcher.from_settings(self.make_worker, self.settings)
         status = None
         if self.settings.status_port:
-            status = StatusServer(self.launcher.stats, host=self.settings.status_host, port=self.settings.status_port)
+            status = StatusServer(
+                self.launcher.stats, host=self.settings.status_host, port=self.settings.status_port,
+                metrics=launcher_metrics(self.launcher),
+            )
             await status.start()
         try:
             await self.launcher.run()
