@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from task.bus.registry import Credentials
+from task.bus.url import redact_url
 from task.errors import ConfigError
 
 __all__ = [
@@ -214,20 +215,9 @@ def show_config(settings: AppSettings) -> str:
         if isinstance(value, SecretStr):
             value = "***" if value.get_secret_value() else ""
         elif isinstance(value, str):
-            value = _mask_url_password(value)
+            value = redact_url(value)
         lines.append(f"{name} = {_toml_value(value)}")
     return "\n".join(lines)
-
-
-def _mask_url_password(text: str) -> str:
-    """``nats://u:secret@h`` -> ``nats://u:***@h``; anything else unchanged."""
-    scheme, sep, rest = text.partition("://")
-    if not sep or "@" not in rest:
-        return text
-    auth, _, host = rest.partition("@")
-    if ":" in auth:
-        return f"{scheme}://{auth.split(':', 1)[0]}:***@{host}"
-    return text
 
 
 def _toml_value(value: Any) -> str:

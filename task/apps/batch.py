@@ -238,9 +238,7 @@ class BatchApp:
         self.dry_run = dry_run
         self.out = out or sys.stdout
         self.progress_stream = progress if progress is not None else sys.stderr
-        self._status = (
-            StatusServer.for_app("batch", self.stats, host=status_host, port=status_port)
-        )
+        self._status = StatusServer.for_app("batch", self.stats, host=status_host, port=status_port)
         self._stopping = False
         self._opened = False
         self.total = plan.count()

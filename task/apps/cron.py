@@ -181,9 +181,7 @@ class CronApp:
         self.state_file = Path(state_file) if state_file else None
         self.clock: Clock = clock or SystemClock()
         self.sender = TaskSender(producer, ledger)
-        self._status = (
-            StatusServer.for_app("cron", self.stats, host=status_host, port=status_port)
-        )
+        self._status = StatusServer.for_app("cron", self.stats, host=status_host, port=status_port)
         self._schedules: list[tuple[CronRule, CronSchedule]] = []
         self._stopping = asyncio.Event()
         self._opened = False

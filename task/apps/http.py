@@ -134,9 +134,7 @@ class HttpApp:
         self.max_body = max_body
         self.max_tasks = max_tasks
         self.timezone = timezone
-        self._status = (
-            StatusServer.for_app("http", self.stats, host=status_host, port=status_port)
-        )
+        self._status = StatusServer.for_app("http", self.stats, host=status_host, port=status_port)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._started = time.monotonic()

@@ -10,16 +10,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from task.errors import ConfigError
 
-__all__ = ["ParsedURL", "parse_url", "parse_duration"]
+__all__ = ["ParsedURL", "parse_duration", "parse_url", "redact_url"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+#: Query options whose value is a secret (``nats://h?token=...``), masked by ``redact_url``.
+SECRET_OPTIONS = frozenset({"token", "password", "secret", "auth_secret", "sasl_password"})
 
 
 def parse_duration(text: str, what: str = "duration") -> float:
@@ -50,10 +52,8 @@ class ParsedURL:
         return f"{self.scheme} option {name!r} in {self.redacted()}"
 
     def redacted(self) -> str:
-        """The URL with any password replaced by ``***``, for logs and errors."""
-        if self.password:
-            return self.url.replace(":" + self.password + "@", ":***@")
-        return self.url
+        """The URL with any password or secret option replaced by ``***``, for logs and errors."""
+        return redact_url(self.url)
 
     def check_options(self, valid: Iterable[str]) -> None:
         """Raise ConfigError for an option the backend does not know."""
@@ -93,6 +93,34 @@ class ParsedURL:
     def duration(self, name: str, default: float) -> float:
         raw = self.params.get(name)
         return default if raw is None else parse_duration(raw, self._label(name))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user part and the values of ``SECRET_OPTIONS``
+    replaced by ``***``; anything else, and a text that is not a URL, comes back unchanged.
+
+    Taken apart the way ``parse_url`` does (the user part ends at the netloc's last ``@``),
+    so a password with an ``@`` or ``%40`` in it is masked whole.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        auth, _, hosts = netloc.rpartition("@")
+        user, colon, _ = auth.partition(":")
+        netloc = f"{user}:***@{hosts}" if colon else netloc
+    if query:
+        items = query.split("&")
+        for i, item in enumerate(items):
+            key, equals, value = item.partition("=")
+            if equals and value and unquote(key).lower() in SECRET_OPTIONS:
+                items[i] = f"{key}=***"
+        query = "&".join(items)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def parse_url(url: str, default_port: int | None = None) -> ParsedURL:
