@@ -39,6 +39,7 @@ RAW_LOOPS = {
     "jetstream": "task.bench_raw.jetstream",
     "kafka": "task.bench_raw.kafka",
     "nsq": "task.bench_raw.nsq",
+    "nsqlookup": "task.bench_raw.nsq",
 }
 
 
