@@ -106,7 +106,7 @@ class JetStreamConsumer(BusPart):
         self._requests: deque[list[float]] = deque()  # [forget-at, messages still owed]
         self._requested = 0
         self._wake = asyncio.Event()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()  # msg() calls waiting, oldest first
         self._stopped = False
         self._needs_setup = False
         self._received = 0
@@ -160,6 +160,14 @@ class JetStreamConsumer(BusPart):
             ) from err
         self._needs_setup = False
 
+    def _wake_one(self) -> None:
+        """A message is ready: wake the longest-waiting ``msg()`` call."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
     async def stop(self) -> None:
         """Stop pulling; give back (NAK) what was fetched but not handed out. Idempotent.
 
@@ -172,8 +180,9 @@ class JetStreamConsumer(BusPart):
         self._stopped = True
         if self._pump_task is not None:
             self._pump_task.cancel()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         client = self._client
         if client is None:
             return
@@ -223,11 +232,16 @@ class JetStreamConsumer(BusPart):
                 return JetStreamMessage(msg, _delivery_count(msg), self)
             if self._client is None or self._client.is_closed:
                 raise BusError(f"the connection to {self.options.connect.shown} is closed")
-            self._waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
-                await self._waiter
-            finally:
-                self._waiter = None
+                await waiter
+            except asyncio.CancelledError:
+                if not waiter.done():
+                    self._waiters.remove(waiter)
+                elif self._ready:
+                    self._wake_one()  # we were woken for a message we will not take
+                raise
         return None
 
     async def _on_message(self, msg: Msg) -> None:
@@ -244,9 +258,7 @@ class JetStreamConsumer(BusPart):
                 await self._give_up(msg, _delivery_count(msg), "delivered more often than max_deliver")
                 return
             self._ready.append(msg)
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._wake_one()
             return
         if status == "100":
             return  # idle heartbeat

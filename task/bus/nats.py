@@ -97,7 +97,7 @@ class NatsConsumer(BusPart):
         self._client: Client | None = None
         self._sub: Subscription | None = None
         self._ready: deque[Msg] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()  # msg() calls waiting, oldest first
         self._space: asyncio.Event = asyncio.Event()
         self._stopped = False
         self._received = 0
@@ -128,9 +128,7 @@ class NatsConsumer(BusPart):
             self._space.clear()
             await self._space.wait()
         self._ready.append(msg)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_one()
 
     async def msg(self) -> NatsMessage | None:
         """The next message; None after ``stop()``.
@@ -148,12 +146,25 @@ class NatsConsumer(BusPart):
                 return NatsMessage(data)
             if self._client is not None and self._client.is_closed:
                 raise BusError(f"the connection to {self.options.connect.shown} is closed")
-            self._waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
-                await self._waiter
-            finally:
-                self._waiter = None
+                await waiter
+            except asyncio.CancelledError:
+                if not waiter.done():
+                    self._waiters.remove(waiter)
+                elif self._ready:
+                    self._wake_one()  # we were woken for a message we will not take
+                raise
         return None
+
+    def _wake_one(self) -> None:
+        """A message is ready: wake the longest-waiting ``msg()`` call."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def stop(self) -> None:
         """Unsubscribe, give held messages back to the subject, close. Idempotent."""
@@ -161,8 +172,9 @@ class NatsConsumer(BusPart):
             return
         self._stopped = True
         self._space.set()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         client, self._client = self._client, None
         if client is None:
             return
@@ -196,6 +208,8 @@ class NatsProducer(BusPart):
         self._starting: asyncio.Lock = asyncio.Lock()
         self._stopped = False
         self._sent = 0
+        self._next_flush: asyncio.Future[None] | None = None  # sends waiting for a flush
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Connect.
@@ -229,7 +243,7 @@ class NatsProducer(BusPart):
         try:
             await client.publish(topic, body)
             if self.options.flush:
-                await client.flush()
+                await asyncio.shield(self._flushed(client))
         except nats.errors.ConnectionClosedError as err:
             if self._stopped:
                 raise BusClosedError(f"nats producer for {self.options.connect.shown} used after stop()") from err
@@ -238,9 +252,38 @@ class NatsProducer(BusPart):
             raise BusError(f"cannot publish to {topic!r} on {self.options.connect.shown}: {err or type(err).__name__}") from err
         self._sent += 1
 
+    def _flushed(self, client: Client) -> asyncio.Future[None]:
+        """A future that resolves once the server has read everything published so far.
+
+        Concurrent sends share one PING/PONG round trip instead of one each: a flush that
+        is already under way may not cover the newest publish, so those join the next one.
+        """
+        batch = self._next_flush
+        if batch is None:
+            batch = self._next_flush = asyncio.get_running_loop().create_future()
+            batch.add_done_callback(_retrieve)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush_loop(client), name="nats-flush")
+        return batch
+
+    async def _flush_loop(self, client: Client) -> None:
+        while self._next_flush is not None:
+            batch, self._next_flush = self._next_flush, None
+            try:
+                await client.flush()
+            except (nats.errors.Error, asyncio.TimeoutError) as err:
+                batch.set_exception(err)
+            except asyncio.CancelledError:
+                batch.set_exception(BusClosedError("nats producer stopped before the server confirmed"))
+                raise
+            else:
+                batch.set_result(None)
+
     async def stop(self) -> None:
         """Flush and close. Idempotent."""
         self._stopped = True
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -251,6 +294,12 @@ class NatsProducer(BusPart):
 
     def info(self) -> BusInfo:
         return {"bus": "nats", "url": self.options.connect.shown, "sent": self._sent}
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a flush failure as seen even when every send waiting for it was cancelled."""
+    if not future.cancelled():
+        future.exception()
 
 
 def open_consumer(
