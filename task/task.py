@@ -25,6 +25,7 @@ __all__ = ["Task"]
 
 #: The wire fields in Go's struct order; the encoder writes them in this order.
 FIELDS = ("type", "job", "info", "created", "id", "meta", "result", "msg", "started", "ended")
+_FIELD_SET = frozenset(FIELDS)
 _TIME_FIELDS = ("created", "started", "ended")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Time strings already checked, mapped to "names the zero instant"; tasks from one
@@ -136,9 +137,8 @@ class Task:
             kind = "null" if doc is None else type(doc).__name__
             raise InvalidTaskError(f"a task is a JSON object, got {kind}: {_preview(text)}")
         values: dict[str, str] = {}
-        for name in FIELDS:
-            value = doc.get(name)
-            if value is None:
+        for name, value in doc.items():
+            if name not in _FIELD_SET or value is None:
                 continue
             if not isinstance(value, str):
                 raise InvalidTaskError(
