@@ -143,9 +143,12 @@ async def _run_app(app: App) -> int:
 
 def run_command(argv: Sequence[str]) -> int:
     """Run ``taskbus`` with ``argv`` (without the program name); returns the exit status."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        print(_top_usage(), end="", file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(_top_usage(), end="")
-        return 0 if argv else 2
+        return 0
     if argv[0] == "--version":
         print(f"taskbus {__version__}")
         return 0
