@@ -172,7 +172,8 @@ class JetStreamConsumer(BusPart):
         """Stop pulling; give back (NAK) what was fetched but not handed out. Idempotent.
 
         The connection stays open while handed-out messages are unsettled, so the Launcher
-        can still acknowledge tasks that finish after stop; a second ``stop()`` closes it.
+        can still acknowledge tasks that finish after stop; a second ``stop()`` (or leaving
+        ``async with``) closes it.
         """
         if self._stopped:
             await self._close()
@@ -198,6 +199,12 @@ class JetStreamConsumer(BusPart):
             logger.warning("jetstream: prefetched messages of %r come back after ack_wait: %s", self.topic, err)
         if self._held <= 0:
             await self._close()
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Leaving ``async with`` closes at once: messages not settled by then come back
+        after ``ack_wait``."""
+        await self.stop()
+        await self._close()
 
     async def _close(self) -> None:
         if self._pump_task is not None:
