@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -50,7 +53,8 @@ def task_body(i: int, info: str = "") -> bytes:
 async def collect(url: str, topic: str, want: set[str], patience: float = 30.0) -> set[str]:
     """Ids of the done tasks on ``topic`` until ``want`` are all seen (or patience runs out)."""
     seen: set[str] = set()
-    consumer = JetStreamConsumer(JetStreamOptions.from_url(url), topic, "check", prefetch=50)
+    channel = "check" + uuid.uuid4().hex[:6]  # a fresh durable reads the topic from the start
+    consumer = JetStreamConsumer(JetStreamOptions.from_url(url), topic, channel, prefetch=50)
     async with consumer:
         deadline = asyncio.get_running_loop().time() + patience
         while not want <= seen:
@@ -180,3 +184,64 @@ async def test_stop_returns_prefetched_messages_at_once(jetstream_server: NatsSe
         messages = [await next_message(second, patience=5) for _ in range(4)]
         ids = {Task.from_json(message.body).id for message in messages}
     assert ids == {"t1", "t2", "t3", "t4"}
+
+
+# ---------------------------------------------------------------- faults
+
+@pytest.mark.faults
+async def test_tasks_of_a_killed_worker_are_redelivered_and_done(
+    jetstream_server: NatsServer, topic: str
+) -> None:
+    # Given 20 slow tasks and a worker process that runs 4 at a time
+    url = js_url(jetstream_server, ack_wait="2s")
+    async with JetStreamProducer(JetStreamOptions.from_url(url)) as producer:
+        for i in range(20):
+            await producer.send(topic, task_body(i, "sleep=200ms"))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "task.cli", "worker", "nop", "--bus", url, "--topic", topic,
+         "--channel", "nop", "--done-topic", topic + "_done", "--max-in-progress", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        # When it is killed with SIGKILL while tasks run
+        seen = await collect(url, topic + "_done", {"t0", "t1", "t2"}, patience=20)
+        assert len(seen) >= 3, "the worker process did not start working"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    # Then another worker gets what the dead one held (after ack_wait) and every task is done
+    survivor = launcher(url, topic, max_in_progress=4)
+    running = asyncio.create_task(survivor.run())
+    try:
+        done = await collect(url, topic + "_done", {f"t{i}" for i in range(20)}, patience=30)
+    finally:
+        await survivor.stop()
+        await running
+    assert done == {f"t{i}" for i in range(20)}
+    assert survivor.stats()["tasks_redelivered"] >= 1
+
+
+@pytest.mark.faults
+async def test_a_server_restart_loses_nothing_acknowledged(
+    nats_servers: NatsServerFactory, topic: str
+) -> None:
+    # Given a JetStream server with its own storage and a worker busy with 60 tasks
+    server = nats_servers(jetstream=True)
+    url = js_url(server, reconnect_wait="0.2s")
+    async with JetStreamProducer(JetStreamOptions.from_url(url)) as producer:
+        for i in range(60):
+            await producer.send(topic, task_body(i, "sleep=50ms"))
+    worker = launcher(url, topic, max_in_progress=5)
+    running = asyncio.create_task(worker.run())
+    try:
+        while worker.stats()["tasks_finished"] < 10:  # type: ignore[operator]
+            await asyncio.sleep(0.05)
+        # When the server restarts on the same port and storage mid-run
+        await asyncio.to_thread(server.restart)
+        assert worker.stats()["tasks_finished"] < 60, "the run ended before the restart"  # type: ignore[operator]
+        # Then the worker keeps going and every task ends up done
+        done = await collect(url, topic + "_done", {f"t{i}" for i in range(60)}, patience=40)
+    finally:
+        await worker.stop()
+        await running
+    assert done == {f"t{i}" for i in range(60)}
