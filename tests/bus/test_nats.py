@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +12,12 @@ from task.bus.base import Consumer, Producer
 from task.bus.nats import NatsConsumer, NatsOptions, NatsProducer, open_consumer, open_producer
 from task.bus.registry import Credentials
 from task.errors import BusError, ConfigError
+from task.apps.nop import NopWorker
+from task.launcher import Launcher, LauncherOptions
+from task.task import Task
 from tests.bus.contract import BusContract
-from tests.servers.nats import NatsServer, NatsServerFactory
+from tests.servers.nats import NatsServer, NatsServerFactory, make_tls_files
+from tests.servers.ports import free_port
 
 pytestmark = pytest.mark.nats
 
@@ -31,5 +37,93 @@ class TestNatsBus(BusContract):
     def producer(self) -> Producer:
         return NatsProducer(NatsOptions.from_url(self.url))
 
-    async def _subscribed(self) -> None:
-        """Core NATS only delivers to subscriptions that exist: let SUB reach the server."""
+
+def task_body(i: int) -> bytes:
+    return Task.new("nop", "", id=f"t{i}").to_json()
+
+
+async def test_two_launchers_share_a_queue_group(nats_server: NatsServer) -> None:
+    # Given two launchers of one channel and a listener on the done topic
+    topic = "q" + uuid.uuid4().hex[:8]
+    options = NatsOptions.from_url(nats_server.url)
+    done = NatsConsumer(options, topic + "_done", "check", prefetch=100)
+    await done.start()
+    launchers = [
+        Launcher(NopWorker, NatsConsumer(options, topic, "nop", prefetch=10), NatsProducer(options),
+                 LauncherOptions(max_in_progress=10, task_type="nop", topic=topic, done_topic=topic + "_done"))
+        for _ in range(2)
+    ]
+    for launcher in launchers:
+        await launcher.consumer.start()  # core NATS: subscribed before anything is sent
+    running = [asyncio.create_task(launcher.run()) for launcher in launchers]
+    try:
+        # When 200 tasks are sent
+        async with NatsProducer(options) as producer:
+            for i in range(200):
+                await producer.send(topic, task_body(i))
+        # Then each task is done exactly once, and both launchers did a share
+        ids = []
+        for _ in range(200):
+            message = await asyncio.wait_for(done.msg(), 10)
+            assert message is not None
+            ids.append(Task.from_json(message.body).id)
+    finally:
+        for launcher in launchers:
+            await launcher.stop()
+        await asyncio.gather(*running)
+        await done.stop()
+    assert sorted(ids) == sorted(f"t{i}" for i in range(200))
+    shares = [launcher.stats()["tasks_finished"] for launcher in launchers]
+    assert all(share > 0 for share in shares), shares  # type: ignore[operator]
+
+
+async def roundtrip(url: str, credentials: Credentials | None = None) -> None:
+    topic = "a" + uuid.uuid4().hex[:8]
+    async with open_consumer(url, topic=topic, channel="c", prefetch=1, credentials=credentials or Credentials()) as consumer, \
+            open_producer(url, credentials=credentials or Credentials()) as producer:
+        await producer.send(topic, b'{"type":"t","info":"x"}')
+        message = await asyncio.wait_for(consumer.msg(), 10)
+        assert message is not None and message.body == b'{"type":"t","info":"x"}'
+
+
+async def test_unreachable_server_is_one_clear_error() -> None:
+    port = free_port()
+    with pytest.raises(BusError, match=rf"^cannot connect to nats://127.0.0.1:{port}: .*; is nats-server running\?$"):
+        await roundtrip(f"nats://127.0.0.1:{port}")
+
+
+def test_unknown_option_is_refused() -> None:
+    with pytest.raises(ConfigError, match="pending_limt"):
+        NatsOptions.from_url("nats://h:1?pending_limt=5")
+
+
+async def test_user_and_password(nats_servers: NatsServerFactory) -> None:
+    server = nats_servers("--user", "alice", "--pass", "s3cret")
+    await roundtrip(f"nats://alice:s3cret@{server.hostport}")
+    await roundtrip(f"nats://{server.hostport}", Credentials(user="alice", password="s3cret"))
+    with pytest.raises(BusError, match="cannot connect") as refused:
+        await roundtrip(f"nats://alice:wrong@{server.hostport}")
+    assert "wrong" not in str(refused.value)  # the password never shows
+
+
+async def test_token(nats_servers: NatsServerFactory) -> None:
+    server = nats_servers("--auth", "tok3n")
+    await roundtrip(f"nats://{server.hostport}?token=tok3n")
+    await roundtrip(f"nats://{server.hostport}", Credentials(token="tok3n"))
+    with pytest.raises(BusError, match="cannot connect"):
+        await roundtrip(f"nats://{server.hostport}")
+
+
+async def test_tls_with_a_self_signed_ca(nats_servers: NatsServerFactory, tmp_path: Path) -> None:
+    # Given a CA made here, a server certificate and a client certificate it signed
+    files = make_tls_files(tmp_path)
+    server = nats_servers(
+        "--tls", "--tlscert", files["server_cert"], "--tlskey", files["server_key"],
+        "--tlsverify", "--tlscacert", files["ca"],
+    )
+    credentials = Credentials(tls_ca=files["ca"], tls_cert=files["client_cert"], tls_key=files["client_key"])
+    # Then a client trusting that CA, with its certificate, gets through
+    await roundtrip(f"nats://{server.hostport}", credentials)
+    # and one without its client certificate does not
+    with pytest.raises(BusError, match="cannot connect"):
+        await roundtrip(f"nats://{server.hostport}", Credentials(tls_ca=files["ca"]))
