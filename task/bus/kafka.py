@@ -31,7 +31,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener  # type: ignore[import-untyped]
@@ -79,7 +79,7 @@ class KafkaOptions:
     client_id: str = "taskbus"
     session_timeout: float = 10.0
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in logs
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -201,7 +201,7 @@ def _task_id(body: bytes) -> bytes | None:
     """The task id in ``body``, the default key: one task's resends stay on one partition."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # any bytes may be sent: 100,000 "[" must not crash send()
         return None
     ident = doc.get("id") if isinstance(doc, dict) else None
     return ident.encode() if isinstance(ident, str) and ident else None
