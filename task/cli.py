@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from task import __version__
 from task.app import App
-from task.errors import ConfigError, MissingExtraError
+from task.errors import ConfigError, MissingExtraError, TaskError
 from task.logs import configure_logging
 from task.settings import AppSettings, gen_config, load_settings, show_config
 
@@ -179,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, _Usage) as err:
         print(f"taskbus: {err}" if not str(err).startswith("taskbus") else str(err), file=sys.stderr)
         status = 2
+    except TaskError as err:  # a bus or ledger failed at run time: one line, not a traceback
+        logger.debug("failure", exc_info=True)
+        print(f"taskbus: {err}", file=sys.stderr)
+        status = 1
     except KeyboardInterrupt:
         status = 130
     if argv is None:

@@ -186,3 +186,12 @@ def test_quickstart_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     assert out.stdout.count("complete said hello to") == 10
     assert "0 hello task(s) outstanding" in out.stdout
     assert (tmp_path / "taskbus-data" / "ledger.db").exists()
+
+
+def test_a_bus_that_cannot_be_reached_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    from tests.servers.ports import free_port
+
+    out = taskbus("worker", "nop", "--bus", f"nats://ann:hunter2@127.0.0.1:{free_port()}", cwd=tmp_path, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and "hunter2" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("taskbus: ")

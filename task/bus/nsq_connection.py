@@ -17,7 +17,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from task.bus import nsq_protocol as proto
 from task.errors import BusError
@@ -48,7 +48,7 @@ class ConnectionSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_verify: bool = True
-    auth_secret: str | None = None
+    auth_secret: str | None = field(default=None, repr=False)  # never in logs
 
     def identify_fields(self) -> dict[str, object]:
         """The IDENTIFY body, in a fixed order."""
