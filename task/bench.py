@@ -28,6 +28,7 @@ from task.bus.memory import MemoryBroker, MemoryConsumer, MemoryProducer
 from task.bus.registry import Credentials, open_consumer, open_producer, scheme_of
 from task.errors import ConfigError
 from task.launcher import Launcher, LauncherOptions
+from task.progress import Progress
 from task.settings import BusSettings
 from task.task import Task
 
@@ -78,9 +79,15 @@ async def bench_launcher(
         options.topic = topic
         options.done_topic = topic + "_done"
         producer = open_producer(url, credentials=credentials)
+        # a bar on a terminal only: bench output is often piped into a file of figures
+        progress = Progress(n, sys.stderr, label="publishing") if sys.stderr.isatty() else None
         async with producer:
             for body in _tasks(n):
                 await producer.send(topic, body)
+                if progress is not None:
+                    progress.advance()
+        if progress is not None:
+            progress.close()
         launcher = Launcher(
             NopWorker,
             open_consumer(url, topic=topic, channel=topic, prefetch=max_in_progress, credentials=credentials),
