@@ -101,7 +101,7 @@ class JetStreamConsumer(BusPart):
         self._advisories: Subscription | None = None
         self._dead: JetStreamProducer | None = None
         self._pump_task: asyncio.Task[None] | None = None
-        self._ready: deque[Msg] = deque()
+        self._ready: deque[tuple[Msg, int]] = deque()  # (message, delivery count)
         self._held = 0  # received and not settled: waiting in _ready or handed out
         self._requests: deque[list[float]] = deque()  # [forget-at, messages still owed]
         self._requested = 0
@@ -192,7 +192,7 @@ class JetStreamConsumer(BusPart):
                 await self._sub.drain()  # type: ignore[no-untyped-call]
             returned = len(self._ready)
             while self._ready:
-                await self._settle(self._ready.popleft(), b"-NAK")
+                await self._settle(self._ready.popleft()[0], b"-NAK")
             if returned:
                 logger.info("jetstream: returned %d prefetched messages of %r", returned, self.topic)
         except (BusError, *_ERRORS) as err:
@@ -234,9 +234,9 @@ class JetStreamConsumer(BusPart):
             await self.start()
         while not self._stopped:
             if self._ready:
-                msg = self._ready.popleft()
+                msg, attempt = self._ready.popleft()
                 self._received += 1
-                return JetStreamMessage(msg, _delivery_count(msg), self)
+                return JetStreamMessage(msg, attempt, self)
             if self._client is None or self._client.is_closed:
                 raise BusError(f"the connection to {self.options.connect.shown} is closed")
             waiter = asyncio.get_running_loop().create_future()
@@ -261,10 +261,11 @@ class JetStreamConsumer(BusPart):
                 if self._requests[0][1] <= 0:
                     self._requests.popleft()
             self._held += 1
-            if self.options.max_deliver > 0 and _delivery_count(msg) > self.options.max_deliver:
-                await self._give_up(msg, _delivery_count(msg), "delivered more often than max_deliver")
+            attempt = _delivery_count(msg.reply)
+            if 0 < self.options.max_deliver < attempt:
+                await self._give_up(msg, attempt, "delivered more often than max_deliver")
                 return
-            self._ready.append(msg)
+            self._ready.append((msg, attempt))
             self._wake_one()
             return
         if status == "100":
@@ -392,8 +393,14 @@ class JetStreamConsumer(BusPart):
         }
 
 
-def _delivery_count(msg: Msg) -> int:
+def _delivery_count(reply: str) -> int:
+    """The delivery count in a JetStream ack subject, without nats-py's full metadata parse.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (9 tokens) or,
+    with a domain and account hash, ``$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>...``.
+    """
+    tokens = reply.split(".")
     try:
-        return msg.metadata.num_delivered
-    except (nats.errors.Error, nats.js.errors.Error, ValueError):
+        return int(tokens[4] if len(tokens) == 9 else tokens[6])
+    except (IndexError, ValueError):
         return 1

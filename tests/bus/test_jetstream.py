@@ -230,11 +230,11 @@ async def test_a_server_restart_loses_nothing_acknowledged(
     url = js_url(server, reconnect_wait="0.2s")
     async with JetStreamProducer(JetStreamOptions.from_url(url)) as producer:
         for i in range(60):
-            await producer.send(topic, task_body(i, "sleep=50ms"))
+            await producer.send(topic, task_body(i, "sleep=150ms"))
     worker = launcher(url, topic, max_in_progress=5)
     running = asyncio.create_task(worker.run())
     try:
-        while worker.stats()["tasks_finished"] < 10:  # type: ignore[operator]
+        while worker.stats()["tasks_finished"] < 5:  # type: ignore[operator]
             await asyncio.sleep(0.05)
         # When the server restarts on the same port and storage mid-run
         await asyncio.to_thread(server.restart)
