@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 FORCED_CLOSE_MSG = "worker forced to close"
 #: Waits between attempts to send a done task before giving the message back to the bus.
 SEND_RETRY_DELAYS = (0.05, 0.25, 1.0)
+#: Seconds a runner may go on without waiting before it lets the event loop run others.
+YIELD_EVERY = 0.005
 #: Bytes of an invalid message kept in the dead-letter envelope (the bus may limit size).
 DEAD_LETTER_MAX_BYTES = 900_000
 
@@ -111,6 +113,7 @@ class Launcher:
         self._stop_requested: asyncio.Event | None = None
         self._in_flight: set[_InFlight] = set()
         self._claimed = 0
+        self._last_yield = 0.0
         self._executor: ThreadPoolExecutor | None = None
         self._is_async = _has_async_do_task(make_worker)
         self._task_list = self.options.task_type
@@ -269,11 +272,21 @@ class Launcher:
                 return
             if not await self._handle(message):
                 self._claimed -= 1
+            await self._let_others_run()
             if lifetime and self._finished >= lifetime:
                 self._stop_signal.set()
                 assert self._stop_requested is not None
                 self._stop_requested.set()
                 return
+
+    async def _let_others_run(self) -> None:
+        """Yield to the event loop now and then. A bus and a worker that never wait (the file
+        bus and ``nop``) would otherwise keep the loop to one runner for the whole backlog:
+        SIGTERM, ``/stats`` and heartbeats would be served only once the file is drained."""
+        now = time.monotonic()
+        if now - self._last_yield >= YIELD_EVERY:
+            self._last_yield = now
+            await asyncio.sleep(0)
 
     async def _handle(self, message: Message) -> bool:
         """Process one message; True when a task ran (it counts towards the lifetime)."""
