@@ -9,10 +9,11 @@ server leaves its tasks unrun.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats
 from nats.aio.client import Client
@@ -41,8 +42,8 @@ class ConnectOptions:
     shown: str  #: the URL with secrets masked, for logs and errors
     name: str = "taskbus"
     user: str | None = None
-    password: str | None = None
-    token: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
     nkey_seed_file: str | None = None
     creds_file: str | None = None
     tls: bool = False
@@ -136,8 +137,11 @@ async def connect(
             await on_reconnect()
 
     client = Client()
+    # nats-py can wait forever on a TLS handshake that failed (an untrusted server
+    # certificate); bound the whole start so it still ends in one clear error.
+    limit = options.connect_timeout * 2 * len(options.servers) + 1
     try:
-        await client.connect(
+        await asyncio.wait_for(client.connect(
             servers=list(options.servers),
             name=options.name,
             user=options.user,
@@ -155,13 +159,16 @@ async def connect(
             error_cb=on_error,
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
-        )
+        ), limit)
     except ConfigError:
         raise
     except (OSError, TimeoutError, nats.errors.Error, ssl.SSLError) as err:
         await _close_quietly(client)
         first = errors[-1] if errors else err
         reason = str(first) or type(first).__name__
+        if isinstance(err, TimeoutError) and not errors:
+            reason = f"no answer within {limit:.0f}s (a TLS handshake that failed? check tls_ca)"
+
         raise BusError(
             f"cannot connect to {options.shown}: {reason}; is nats-server running?"
         ) from err
@@ -174,6 +181,7 @@ async def connect(
 async def _close_quietly(client: Client) -> None:
     """Close a half-open client so no reconnect task outlives a failed start."""
     try:
-        await client.close()
+        # nats-py's close can wait forever on a transport whose TLS handshake failed
+        await asyncio.wait_for(client.close(), 2)
     except Exception as err:  # noqa: BLE001 - best effort on a client that never worked
-        logger.debug("closing a failed nats client: %s", err)
+        logger.debug("closing a failed nats client: %s", err or type(err).__name__)
