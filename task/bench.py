@@ -78,6 +78,9 @@ async def bench_launcher(
         topic = "bench_" + uuid.uuid4().hex[:8]
         options.topic = topic
         options.done_topic = topic + "_done"
+        consumer = open_consumer(url, topic=topic, channel=topic, prefetch=max_in_progress, credentials=credentials)
+        if scheme == "nats":  # core NATS drops what nobody is subscribed to: subscribe first
+            await consumer.start()
         producer = open_producer(url, credentials=credentials)
         # a bar on a terminal only: bench output is often piped into a file of figures
         progress = Progress(n, sys.stderr, label="publishing") if sys.stderr.isatty() else None
@@ -88,12 +91,7 @@ async def bench_launcher(
                     progress.advance()
         if progress is not None:
             progress.close()
-        launcher = Launcher(
-            NopWorker,
-            open_consumer(url, topic=topic, channel=topic, prefetch=max_in_progress, credentials=credentials),
-            open_producer(url, credentials=credentials),
-            options,
-        )
+        launcher = Launcher(NopWorker, consumer, open_producer(url, credentials=credentials), options)
     if profiler is not None:
         profiler.enable()
     began = time.perf_counter()

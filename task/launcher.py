@@ -12,19 +12,17 @@ when free, so no message waits inside the Launcher and none is started after ``s
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
-import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from task.bus.base import Consumer, Message, Producer
+from task.bus.deadletter import dead_letter_envelope
 from task.errors import BusError, InvalidTaskError
 from task.ledger.base import Ledger
 from task.ledger.recorder import LedgerRecorder
@@ -37,7 +35,7 @@ from task.worker import MakeWorker, StopSignal, TaskContext, Worker
 if TYPE_CHECKING:
     from task.settings import WorkerSettings
 
-__all__ = ["Launcher", "LauncherOptions", "FORCED_CLOSE_MSG"]
+__all__ = ["FORCED_CLOSE_MSG", "Launcher", "LauncherOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +45,6 @@ FORCED_CLOSE_MSG = "worker forced to close"
 SEND_RETRY_DELAYS = (0.05, 0.25, 1.0)
 #: Seconds a runner may go on without waiting before it lets the event loop run others.
 YIELD_EVERY = 0.005
-#: Bytes of an invalid message kept in the dead-letter envelope (the bus may limit size).
-DEAD_LETTER_MAX_BYTES = 900_000
 
 
 @dataclass
@@ -114,6 +110,7 @@ class Launcher:
         self._in_flight: set[_InFlight] = set()
         self._claimed = 0
         self._last_yield = 0.0
+        self._yielding = False
         self._executor: ThreadPoolExecutor | None = None
         self._is_async = _has_async_do_task(make_worker)
         self._task_list = self.options.task_type
@@ -172,7 +169,7 @@ class Launcher:
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def __aenter__(self) -> Launcher:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -283,10 +280,13 @@ class Launcher:
         """Yield to the event loop now and then. A bus and a worker that never wait (the file
         bus and ``nop``) would otherwise keep the loop to one runner for the whole backlog:
         SIGTERM, ``/stats`` and heartbeats would be served only once the file is drained."""
-        now = time.monotonic()
-        if now - self._last_yield >= YIELD_EVERY:
-            self._last_yield = now
+        if self._yielding:  # another runner yields this turn: every runner does, once
             await asyncio.sleep(0)
+        elif time.monotonic() - self._last_yield >= YIELD_EVERY:
+            self._yielding = True
+            await asyncio.sleep(0)  # the loop polls signals and sockets before this returns
+            self._yielding = False
+            self._last_yield = time.monotonic()
 
     async def _handle(self, message: Message) -> bool:
         """Process one message; True when a task ran (it counts towards the lifetime)."""
@@ -339,7 +339,7 @@ class Launcher:
         """Build the worker and run it; every failure becomes an error result."""
         try:
             worker = self.make_worker(task.info)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - user code: any failure ends the task, not us
             logger.warning("cannot make a worker for %s: %s", task.id or task.type, err)
             return Result.ERROR, f"cannot make worker: {_describe(err)}", None
         now = time.monotonic()
@@ -359,7 +359,7 @@ class Launcher:
             if current is not None:
                 current.uncancel()
             outcome = Result.ERROR, FORCED_CLOSE_MSG
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - a worker that raises ends its task as error
             logger.info("worker raised for %s: %s", task.id or task.type, _describe(err))
             outcome = Result.ERROR, _describe(err)
         finally:
@@ -474,24 +474,6 @@ class Launcher:
                 "dropped": self._recorder.dropped,
             }
         return info
-
-
-def dead_letter_envelope(body: bytes, reason: str, topic: str, attempts: int) -> bytes:
-    """The dead-letter record of a rejected message (DESIGN.md's envelope)."""
-    doc: dict[str, object] = {
-        "reason": reason,
-        "topic": topic,
-        "attempts": attempts,
-        "received": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    kept = body[:DEAD_LETTER_MAX_BYTES]
-    try:
-        doc["body"] = kept.decode("utf-8")
-    except UnicodeDecodeError:
-        doc["body_b64"] = base64.b64encode(kept).decode("ascii")
-    if len(kept) < len(body):
-        doc["truncated"] = True
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _describe(err: BaseException) -> str:

@@ -6,7 +6,6 @@ it. See ``task.bus.jetstream`` for what the options mean.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -16,12 +15,13 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
+from task.bus.deadletter import dead_letter_envelope
 from task.bus.nats_connect import CONNECT_PARAMS, DEFAULT_PORT, ConnectOptions
 from task.bus.registry import Credentials
 from task.bus.url import parse_url
 from task.errors import BusError, ConfigError
 
-__all__ = ["JetStreamOptions", "stream_name", "ensure_stream", "dead_letter_record"]
+__all__ = ["JetStreamOptions", "dead_letter_record", "ensure_stream", "stream_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +110,11 @@ async def ensure_stream(js: JetStreamContext, topic: str, options: JetStreamOpti
             await js.update_stream(info.config.evolve(subjects=[*subjects, topic]))
     except nats.errors.NoRespondersError as err:
         raise BusError(f"JetStream is not enabled on {options.connect.shown}; start nats-server with -js") from err
-    except (nats.errors.Error, asyncio.TimeoutError) as err:
+    except (TimeoutError, nats.errors.Error) as err:
         raise BusError(f"cannot set up the stream {name} for {topic!r} on {options.connect.shown}: {err or type(err).__name__}") from err
     return name
 
 
 def dead_letter_record(body: bytes, reason: str, topic: str, attempts: int) -> bytes:
     """DESIGN.md's dead-letter envelope (shared with the Launcher's invalid messages)."""
-    from task.launcher import dead_letter_envelope
-
     return dead_letter_envelope(body, reason, topic, attempts)
