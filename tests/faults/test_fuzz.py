@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from task.bus.deadletter import DEAD_LETTER_MAX_BYTES
 from task.bus.registry import open_producer
 from task.errors import InvalidTaskError
-from task.launcher import DEAD_LETTER_MAX_BYTES
 from task.task import Task
 from tests.faults.helpers import (
     DoneTasks,

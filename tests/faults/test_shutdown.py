@@ -123,3 +123,32 @@ async def test_jetstream(request: pytest.FixtureRequest, tmp_path: Path, jetstre
     finally:
         await client.close()
     assert (info.num_ack_pending, info.num_pending) == (0, 0), json.dumps(info.as_dict())
+
+
+async def test_a_fast_worker_on_a_large_file_backlog_still_answers_sigterm(tmp_path: Path) -> None:
+    # Given a worker racing through a large file backlog with a worker that never waits
+    from task.bench_memory import fill
+
+    backlog = 100_000
+    directory = tmp_path / "bus"
+    await fill(f"file:{directory}/", "nop", backlog, 100)
+    port = free_port()
+    worker = TaskbusProcess(["worker", "nop", "--bus", f"file:{directory}/", "--max-in-progress", "100",
+                             "--status-port", str(port)], tmp_path / "worker.log")
+    try:
+        # When /stats shows it at work (served at all: the loop is not kept by the runners)
+        async def working() -> bool:
+            try:
+                return int((await http_json(port))["tasks_finished"]) > 0  # type: ignore[call-overload]
+            except (OSError, ValueError):
+                return False
+
+        await until(working, "the worker to serve /stats while it works", timeout=60, every=0.05)
+        # and it gets SIGTERM
+        worker.terminate()
+        assert await worker.wait(60) == 0, worker.output()
+    finally:
+        await worker.close()
+    # Then it stopped part-way instead of running the whole backlog first
+    done = (directory / "done.jsonl").read_bytes().count(b"\n")
+    assert 0 < done < backlog
