@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from task.errors import ConfigError
 from task.ledger.memory import MemoryLedger
 from task.settings import load_settings
 from task.task import Task
+from tests.apps.status import get_stats
 from tests.servers.ports import free_port
 
 SETTLE = 0.3
@@ -172,14 +172,6 @@ async def test_a_missing_directory_is_a_config_error(tmp_path: Path) -> None:
         await app.run()
 
 
-async def get_stats(port: int) -> dict[str, object]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
-    raw = await reader.read()
-    writer.close()
-    await writer.wait_closed()
-    stats: dict[str, object] = json.loads(raw.split(b"\r\n\r\n", 1)[1])
-    return stats
 
 
 async def test_status_endpoint_serves_stats(tmp_path: Path) -> None:

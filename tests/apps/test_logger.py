@@ -16,6 +16,7 @@ from task.apps.recap import RecapApp
 from task.bus.memory import MemoryBroker, MemoryConsumer
 from task.errors import ConfigError
 from task.settings import load_settings
+from tests.apps.status import get_stats
 from tests.servers.ports import free_port
 
 
@@ -128,14 +129,6 @@ def test_settings_and_a_bad_template(tmp_path: Path) -> None:
         LoggerApp(consumer=MemoryConsumer(MemoryBroker(), "done"), directory=tmp_path, template="{yyy}.jsonl")
 
 
-async def get_stats(port: int) -> dict[str, object]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
-    raw = await reader.read()
-    writer.close()
-    await writer.wait_closed()
-    stats: dict[str, object] = json.loads(raw.split(b"\r\n\r\n", 1)[1])
-    return stats
 
 
 async def test_status_endpoint_serves_stats(tmp_path: Path) -> None:

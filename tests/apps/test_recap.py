@@ -16,6 +16,7 @@ from task.cli import run_command
 from task.errors import ConfigError
 from task.settings import load_settings
 from task.task import Task
+from tests.apps.status import get_stats
 from tests.servers.ports import free_port
 
 T0 = datetime(2024, 1, 31, 5, 0, tzinfo=UTC)
@@ -118,14 +119,6 @@ def test_command_line_json_flag(
     assert json.loads(capsys.readouterr().out)["types"]["fetch"]["tasks"] == 6
 
 
-async def get_stats(port: int) -> dict[str, object]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
-    raw = await reader.read()
-    writer.close()
-    await writer.wait_closed()
-    stats: dict[str, object] = json.loads(raw.split(b"\r\n\r\n", 1)[1])
-    return stats
 
 
 async def test_status_endpoint_serves_the_recap_so_far() -> None:

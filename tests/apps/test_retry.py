@@ -7,7 +7,6 @@ sleeping through real minutes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from task.ledger.memory import LedgerFault, MemoryLedger
 from task.ledger.registry import open_ledger
 from task.settings import load_settings
 from task.task import Task
+from tests.apps.status import get_stats
 from tests.servers.ports import free_port
 
 START = datetime(2024, 1, 31, 5, 0, tzinfo=UTC)
@@ -299,14 +299,6 @@ def test_from_settings_needs_a_rule() -> None:
     assert app.ledger is None and app.failed_topic == "retry-failed"
 
 
-async def get_stats(port: int) -> dict[str, object]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
-    raw = await reader.read()
-    writer.close()
-    await writer.wait_closed()
-    stats: dict[str, object] = json.loads(raw.split(b"\r\n\r\n", 1)[1])
-    return stats
 
 
 async def test_status_endpoint_serves_stats() -> None:
