@@ -36,6 +36,11 @@ class Progress:
             self.stream.flush()
 
     def _draw(self) -> None:
+        if not self.total:  # an open-ended count (recover does not know how many are lost)
+            rate = self.done / max(time.monotonic() - self._started, 1e-6)
+            self.stream.write(f"\r{self.label}: {self.done} {rate:,.0f}/s")
+            self.stream.flush()
+            return
         width = 30
         filled = width * self.done // self.total if self.total else width
         rate = self.done / max(time.monotonic() - self._started, 1e-6)

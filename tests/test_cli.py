@@ -195,3 +195,16 @@ def test_a_bus_that_cannot_be_reached_is_one_line_and_exit_1(tmp_path: Path) -> 
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr and "hunter2" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("taskbus: ")
+
+
+def test_progress_counts_on_a_terminal_and_writes_tenths_elsewhere() -> None:
+    import io
+
+    from task.progress import Progress
+
+    log = io.StringIO()
+    bar = Progress(20, log, label="batch")
+    for _ in range(20):
+        bar.advance()
+    bar.close()
+    assert log.getvalue().splitlines() == [f"batch: {n}/20 tasks" for n in range(2, 21, 2)]

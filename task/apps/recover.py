@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from task.errors import BusError, ConfigError, LedgerError
 from task.ledger.base import Ledger, LedgerRecord
 from task.ledger.common import resendable
 from task.ledger.registry import open_ledger
+from task.progress import Progress
 from task.result import Result
 from task.settings import AppSettings, BusSettings
 from task.status import StatusServer
@@ -169,6 +171,8 @@ class RecoverApp:
             self.counts["ledger_errors"] += 1
             logger.error("cannot list the ledger's task lists: %s", err)
             return False
+        # a live count on a terminal for a by-hand `recover --once`; logs stay clean otherwise
+        progress = Progress(0, sys.stderr, label="recover: records seen") if self.once and sys.stderr.isatty() else None
         for name in names:
             if self._stopped.is_set():
                 break
@@ -178,9 +182,13 @@ class RecoverApp:
                     if self._stopped.is_set():
                         break
                     await self._recover(record)
+                    if progress is not None:
+                        progress.advance()
             except LedgerError as err:
                 self.counts["ledger_errors"] += 1
                 logger.error("ledger failed while recovering %r, next pass retries: %s", name, err)
+        if progress is not None:
+            progress.close()
         return failures == self.counts["ledger_errors"] + self.counts["send_errors"]
 
     async def _release(self, task_list: str) -> None:
