@@ -2,10 +2,12 @@
 
 A worker must hold what it runs, not what waits: its memory is bounded by
 ``max_in_progress``, whatever the backlog. This fills a fresh topic with ``n`` no-op tasks,
-starts ``taskbus worker nop --lifetime n`` over it as a child process, samples the child's
+starts ``taskbus worker nop`` over it as a child process, samples the child's
 resident memory (psutil when installed, else ``/proc/PID/status``) and its progress
-(``/stats``) every ``interval``, and reports the peak: the kernel's own figure for the child
-(``ru_maxrss`` from ``wait4``), so no short spike between samples is missed.
+(``/stats``) every ``interval``, and once all ``n`` are done reports the peak: the kernel's
+high-water mark of the child (``VmHWM``), so no short spike between samples is missed. (Not
+``ru_maxrss`` from ``wait4``: Linux carries it over from the fork, so it starts at the size
+of the process that started the worker.)
 
 Run by hand (not in CI): ``python -m task.bench_memory --bus file:/tmp/bm/ -n 1000000`` or
 ``--bus jetstream://127.0.0.1:4222``. The fault suite runs the same code at 20,000 tasks.
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from task.bus.file import FileOptions
 from task.bus.registry import open_producer, scheme_of
 from task.task import Task
 
-__all__ = ["MemoryRun", "fill", "main", "measure", "rss_bytes"]
+__all__ = ["MemoryRun", "fill", "main", "measure", "peak_rss_bytes", "rss_bytes"]
 
 #: sends in flight while filling a broker topic: enough to hide the round trip
 FILL_WINDOW = 500
@@ -54,6 +55,22 @@ class MemoryRun:
         return round(self.peak_rss_bytes / 2**20, 1)
 
 
+def _status_kb(pid: int, key: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """The high-water mark of ``pid``'s resident memory (Linux ``VmHWM``); None elsewhere."""
+    return _status_kb(pid, "VmHWM")
+
+
 def rss_bytes(pid: int) -> int | None:
     """Resident memory of ``pid`` now; None when it is gone."""
     try:
@@ -65,14 +82,7 @@ def rss_bytes(pid: int) -> int | None:
             return int(psutil.Process(pid).memory_info().rss)
         except psutil.Error:
             return None
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
+    return _status_kb(pid, "VmRSS")
 
 
 async def fill(url: str, topic: str, n: int, size: int) -> None:
@@ -142,36 +152,40 @@ async def measure(url: str, n: int, *, max_in_progress: int = 100, size: int = 2
     port = _free_port()
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     began = time.perf_counter()
+    # the worker must still be alive when the last task is done, to read its high-water mark
+    worker_url = url + ("&" if "?" in url else "?") + "follow=1" if run.bus == "file" else url
     child = subprocess.Popen(
-        [sys.executable, "-m", "task.cli", "worker", "nop", "--bus", url, "--topic", topic,
+        [sys.executable, "-m", "task.cli", "worker", "nop", "--bus", worker_url, "--topic", topic,
          "--type", "nop", "--done-topic", topic + "_done", "--max-in-progress", str(max_in_progress),
-         "--lifetime", str(n), "--status-port", str(port), "--log-level", "warning"],
+         "--status-port", str(port), "--log-level", "warning"],
         stdout=out, stderr=subprocess.STDOUT,
     )
     try:
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # noqa: ASYNC222 - never blocks
-            if pid == child.pid:
-                child.returncode = os.waitstatus_to_exitcode(status)
-                run.peak_rss_bytes = usage.ru_maxrss * 1024  # kilobytes on Linux
-                break
+        while child.poll() is None:
             rss = rss_bytes(child.pid)
             finished = await _finished(port)
             if rss is not None and finished is not None:
                 run.samples.append((finished, rss))
                 if verbose:
                     print(f"{finished:>10,d} tasks  rss {rss / 2**20:8.1f} MiB", file=sys.stderr, flush=True)
+            if finished is not None and finished >= n:
+                # all done and still alive: its high-water mark covers the whole run
+                peak = peak_rss_bytes(child.pid)
+                run.peak_rss_bytes = max(peak or 0, *(r for _, r in run.samples))
+                child.terminate()
+                await asyncio.to_thread(child.wait)
+                break
             await asyncio.sleep(interval)
     finally:
-        if child.returncode is None:
+        if child.poll() is None:
             child.kill()
             child.wait()
         if log is not None and not isinstance(out, int):
             out.close()
     run.seconds = round(time.perf_counter() - began, 2)
     run.exit_code = child.returncode
-    if child.returncode != 0:
-        raise RuntimeError(f"the worker exited with status {child.returncode}")
+    if child.returncode != 0 or not run.peak_rss_bytes:
+        raise RuntimeError(f"the worker exited with status {child.returncode} before it was measured")
     return run
 
 
