@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from task.bus.base import Consumer
 from task.bus.registry import open_consumer, open_producer
@@ -108,9 +108,9 @@ async def publish(url: str, topic: str, bodies: Iterable[bytes], *, concurrency:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for finished in done:
                     finished.result()
-        for finished in await asyncio.gather(*pending, return_exceptions=True):
-            if isinstance(finished, BaseException):
-                raise finished
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
 
 async def until(check: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 60.0,
@@ -267,7 +267,7 @@ async def run_with_kills(
     return worker, made
 
 
-async def http_json(port: int, path: str = "/stats") -> dict[str, object]:
+async def http_json(port: int, path: str = "/stats") -> dict[str, Any]:
     """GET a status endpoint of a worker on 127.0.0.1 and parse its JSON."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -276,5 +276,5 @@ async def http_json(port: int, path: str = "/stats") -> dict[str, object]:
     finally:
         writer.close()
         await writer.wait_closed()
-    result: dict[str, object] = json.loads(raw.partition(b"\r\n\r\n")[2])
+    result: dict[str, Any] = json.loads(raw.partition(b"\r\n\r\n")[2])
     return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,8 @@ def _rng(request: pytest.FixtureRequest) -> random.Random:
     return random.Random(seed)
 
 
-def _worker(tmp_path: Path, url: str, task_type: str, done_topic: str, *extra: str):  # type: ignore[no-untyped-def]
+def _worker(tmp_path: Path, url: str, task_type: str, done_topic: str, *extra: str) -> Callable[[], TaskbusProcess]:
+    """How to start (and start again) the worker of one run; each start logs to its own file."""
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
 

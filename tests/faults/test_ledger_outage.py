@@ -47,7 +47,7 @@ async def _outstanding(db: Path, task_type: str) -> list[str]:
 
 async def _pending_writes(port: int) -> int:
     stats = await http_json(port)
-    return int(stats["ledger"]["pending_writes"])  # type: ignore[index]
+    return int(stats["ledger"]["pending_writes"])
 
 
 class _Run:

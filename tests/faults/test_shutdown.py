@@ -48,7 +48,7 @@ async def _running(port: int) -> int:
         stats = await http_json(port)
     except (OSError, ValueError):
         return -1
-    return int(stats["tasks_running"])  # type: ignore[call-overload]
+    return int(stats["tasks_running"])
 
 
 async def _shutdown_run(request: pytest.FixtureRequest, tmp_path: Path, bus: str, url: str,
@@ -139,7 +139,7 @@ async def test_a_fast_worker_on_a_large_file_backlog_still_answers_sigterm(tmp_p
         # When /stats shows it at work (served at all: the loop is not kept by the runners)
         async def working() -> bool:
             try:
-                return int((await http_json(port))["tasks_finished"]) > 0  # type: ignore[call-overload]
+                return int((await http_json(port))["tasks_finished"]) > 0
             except (OSError, ValueError):
                 return False
 
