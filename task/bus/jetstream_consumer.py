@@ -27,6 +27,7 @@ from task.bus.base import BusInfo, BusPart
 from task.bus.jetstream_options import JetStreamOptions, dead_letter_record, ensure_stream
 from task.bus.jetstream_producer import JetStreamProducer
 from task.bus.nats_connect import connect
+from task.bus.waiters import Waiters
 from task.errors import BusError
 
 __all__ = ["JetStreamConsumer", "JetStreamMessage"]
@@ -106,7 +107,7 @@ class JetStreamConsumer(BusPart):
         self._requests: deque[list[float]] = deque()  # [forget-at, messages still owed]
         self._requested = 0
         self._wake = asyncio.Event()
-        self._waiters: deque[asyncio.Future[None]] = deque()  # msg() calls waiting, oldest first
+        self._waiters = Waiters()  # msg() calls waiting, oldest first
         self._stopped = False
         self._needs_setup = False
         self._received = 0
@@ -160,14 +161,6 @@ class JetStreamConsumer(BusPart):
             ) from err
         self._needs_setup = False
 
-    def _wake_one(self) -> None:
-        """A message is ready: wake the longest-waiting ``msg()`` call."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
     async def stop(self) -> None:
         """Stop pulling; give back (NAK) what was fetched but not handed out. Idempotent.
 
@@ -181,9 +174,7 @@ class JetStreamConsumer(BusPart):
         self._stopped = True
         if self._pump_task is not None:
             self._pump_task.cancel()
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._waiters.wake_all()
         client = self._client
         if client is None:
             return
@@ -239,16 +230,7 @@ class JetStreamConsumer(BusPart):
                 return JetStreamMessage(msg, attempt, self)
             if self._client is None or self._client.is_closed:
                 raise BusError(f"the connection to {self.options.connect.shown} is closed")
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if not waiter.done():
-                    self._waiters.remove(waiter)
-                elif self._ready:
-                    self._wake_one()  # we were woken for a message we will not take
-                raise
+            await self._waiters.wait(lambda: bool(self._ready))
         return None
 
     async def _on_message(self, msg: Msg) -> None:
@@ -266,7 +248,7 @@ class JetStreamConsumer(BusPart):
                 await self._give_up(msg, attempt, "delivered more often than max_deliver")
                 return
             self._ready.append((msg, attempt))
-            self._wake_one()
+            self._waiters.wake_one()
             return
         if status == "100":
             return  # idle heartbeat

@@ -34,6 +34,7 @@ from task.bus.base import BusInfo, BusPart
 from task.bus.nats_connect import CONNECT_PARAMS, DEFAULT_PORT, ConnectOptions, connect
 from task.bus.registry import Credentials
 from task.bus.url import parse_url
+from task.bus.waiters import Waiters
 from task.errors import BusClosedError, BusError
 
 __all__ = ["NatsOptions", "NatsConsumer", "NatsProducer", "NatsMessage"]
@@ -97,7 +98,7 @@ class NatsConsumer(BusPart):
         self._client: Client | None = None
         self._sub: Subscription | None = None
         self._ready: deque[Msg] = deque()
-        self._waiters: deque[asyncio.Future[None]] = deque()  # msg() calls waiting, oldest first
+        self._waiters = Waiters()  # msg() calls waiting, oldest first
         self._space: asyncio.Event = asyncio.Event()
         self._stopped = False
         self._received = 0
@@ -128,7 +129,7 @@ class NatsConsumer(BusPart):
             self._space.clear()
             await self._space.wait()
         self._ready.append(msg)
-        self._wake_one()
+        self._waiters.wake_one()
 
     async def msg(self) -> NatsMessage | None:
         """The next message; None after ``stop()``.
@@ -146,25 +147,8 @@ class NatsConsumer(BusPart):
                 return NatsMessage(data)
             if self._client is not None and self._client.is_closed:
                 raise BusError(f"the connection to {self.options.connect.shown} is closed")
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if not waiter.done():
-                    self._waiters.remove(waiter)
-                elif self._ready:
-                    self._wake_one()  # we were woken for a message we will not take
-                raise
+            await self._waiters.wait(lambda: bool(self._ready))
         return None
-
-    def _wake_one(self) -> None:
-        """A message is ready: wake the longest-waiting ``msg()`` call."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
     async def stop(self) -> None:
         """Unsubscribe, give held messages back to the subject, close. Idempotent."""
@@ -172,9 +156,7 @@ class NatsConsumer(BusPart):
             return
         self._stopped = True
         self._space.set()
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._waiters.wake_all()
         client, self._client = self._client, None
         if client is None:
             return
