@@ -12,7 +12,7 @@ import asyncio
 import random
 from typing import ClassVar
 
-from task.bus.url import parse_duration
+from task.duration import parse_duration
 from task.errors import ConfigError
 from task.meta import parse_query
 from task.result import Outcome, completed, failed, interrupted

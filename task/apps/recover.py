@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 
 from task.bus.base import Producer
 from task.bus.registry import open_producer
-from task.bus.url import parse_duration
+from task.duration import parse_duration
 from task.errors import BusError, ConfigError, LedgerError
 from task.ledger.base import Ledger, LedgerRecord
 from task.ledger.common import resendable

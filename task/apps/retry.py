@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from task.bus.base import Consumer, Message, Producer
 from task.bus.registry import open_consumer, open_producer
-from task.bus.url import parse_duration
+from task.duration import parse_duration
 from task.errors import BusError, ConfigError, InvalidTaskError, LedgerError
 from task.ledger.base import Ledger
 from task.ledger.registry import open_ledger

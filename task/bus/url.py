@@ -7,33 +7,19 @@ because a silently ignored option is how data gets lost.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
+from task.duration import parse_duration
 from task.errors import ConfigError
 
-__all__ = ["ParsedURL", "parse_duration", "parse_url", "redact_url"]
+__all__ = ["ParsedURL", "parse_url", "redact_url"]
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 #: Query options whose value is a secret (``nats://h?token=...``), masked by ``redact_url``.
 SECRET_OPTIONS = frozenset({"token", "password", "secret", "auth_secret", "sasl_password"})
-
-
-def parse_duration(text: str, what: str = "duration") -> float:
-    """Seconds in ``text`` (``250ms``, ``30s``, ``5m``, ``2h``, ``7d``; a bare number is seconds).
-
-    Raises:
-        ConfigError: ``text`` is not a duration.
-    """
-    m = _DURATION.fullmatch(text.strip())
-    if m is None:
-        raise ConfigError(f"{what}: {text!r} is not a duration; use e.g. 250ms, 30s, 5m, 2h or 7d")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 @dataclass
