@@ -7,6 +7,13 @@ spread by ``jitter``), until it has been retried ``count`` times; after that its
 goes to the ``retry-failed`` topic for a human. Pending retries are held in the ledger
 (``schedule``/``due``) so a restart loses none; without a ledger they live in memory only,
 and the app says so when it starts.
+
+A retry's due time is counted from the failed task's ``ended`` time, with a jitter drawn
+from its id and retry number, so reading the same done task again (a re-read file bus, a
+redelivery) finds the same time instead of pushing the retry further out; a retry already
+scheduled or already sent and still outstanding in the ledger is not scheduled twice.
+Every run first sends the retries that came due since the last one, so on a finite bus
+(``file:``) each run both takes new failures and sends the retries whose time has come.
 """
 
 from __future__ import annotations
@@ -16,15 +23,17 @@ import heapq
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from task.banner import log_startup
 from task.bus.base import Consumer, Message, Producer
 from task.bus.registry import open_consumer, open_producer
-from task.duration import parse_duration
+from task.duration import Duration, format_duration
 from task.errors import BusError, ConfigError, InvalidTaskError, LedgerError
 from task.ledger.base import Ledger
 from task.ledger.registry import open_ledger
@@ -39,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds before a due retry whose send failed is tried again.
 SEND_AGAIN_AFTER = 5.0
+#: Tasks whose latest scheduled retry the app remembers, to know a re-read done task.
+MAX_REMEMBERED = 100_000
 
 
 class RetryRule(BaseModel):
@@ -51,9 +62,9 @@ class RetryRule(BaseModel):
 
     type: str = Field(min_length=1, description="task type the rule applies to")
     count: int = Field(3, ge=1, description="retries before the task goes to the failed topic")
-    delay: float = Field(60.0, ge=0, description="seconds before the first retry")
+    delay: Duration = Field(60.0, ge=0, description="wait before the first retry (30s, 5m; plain numbers are seconds)")
     backoff: float = Field(2.0, ge=1, description="each retry waits this many times longer")
-    max_delay: float = Field(3600.0, ge=0, description="cap on the delay before jitter")
+    max_delay: Duration = Field(3600.0, ge=0, description="cap on the delay before jitter (1h; plain numbers are seconds)")
     jitter: float = Field(0.1, ge=0, le=1, description="spread delays by +/- this fraction")
     topic: str = Field("", description="topic the task is resent to (default: its type)")
 
@@ -62,19 +73,14 @@ class RetryRule(BaseModel):
     def _from_text(cls, value: Any) -> Any:
         return rule_from_text(value, "type") if isinstance(value, str) else value
 
-    @field_validator("delay", "max_delay", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value, "retry rule delay") if isinstance(value, str) else value
-
     def wait(self, retry: int, rng: random.Random) -> float:
         """Seconds to wait before the ``retry``-th retry (1-based)."""
         base = min(self.delay * self.backoff ** (retry - 1), self.max_delay)
         return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter)))
 
     def __str__(self) -> str:
-        text = f"{self.type} count={self.count} delay={self.delay:g} backoff={self.backoff:g}"
-        text += f" max_delay={self.max_delay:g} jitter={self.jitter:g}"
+        text = f"{self.type} count={self.count} delay={self.delay:g}s backoff={self.backoff:g}"
+        text += f" max_delay={self.max_delay:g}s jitter={self.jitter:g}"
         return text + (f" topic={self.topic}" if self.topic else "")
 
 
@@ -89,7 +95,7 @@ class RetrySettings(BusSettings):
     done_topic: str = Field("done", description="topic of done tasks to read")
     channel: str = Field("retry", description="channel / consumer group on the done topic")
     failed_topic: str = Field("retry-failed", description="topic for tasks out of retries")
-    poll_interval: float = Field(1.0, gt=0, description="seconds between checks for due retries")
+    poll_interval: Duration = Field(1.0, gt=0, description="time between checks for due retries (1s, 30s; plain numbers are seconds)")
 
     @field_validator("rule")
     @classmethod
@@ -105,7 +111,8 @@ class RetryApp:
     """Consumes done tasks and resends failed ones per ``rules``.
 
     The app takes ownership of the consumer, producer and ledger it is given: it starts and
-    stops them. ``clock`` (aware datetimes) and ``rng`` are injectable for tests.
+    stops them. ``clock`` (aware datetimes) and ``rng`` (jitter of tasks without an id) are
+    injectable for tests.
     """
 
     Settings: ClassVar[type[AppSettings]] = RetrySettings
@@ -138,11 +145,23 @@ class RetryApp:
         #: retries held here without a ledger (or when the ledger refused one): (at, seq, task)
         self._heap: list[tuple[datetime, int, Task]] = []
         self._seq = 0
+        #: highest retry number this run scheduled, per (type, id); the newest MAX_REMEMBERED
+        self._scheduled: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._stopped = asyncio.Event()
         self._opened = False
         self._started = time.monotonic()
         self.counts = {k: 0 for k in ("consumed", "invalid", "ignored", "scheduled", "resent",
-                                      "failed", "send_errors", "ledger_errors", "ack_errors")}
+                                      "failed", "duplicates", "send_errors", "ledger_errors",
+                                      "ack_errors")}
+        info = consumer.info()
+        #: what the start-up log line names; ``from_settings`` puts the URLs in
+        self.startup: dict[str, object] = {
+            "bus": info.get("bus"), "topic": info.get("topic"), "channel": info.get("channel"),
+            "ledger": "" if ledger is None else type(ledger).__name__,
+            "status_port": status_port or None, "failed_topic": failed_topic,
+            "poll_interval": format_duration(poll_interval),
+            "rules": "; ".join(map(str, rules)),
+        }
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> RetryApp:
@@ -153,7 +172,7 @@ class RetryApp:
         """
         assert isinstance(settings, RetrySettings)
         creds = settings.credentials()
-        return cls(
+        app = cls(
             consumer=open_consumer(settings.bus, topic=settings.done_topic,
                                    channel=settings.channel, credentials=creds),
             producer=open_producer(settings.producer_url, credentials=creds),
@@ -164,6 +183,9 @@ class RetryApp:
             status_port=settings.status_port,
             status_host=settings.status_host,
         )
+        app.startup.update(bus=settings.bus, out_bus=settings.out_bus, topic=settings.done_topic,
+                           channel=settings.channel, ledger=settings.ledger)
+        return app
 
     async def __aenter__(self) -> Self:
         await self.consumer.start()
@@ -171,6 +193,7 @@ class RetryApp:
         if self._status is not None:
             await self._status.start()
         self._opened = True
+        log_startup(logger, "retry", **self.startup)
         if self.ledger is None:
             logger.warning("no ledger configured: pending retries live in memory only and are "
                            "lost on restart; set --ledger sqlite:PATH to keep them")
@@ -188,14 +211,17 @@ class RetryApp:
             logger.warning("%d pending retries held in memory are dropped", len(self._heap))
 
     async def run(self) -> int:
-        """Handle done tasks and release due retries until stopped.
+        """Send the retries due since the last run, then handle done tasks and release due
+        retries until stopped.
 
-        When a finite done topic is drained, the app keeps running until every retry it
-        holds in memory is sent (retries in the ledger wait for the next run).
+        When a finite done topic is drained, the app sends what has come due, keeps running
+        until every retry it holds in memory is sent, and returns; retries in the ledger
+        that are not due yet wait for the next run.
         """
         if not self._opened:
             async with self:
                 return await self.run()
+        await self.release_due()
         releaser = asyncio.create_task(self._release_loop())
         try:
             while (message := await self.consumer.msg()) is not None:
@@ -207,8 +233,11 @@ class RetryApp:
             while self._heap and not self._stopped.is_set():
                 await asyncio.wait([releaser], timeout=self.poll_interval)
         finally:
+            drained = not self._stopped.is_set()
             self._stopped.set()
             await releaser
+        if drained:  # what came due while the topic was read
+            await self.release_due()
         return 0
 
     async def stop(self) -> None:
@@ -219,8 +248,10 @@ class RetryApp:
     async def handle(self, message: Message) -> None:
         """Schedule a retry of one done task or pass it to the failed topic, then ack.
 
-        A message that is not a task is counted, logged and acknowledged. When the failed
-        topic cannot be reached the message is nacked so the bus brings it back.
+        A message that is not a task is counted, logged and acknowledged. A done task whose
+        retry is already scheduled (or sent and still outstanding) is acknowledged and
+        counted as a duplicate; its retry keeps its time. When the failed topic cannot be
+        reached the message is nacked so the bus brings it back.
         """
         self.counts["consumed"] += 1
         try:
@@ -246,12 +277,19 @@ class RetryApp:
                 await message.nack(self.poll_interval)
                 return
             self.counts["failed"] += 1
-            logger.info("task %s (%s) out of retries after %d", done.id, done.type, retried)
+            logger.info("task %s (%s) out of retries after %d: sent to %r", done.id, done.type,
+                        retried, self.failed_topic)
+            await message.ack()
+            return
+        if await self._known(done, retried + 1):
+            self.counts["duplicates"] += 1
+            logger.info("task %s (%s) retry %d is scheduled already: keeping its time",
+                        done.id, done.type, retried + 1)
             await message.ack()
             return
         again = done.copy(result="", msg="", started="", ended="")
         again.set_meta("retry", str(retried + 1))
-        at = self.clock() + timedelta(seconds=rule.wait(retried + 1, self.rng))
+        at = self._due_time(done, rule, retried + 1)
         await self._schedule(again, at)
         self.counts["scheduled"] += 1
         logger.info("task %s (%s) retry %d at %s", done.id, done.type, retried + 1, at.isoformat())
@@ -283,6 +321,8 @@ class RetryApp:
                 continue
             sent += 1
             self.counts["resent"] += 1
+            logger.info("task %s (%s) retry %s sent to %r", task.id, task.type,
+                        task.get_meta("retry", "?"), topic)
         return sent
 
     def pending(self) -> int:
@@ -301,7 +341,38 @@ class RetryApp:
             "producer": self.producer.info(),
         }
 
+    def _due_time(self, done: Task, rule: RetryRule, retry: int) -> datetime:
+        """When retry ``retry`` of ``done`` is due: counted from when the task ended, jitter
+        drawn from its id, so the same done task read twice gets the same time."""
+        now = self.clock()
+        ended = done.ended_at
+        base = ended if ended is not None and ended <= now else now
+        rng = random.Random(f"{done.type}/{done.id}/{retry}") if done.id else self.rng
+        return base + timedelta(seconds=rule.wait(retry, rng))
+
+    async def _known(self, done: Task, retry: int) -> bool:
+        """True when retry ``retry`` (or a later one) of ``done`` is scheduled already, or
+        was sent and is still outstanding in the ledger."""
+        if not done.id:
+            return False
+        if self._scheduled.get((done.type, done.id), 0) >= retry:
+            return True
+        if self.ledger is None:
+            return False
+        try:
+            record = await self.ledger.find(done.type, done.id)
+        except LedgerError as err:
+            self.counts["ledger_errors"] += 1
+            logger.error("cannot look up task %s in the ledger: %s", done.id, err)
+            return False
+        return record is not None and _retry_count(record.task) >= retry
+
     async def _schedule(self, task: Task, at: datetime) -> None:
+        if task.id:
+            key = (task.type, task.id)
+            self._scheduled[key] = max(self._scheduled.pop(key, 0), _retry_count(task))
+            if len(self._scheduled) > MAX_REMEMBERED:
+                self._scheduled.popitem(last=False)
         if self.ledger is not None and task.id:
             try:
                 await self.ledger.schedule(task, None, at)
@@ -311,7 +382,7 @@ class RetryApp:
                 logger.error("ledger refused retry of %s, holding it in memory: %s", task.id, err)
         elif self.ledger is not None:
             logger.warning("task of type %r has no id: its retry is held in memory only", task.type)
-        if task.id:  # a redelivered done task moves its retry, as the ledger does
+        if task.id:  # one retry per task: a newer one replaces an older one
             kept = [entry for entry in self._heap if (entry[2].type, entry[2].id) != (task.type, task.id)]
             if len(kept) != len(self._heap):
                 self._heap = kept

@@ -165,9 +165,9 @@ async def test_due_retries_are_recorded_as_created_for_recover() -> None:
 async def test_a_ledger_failure_holds_the_retry_in_memory_instead() -> None:
     broker, clock, ledger = MemoryBroker(), Clock(), MemoryLedger()
     app = make_app(broker, clock, ledger)
-    ledger.inject(LedgerFault.UNAVAILABLE)
+    ledger.inject(LedgerFault.UNAVAILABLE, times=2)  # down for the look-up and the schedule
     await deliver(app, broker, failed())
-    assert app.pending() == 1 and app.counts["ledger_errors"] == 1
+    assert app.pending() == 1 and app.counts["ledger_errors"] == 2
     clock.advance(10)
     assert await app.release_due() == 1
 
@@ -254,17 +254,99 @@ async def test_a_failed_ack_is_counted_and_does_not_stop_the_app() -> None:
     assert app.counts["ack_errors"] == 1 and len(broker.bodies("fetch")) == 1
 
 
-async def test_a_redelivered_done_task_moves_its_retry_instead_of_adding_one() -> None:
+async def test_a_redelivered_done_task_keeps_its_retry_time_and_adds_none() -> None:
     broker, clock = MemoryBroker(), Clock()
     app = make_app(broker, clock)
     await deliver(app, broker, failed())
     clock.advance(5)
-    await deliver(app, broker, failed())
-    assert app.pending() == 1
-    clock.advance(5)  # the first delivery's time: moved away
-    assert await app.release_due() == 0
-    clock.advance(5)
+    await deliver(app, broker, failed())  # the bus brings the same done task again
+    assert app.pending() == 1 and app.counts["duplicates"] == 1
+    clock.advance(5)  # the first delivery's time: kept, not pushed out
     assert await app.release_due() == 1 and await app.release_due() == 0
+    await deliver(app, broker, failed())  # and once more after the retry went out
+    clock.advance(3600)
+    assert await app.release_due() == 0
+    assert len(broker.bodies("fetch")) == 1
+
+
+#: The README's example, word for word.
+README_RULE = "fetch count=3 delay=30s backoff=2 max_delay=1h jitter=0.1"
+
+
+def write_failed_fetch(data: Path) -> None:
+    """What a worker leaves on the file bus when task t-1 of type fetch failed at START."""
+    data.mkdir(exist_ok=True)
+    with (data / "done.jsonl").open("ab") as out:
+        out.write(failed() + b"\n")
+
+
+async def run_retry(clock: Clock, bus: str = "file:./taskbus-data/") -> RetryApp:
+    """One ``taskbus retry`` run of the README on a finite file bus, at ``clock``'s time."""
+    settings = load_settings(RetrySettings, None, bus=bus, ledger="sqlite:./taskbus-data/ledger.db",
+                             rule=[README_RULE])
+    app = RetryApp.from_settings(settings)
+    app.clock = clock
+    assert await asyncio.wait_for(app.run(), 10) == 0
+    return app
+
+
+def resent(data: Path) -> list[Task]:
+    path = data / "fetch.jsonl"
+    return [Task.from_json(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+async def scheduled(data: Path) -> int:
+    ledger = open_ledger(f"sqlite:{data / 'ledger.db'}")
+    try:
+        return (await ledger.stats("fetch")).scheduled
+    finally:
+        await ledger.close()
+
+
+async def test_the_readme_retry_example_resends_on_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the README's setup: a fetch task failed, its done task is in ./taskbus-data/
+    monkeypatch.chdir(tmp_path)
+    data, clock = tmp_path / "taskbus-data", Clock()
+    write_failed_fetch(data)
+    # When `taskbus retry` runs: it schedules retry 1 in the ledger and exits
+    await run_retry(clock)
+    assert resent(data) == [] and await scheduled(data) == 1
+    # When it runs again once the delay (30s, +-10%) is over
+    clock.advance(40)
+    second = await run_retry(clock)
+    # Then the retry is sent, the ledger holds nothing scheduled any more
+    [task] = resent(data)
+    assert (task.type, task.id, task.get_meta("retry"), task.result) == ("fetch", "t-1", "1", "")
+    assert await scheduled(data) == 0 and second.counts["resent"] == 1
+    # And a third run sends nothing more
+    clock.advance(3600)
+    await run_retry(clock)
+    assert len(resent(data)) == 1
+
+
+async def test_reading_the_same_done_task_again_keeps_its_retry_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run that scheduled retry 1 of a failed task (due 27s..33s after it failed)
+    monkeypatch.chdir(tmp_path)
+    data, clock = tmp_path / "taskbus-data", Clock()
+    write_failed_fetch(data)
+    rereading = "file:./taskbus-data/?offset=0"
+    await run_retry(clock, rereading)
+    # When a run 20s later reads the same done task again
+    clock.advance(20)
+    await run_retry(clock, rereading)
+    # Then the retry is not pushed 30s further out: it is due by 34s as first scheduled
+    assert resent(data) == [] and await scheduled(data) == 1
+    clock.advance(14)
+    await run_retry(clock, rereading)
+    assert [t.get_meta("retry") for t in resent(data)] == ["1"]
+    # And reading it yet again, with the retry sent and outstanding, sends no second copy
+    clock.advance(3600)
+    await run_retry(clock, rereading)
+    assert len(resent(data)) == 1
 
 
 async def test_stop_ends_run_and_is_idempotent() -> None:
