@@ -19,13 +19,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from task.banner import log_startup
 from task.bus.base import Producer
 from task.bus.registry import open_producer
-from task.duration import parse_duration
+from task.bus.url import redact_url
+from task.duration import Duration, format_duration
 from task.errors import BusError, ConfigError, LedgerError
 from task.ledger.base import Ledger, LedgerRecord
 from task.ledger.common import resendable
@@ -45,18 +47,13 @@ class RecoverSettings(BusSettings):
     """``taskbus recover``: resend tasks the ledger says were lost."""
 
     task_lists: list[str] = Field(default_factory=list, description="task lists to watch (default: every list in the ledger)")
-    interval: float = Field(60.0, gt=0, description="seconds (or 30s, 5m) between passes")
-    older_than: float = Field(300.0, gt=0, description="a task idle this long (seconds, or 5m) is presumed lost")
+    interval: Duration = Field(60.0, gt=0, description="time between passes (30s, 5m; plain numbers are seconds)")
+    older_than: Duration = Field(300.0, gt=0, description="a task idle this long (5m; plain numbers are seconds) is presumed lost")
     max_attempts: int = Field(3, ge=0, description="resends per task before giving up")
     topic: str = Field("", description="topic to resend to (default: the task's type)")
     done_topic: str = Field("done", description="topic for the done task of a task given up on")
     owner: str = Field("", description="name of this replica in claims (default: host:pid)")
     once: bool = Field(False, description="one pass, then exit (for cron)")
-
-    @field_validator("interval", "older_than", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value, "recover interval") if isinstance(value, str) else value
 
 
 class RecoverApp:
@@ -104,6 +101,14 @@ class RecoverApp:
         self._started = time.monotonic()
         self.counts = {k: 0 for k in ("passes", "seen", "resent", "gave_up", "released",
                                       "claimed_elsewhere", "send_errors", "ledger_errors")}
+        #: what the start-up log line names; ``from_settings`` puts the URLs in
+        self.startup: dict[str, object] = {
+            "bus": producer.info().get("bus"), "ledger": type(ledger).__name__,
+            "task_lists": ",".join(self.task_lists) or "all", "topic": topic or "(task type)",
+            "interval": format_duration(interval), "older_than": format_duration(older_than),
+            "max_attempts": max_attempts, "owner": self.owner, "once": once or None,
+            "status_port": status_port or None,
+        }
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> RecoverApp:
@@ -115,7 +120,7 @@ class RecoverApp:
         assert isinstance(settings, RecoverSettings)
         if not settings.ledger:
             raise ConfigError("recover needs a ledger: set --ledger (e.g. sqlite:./taskbus-data/ledger.db)")
-        return cls(
+        app = cls(
             ledger=open_ledger(settings.ledger),
             producer=open_producer(settings.producer_url, credentials=settings.credentials()),
             task_lists=settings.task_lists, interval=settings.interval,
@@ -123,12 +128,15 @@ class RecoverApp:
             topic=settings.topic, done_topic=settings.done_topic, owner=settings.owner,
             once=settings.once, status_port=settings.status_port, status_host=settings.status_host,
         )
+        app.startup.update(bus=settings.producer_url, ledger=settings.ledger)
+        return app
 
     async def __aenter__(self) -> Self:
         await self.producer.start()
         if self._status is not None:
             await self._status.start()
         self._opened = True
+        log_startup(logger, "recover", **self.startup)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -148,7 +156,12 @@ class RecoverApp:
             async with self:
                 return await self.run()
         while True:
+            before = self._work_done()
             clean = await self.run_pass()
+            if clean and self._work_done() == before:
+                logger.log(logging.INFO if self.once else logging.DEBUG,
+                           "nothing to recover: no task idle longer than %s in %s",
+                           format_duration(self.older_than), redact_url(str(self.startup["ledger"])))
             if self.once:
                 return 0 if clean else 1
             try:
@@ -156,6 +169,10 @@ class RecoverApp:
                 return 0
             except TimeoutError:
                 continue
+
+    def _work_done(self) -> int:
+        """Tasks resent, released or given up so far: what a pass with work changes."""
+        return self.counts["resent"] + self.counts["released"] + self.counts["gave_up"]
 
     async def stop(self) -> None:
         """Finish the record in hand and return from ``run()``. Idempotent."""
@@ -194,8 +211,10 @@ class RecoverApp:
     async def _release(self, task_list: str) -> None:
         now = datetime.fromtimestamp(self.clock(), UTC)
         for task in await self.ledger.due(task_list, now):
-            if await self._send(self.topic or task.type, task, "scheduled task"):
+            topic = self.topic or task.type
+            if await self._send(topic, task, "scheduled task"):
                 self.counts["released"] += 1
+                logger.info("task %s (%s) scheduled for now: sent to %r", task.id, task_list, topic)
             # not sent: it is recorded as created now, so a later pass resends it
 
     async def _recover(self, record: LedgerRecord) -> None:
@@ -213,11 +232,12 @@ class RecoverApp:
                 logger.warning("task %s (%s) still lost after %d resends: gave up", task.id,
                                record.task_list, record.attempts)
             return
-        if await self._send(self.topic or task.type, resendable(task), "lost task"):
+        topic = self.topic or task.type
+        if await self._send(topic, resendable(task), "lost task"):
             self.counts["resent"] += 1
-            logger.info("task %s (%s) idle since %.0fs: resent (attempt %d of %d)", task.id,
-                        record.task_list, self.clock() - record.updated_at, record.attempts + 1,
-                        self.max_attempts)
+            logger.info("task %s (%s) idle for %s: resent to %r (attempt %d of %d)", task.id,
+                        record.task_list, format_duration(self.clock() - record.updated_at), topic,
+                        record.attempts + 1, self.max_attempts)
 
     async def _send(self, topic: str, task: Task, what: str) -> bool:
         try:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -161,6 +163,10 @@ async def test_run_passes_until_stopped() -> None:
 def test_settings_need_a_ledger_and_read_durations() -> None:
     settings = load_settings(RecoverSettings, older_than="5m", interval="30s", ledger="memory:")
     assert (settings.older_than, settings.interval) == (300, 30)
+    plain = load_settings(RecoverSettings, older_than="90", interval=2, ledger="memory:")
+    assert (plain.older_than, plain.interval) == (90, 2)
+    with pytest.raises(ConfigError, match="'soon' is not a duration"):
+        load_settings(RecoverSettings, older_than="soon", ledger="memory:")
     with pytest.raises(ConfigError, match="needs a ledger"):
         RecoverApp.from_settings(load_settings(RecoverSettings))
 
@@ -280,3 +286,38 @@ async def test_stats_are_served_when_a_status_port_is_set() -> None:
         await writer.wait_closed()
     stats = json.loads(body)
     assert (stats["app"], stats["passes"], stats["owner"]) == ("recover", 1, "r1")
+
+
+async def test_once_with_nothing_to_do_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a ledger whose only task is still fresh (recover's default: idle 5m means lost)
+    url = f"sqlite:{tmp_path / 'ledger.db'}"
+    async with SqliteLedger(str(tmp_path / "ledger.db")) as ledger:
+        await ledger.created(Task.new("fetch", "fresh", id="f"))
+    app = RecoverApp.from_settings(load_settings(RecoverSettings, ledger=url, once=True,
+                                                 bus="memory:recover-nothing"))
+    # When `recover --once` runs
+    with caplog.at_level(logging.INFO, "task.apps.recover"):
+        assert await app.run() == 0
+    # Then it says there was nothing to do, and why
+    assert f"nothing to recover: no task idle longer than 5m in {url}" in caplog.messages
+    assert app.counts["resent"] == 0
+
+
+async def test_start_and_each_resend_and_release_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # Given a lost task and a scheduled one that is due
+    clock, broker = Clock(), MemoryBroker()
+    ledger = MemoryLedger(clock=clock)
+    await ledger.created(Task.new("fetch", "lost", id="lost-1"))
+    await ledger.schedule(Task.new("fetch", "later", id="later-1"), None,
+                          datetime.fromtimestamp(clock() + 10, UTC))
+    clock.advance(70)
+    # When a recover pass runs
+    with caplog.at_level(logging.INFO, "task.apps.recover"):
+        assert await make_app(ledger, broker, clock, once=True).run() == 0
+    # Then the log says how it runs, then one line per task it sent
+    start, *rest = caplog.messages
+    assert start.startswith("recover starting: bus=memory ledger=MemoryLedger task_lists=all")
+    assert "older_than=1m" in start and "interval=1m" in start and "max_attempts=3" in start
+    assert "task later-1 (fetch) scheduled for now: sent to 'fetch'" in rest
+    assert "task lost-1 (fetch) idle for 1m10s: resent to 'fetch' (attempt 1 of 3)" in rest
+    assert not any("nothing to recover" in line for line in rest)
