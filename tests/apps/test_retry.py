@@ -391,3 +391,25 @@ async def test_status_endpoint_serves_stats() -> None:
         await deliver(app, broker, failed())
         stats = await get_stats(port)
     assert stats["app"] == "retry" and stats["scheduled"] == 1 and stats["memory_only"] is True
+
+
+async def test_start_each_resend_and_each_give_up_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # Given a retry app on a named memory bus with a SQLite-free memory ledger
+    broker, clock = MemoryBroker.named("retry-log-test"), Clock()
+    settings = load_settings(RetrySettings, None, bus="memory:retry-log-test", ledger="memory:",
+                             rule=["fetch count=1 delay=30s jitter=0"], status_port=0)
+    app = RetryApp.from_settings(settings)
+    app.clock = clock
+    with caplog.at_level(logging.INFO, "task.apps.retry"):
+        async with app:
+            # When a task fails, its retry comes due, and it fails again
+            await deliver(app, broker, failed())
+            clock.advance(30)
+            assert await app.release_due() == 1
+            await deliver(app, broker, failed(retry=1))
+    # Then one line says how the app runs, one each the retry, the resend and the give-up
+    start = caplog.messages[0]
+    assert start.startswith("retry starting: bus=memory:retry-log-test topic=done channel=retry")
+    assert "ledger=memory:" in start and "rules=fetch count=1 delay=30s" in start
+    assert "task t-1 (fetch) retry 1 sent to 'fetch'" in caplog.messages
+    assert "task t-1 (fetch) out of retries after 1: sent to 'retry-failed'" in caplog.messages
