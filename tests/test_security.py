@@ -22,6 +22,7 @@ from task.settings import WorkerSettings, load_settings
 from task.status import StatusServer
 from tests.servers.nats import NatsServerFactory
 from tests.servers.ports import free_port
+from tests.servers.tls import make_tls_files
 
 PASSWORD = "hunter2-pw"
 TOKEN = "qwerty-token"
@@ -205,26 +206,14 @@ async def test_the_http_taskmaster_requires_its_token_when_one_is_set(monkeypatc
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A test CA, a server certificate for 127.0.0.1 and a client certificate it signed."""
-    folder = tmp_path_factory.mktemp("certs")
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
-
-    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=taskbus test CA")
-    for name in ("server", "client"):
-        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "1", "-extfile", "san.ext")
-    return {name: str(folder / name) for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+    return make_tls_files(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture
 def tls_server(nats_servers: NatsServerFactory, certs: dict[str, str]) -> str:
     """The URL of a nats-server that speaks only TLS and requires a client certificate."""
-    server = nats_servers("--tls", "--tlscert", certs["server.pem"], "--tlskey", certs["server.key"],
-                          "--tlscacert", certs["ca.pem"], "--tlsverify")
+    server = nats_servers("--tls", "--tlscert", certs["server_cert"], "--tlskey", certs["server_key"],
+                          "--tlscacert", certs["ca"], "--tlsverify")
     return f"{server.url}?connect_timeout=2s"
 
 
@@ -235,11 +224,11 @@ async def test_tls_settings_present_the_client_certificate_the_server_requires(
     from task.errors import BusError
 
     # When the settings name our CA and client certificate, Then a task gets through
-    trusted = Credentials(tls_ca=certs["ca.pem"], tls_cert=certs["client.pem"], tls_key=certs["client.key"])
+    trusted = Credentials(tls_ca=certs["ca"], tls_cert=certs["client_cert"], tls_key=certs["client_key"])
     async with open_producer(tls_server, credentials=trusted) as producer:
         await producer.send("t", b'{"type":"t","info":""}')
     # And without a client certificate the server refuses us, with one clear error
-    producer = open_producer(tls_server, credentials=Credentials(tls_ca=certs["ca.pem"]))
+    producer = open_producer(tls_server, credentials=Credentials(tls_ca=certs["ca"]))
     # (TLS 1.3 refuses after the handshake: the reason reads "certificate required" or,
     # when the server closes first, "Broken pipe"; either way it is one clear BusError)
     with pytest.raises(BusError, match="cannot connect"):
@@ -254,7 +243,7 @@ async def test_tls_refuses_a_server_whose_certificate_our_ca_did_not_sign(
     from task.errors import BusError
 
     # Given no tls_ca: the system CAs, which did not sign the test server's certificate
-    producer = open_producer(tls_server, credentials=Credentials(tls_cert=certs["client.pem"], tls_key=certs["client.key"]))
+    producer = open_producer(tls_server, credentials=Credentials(tls_cert=certs["client_cert"], tls_key=certs["client_key"]))
     try:
         with pytest.raises(BusError, match="cannot connect"):
             await asyncio.wait_for(producer.start(), 4)  # connect_timeout is 2 s

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Self
@@ -25,6 +23,7 @@ from task.bus.nsq import NsqConsumer, NsqMessage, NsqProducer, open_consumer, op
 from task.bus.registry import Credentials
 from task.errors import BusClosedError, BusError
 from tests.servers.ports import free_port
+from tests.servers.tls import make_tls_files
 
 #: Seconds a peer waits for bytes the script says must come.
 PATIENCE = 5.0
@@ -650,25 +649,17 @@ async def test_raw_bench_loop_publishes_the_done_task_before_fin(peer: Peer) -> 
 
 
 @pytest.fixture
-def tls_files(tmp_path: Path) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return str(cert), str(key)
+def tls_files(tmp_path: Path) -> tuple[str, str, str]:
+    """A test CA and a server certificate for 127.0.0.1 it signed, with its key."""
+    files = make_tls_files(tmp_path)
+    return files["ca"], files["server_cert"], files["server_key"]
 
 
 async def test_tls_upgrade_after_identify_then_everything_runs_over_tls(
-    peer: Peer, tls_files: tuple[str, str]
+    peer: Peer, tls_files: tuple[str, str, str]
 ) -> None:
-    cert, key = tls_files
-    consumer = consumer_for(peer, query=QUIET + "&tls=1", tls_ca=cert)
+    ca, cert, key = tls_files
+    consumer = consumer_for(peer, query=QUIET + "&tls=1", tls_ca=ca)
     starting = asyncio.create_task(consumer.start())
     conn = await peer.accept()
     fields = await conn.handshake({"max_rdy_count": 2500, "tls_v1": True})
