@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from task import rfc3339
 from task.apps.schedule import Clock, CronSchedule, SystemClock, is_valid_cron, zone
 from task.apps.sender import TaskSender
+from task.banner import log_startup
 from task.bus.base import Producer
 from task.bus.registry import open_producer
 from task.errors import BusError, ConfigError
@@ -188,6 +189,13 @@ class CronApp:
         self._started = time.monotonic()
         self.missed = 0
         self.send_errors = 0
+        #: what the start-up log line names; ``from_settings`` puts the URLs in
+        self.startup: dict[str, object] = {
+            "bus": producer.info().get("bus"),
+            "ledger": "" if ledger is None else type(ledger).__name__,
+            "status_port": status_port or None, "timezone": timezone, "catch_up": catch_up,
+            "state_file": str(state_file or ""), "rules": len(self.rules),
+        }
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> CronApp:
@@ -197,7 +205,7 @@ class CronApp:
             ConfigError: no rules, an unknown zone, a bad bus or ledger URL.
         """
         assert isinstance(settings, CronSettings)
-        return cls(
+        app = cls(
             rules=settings.rule,
             producer=open_producer(settings.producer_url, credentials=settings.credentials()),
             timezone=settings.timezone,
@@ -207,6 +215,8 @@ class CronApp:
             status_port=settings.status_port,
             status_host=settings.status_host,
         )
+        app.startup.update(bus=settings.producer_url, ledger=settings.ledger)
+        return app
 
     async def __aenter__(self) -> Self:
         await self.sender.producer.start()
@@ -243,6 +253,9 @@ class CronApp:
             (r, CronSchedule(r.cron, self.tz, self._resume_after(r, now, state)))
             for r in self.rules
         ]
+        log_startup(logger, "cron", **self.startup)
+        for rule, schedule in self._schedules:
+            logger.info("rule %s (%s): next run at %s", rule.cron, rule.type, self._local(schedule.next_at))
         while not self._stopping.is_set():
             now = self.clock.now()
             fired = False
@@ -255,7 +268,7 @@ class CronApp:
                 for at in due:
                     if self._stopping.is_set():
                         break
-                    await self._fire(rule, at)
+                    await self._fire(rule, at, schedule.next_at)
                     state[rule.key] = rfc3339.format_utc(at)
                     fired = True
             if fired and self.state_file is not None:
@@ -269,14 +282,18 @@ class CronApp:
             return min(last, now)
         return now
 
-    async def _fire(self, rule: CronRule, at: datetime) -> None:
+    def _local(self, at: datetime) -> str:
+        return at.astimezone(self.tz).isoformat()
+
+    async def _fire(self, rule: CronRule, at: datetime, next_at: datetime) -> None:
         info = render(rule.info, shift(at.astimezone(self.tz), rule.offset), meta=rule.meta)
         task = Task.new(
             rule.type, info, id=task_id(rule, at), job=rule.job or None, meta=rule.meta or None
         )
         task.created = rfc3339.format_utc(self.clock.now())
+        topic = rule.topic or rule.type
         try:
-            await self.sender.send(task, rule.topic or rule.type, skip_known=True)
+            sent = await self.sender.send(task, topic, skip_known=True)
         except BusError as err:
             self.send_errors += 1
             logger.error(
@@ -286,6 +303,10 @@ class CronApp:
                 at.astimezone(self.tz).isoformat(),
                 err,
             )
+            return
+        what = f"sent task {task.id} to {topic!r}" if sent else f"task {task.id} sent by another replica"
+        logger.info("rule %s (%s) for %s: %s; next run at %s", rule.cron, rule.type,
+                    self._local(at), what, self._local(next_at))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep on the clock, waking early when stopped."""

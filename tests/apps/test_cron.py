@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -244,3 +245,24 @@ def test_bad_settings_are_config_errors(flags: dict[str, object], message: str) 
 def test_no_rules_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="at least one rule"):
         CronApp.from_settings(load_settings(CronSettings, None, bus="memory:cron-test"))
+
+
+async def test_start_next_run_and_each_send_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # Given an hourly rule built from settings, on a clock at 00:30
+    broker = MemoryBroker.named("cron-log-test")
+    settings = load_settings(CronSettings, None, bus="memory:cron-log-test",
+                             rule=["0 * * * * | fetch | logs/{hh}"])
+    app = CronApp.from_settings(settings)
+    clock = FakeClock(datetime(2024, 1, 31, 0, 30, tzinfo=UTC), datetime(2024, 1, 31, 2, 10, tzinfo=UTC))
+    app.clock = clock
+    # When it runs through two fire times
+    with caplog.at_level(logging.INFO, "task.apps.cron"):
+        await run_until_end(app, clock)
+    # Then the log says how it runs, when the rule fires next, and each send with the next time
+    first, second, *sends = caplog.messages
+    assert first == "cron starting: bus=memory:cron-log-test timezone=UTC catch_up=skip rules=1"
+    assert second == "rule 0 * * * * (fetch): next run at 2024-01-31T01:00:00+00:00"
+    ids = [t.id for t in tasks(broker, "fetch")]
+    line = "rule 0 * * * * (fetch) for 2024-01-31T0{}:00:00+00:00: sent task {} to 'fetch'; next run at {}"
+    assert sends == [line.format(1, ids[0], "2024-01-31T02:00:00+00:00"),
+                     line.format(2, ids[1], "2024-01-31T03:00:00+00:00")]
