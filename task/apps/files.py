@@ -33,8 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from task import timetemplate
 from task.apps.sender import TaskSender
+from task.banner import log_startup
 from task.bus.base import Producer
 from task.bus.registry import open_producer
+from task.duration import Duration, format_duration
 from task.errors import BusError, ConfigError, MissingExtraError
 from task.ledger.base import Ledger
 from task.ledger.registry import open_ledger
@@ -42,7 +44,7 @@ from task.settings import AppSettings, BusSettings
 from task.status import StatusServer
 from task.task import Task
 
-__all__ = ["FilesApp", "FilesSettings", "FileRule"]
+__all__ = ["FileRule", "FilesApp", "FilesSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +107,9 @@ class FilesSettings(BusSettings):
     """``taskbus files``: create a task per new file."""
 
     rule: list[FileRule] = Field(default_factory=list, description="file rules, TOML [[rule]] tables or key=value strings")
-    settle: float = Field(1.0, gt=0, description="seconds a file's size must stay unchanged before it counts")
+    settle: Duration = Field(1.0, gt=0, description="how long a file's size must stay unchanged before it counts (1s, 500ms; plain numbers are seconds)")
     polling: bool = Field(False, description="poll the directories instead of using file system events")
-    poll_interval: float = Field(0.3, gt=0, description="seconds between polls when polling")
+    poll_interval: Duration = Field(0.3, gt=0, description="time between polls when polling (300ms, 2s; plain numbers are seconds)")
     existing: bool = Field(False, description="also create tasks for files already there at start")
 
 
@@ -153,13 +155,22 @@ class FilesApp:
         #: files not yet settled: path -> (size, mtime_ns, monotonic time of the last change)
         self._pending: dict[str, tuple[int, int, float]] = {}
         self._groups: dict[int, list[tuple[str, datetime]]] = {i: [] for i in range(len(self.rules))}
-        self._outbox: deque[tuple[str, Task]] = deque()
+        #: tasks made and not sent yet: (topic, task, how many files it names)
+        self._outbox: deque[tuple[str, Task, int]] = deque()
         self._stop = asyncio.Event()
         #: set once the directories are watched: files written from then on are seen
         self.watching = asyncio.Event()
         self._started = time.monotonic()
         self.sender = TaskSender(producer, ledger)
         self.counts = {k: 0 for k in ("files", "tasks", "send_errors")}
+        #: what the start-up log line names; ``from_settings`` puts the URLs in
+        self.startup: dict[str, object] = {
+            "bus": producer.info().get("bus"),
+            "ledger": "" if ledger is None else type(ledger).__name__,
+            "status_port": status_port or None, "settle": format_duration(settle),
+            "polling": format_duration(poll_interval) if polling else None,
+            "existing": existing or None, "rules": "; ".join(map(str, self.rules)),
+        }
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> FilesApp:
@@ -169,13 +180,15 @@ class FilesApp:
             ConfigError: no rules, a bad cron expression, bus or ledger URL.
         """
         assert isinstance(settings, FilesSettings)
-        return cls(
+        app = cls(
             producer=open_producer(settings.producer_url, credentials=settings.credentials()),
             rules=settings.rule, ledger=open_ledger(settings.ledger) if settings.ledger else None,
             settle=settings.settle, polling=settings.polling, poll_interval=settings.poll_interval,
             existing=settings.existing, status_port=settings.status_port,
             status_host=settings.status_host,
         )
+        app.startup.update(bus=settings.producer_url, ledger=settings.ledger)
+        return app
 
     async def __aenter__(self) -> Self:
         for rule in self.rules:
@@ -184,6 +197,7 @@ class FilesApp:
         await self.producer.start()
         if self._status is not None:
             await self._status.start()
+        log_startup(logger, "files", **self.startup)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -240,12 +254,16 @@ class FilesApp:
                 self._settled(path, st.st_mtime)
         wall = self.now()
         for index, cron in self._cron.items():
-            due = self._next_window.setdefault(index, cron(wall))
+            due = self._next_window.get(index)
+            if due is None:
+                due = self._next_window[index] = cron(wall)
+                self._log_window(index)
             if wall >= due:
                 if self._groups[index]:
                     self._make(self.rules[index], self._groups[index])
                     self._groups[index] = []
                 self._next_window[index] = cron(wall)
+                self._log_window(index)
         await self._send_outbox()
 
     def stats(self) -> dict[str, object]:
@@ -259,6 +277,11 @@ class FilesApp:
             "unsent": len(self._outbox),
             **self.sender.stats(),
         }
+
+    def _log_window(self, index: int) -> None:
+        rule = self.rules[index]
+        logger.info("rule %d (%s): next group of files sent at %s", index + 1, rule.type,
+                    self._next_window[index].isoformat())
 
     def _seen(self, paths: Sequence[str]) -> None:
         moment = self.clock()
@@ -291,11 +314,11 @@ class FilesApp:
         files = sorted(files)
         task = Task.new(rule.type, rule.info_for([p for p, _ in files], files[0][1]))
         self.counts["tasks"] += 1
-        self._outbox.append((rule.topic or rule.type, task))
+        self._outbox.append((rule.topic or rule.type, task, len(files)))
 
     async def _send_outbox(self) -> None:
         while self._outbox:
-            topic, task = self._outbox[0]
+            topic, task, files = self._outbox[0]
             try:
                 await self.sender.send(task, topic)
             except BusError as err:
@@ -303,6 +326,8 @@ class FilesApp:
                 logger.error("cannot send task %s to %r, trying again: %s", task.id, topic, err)
                 return
             self._outbox.popleft()
+            logger.info("sent task %s (%s) for %d file%s to %r: %s", task.id, task.type, files,
+                        "" if files == 1 else "s", topic, _shorten(task.info))
 
     async def _watch(self) -> AsyncIterator[list[str]]:
         """Paths added in the watched directories, and an empty list at every tick."""
@@ -318,6 +343,11 @@ class FilesApp:
             poll_delay_ms=int(self.poll_interval * 1000),
         ):
             yield [path for change, path in changes if change != Change.deleted]
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for a log line (a group's info lists every path)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _cron(expression: str) -> Callable[[datetime], datetime]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -180,3 +181,43 @@ async def test_status_endpoint_serves_stats(tmp_path: Path) -> None:
     async with app:
         stats = await get_stats(port)
     assert stats["app"] == "files" and stats["sent"] == 0 and stats["settling"] == 0
+
+
+async def test_start_each_send_and_the_next_group_window_are_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the app from settings: one task per file, and one per quarter hour of files
+    broker = MemoryBroker.named("files-log-test")
+    settings = load_settings(FilesSettings, None, bus="memory:files-log-test", settle="100ms", rule=[
+        f"dir={tmp_path} pattern=*.csv type=load",
+        f"dir={tmp_path} pattern=*.gz type=pack info={{dir}} group_cron='*/15 * * * *'",
+    ])
+    app = FilesApp.from_settings(settings)
+    wall = [datetime(2024, 1, 31, 5, 1, tzinfo=UTC)]
+    app.now = lambda: wall[0]
+    with caplog.at_level(logging.INFO, "task.apps.files"):
+        async with running(app):
+            # When a file of each kind settles, and the quarter hour ends
+            (tmp_path / "a.csv").write_text("a")
+            (tmp_path / "b.gz").write_text("b")
+            await until(lambda: len(broker.bodies("load")) == 1 and app.stats()["grouped"] == 1)
+            wall[0] += timedelta(minutes=14)  # 05:15
+            await until(lambda: len(broker.bodies("pack")) == 1)
+    # Then the log says how the app runs, each send, and when the next group goes out
+    [start] = [m for m in caplog.messages if m.startswith("files starting:")]
+    assert start.startswith("files starting: bus=memory:files-log-test settle=100ms rules=dir=")
+    [single], [group] = tasks(broker), tasks(broker, "pack")
+    assert f"sent task {single.id} (load) for 1 file to 'load': {tmp_path / 'a.csv'}" in caplog.messages
+    assert f"sent task {group.id} (pack) for 1 file to 'pack': {tmp_path}" in caplog.messages
+    windows = [m for m in caplog.messages if "next group" in m]
+    assert windows[:2] == ["rule 2 (pack): next group of files sent at 2024-01-31T05:15:00+00:00",
+                           "rule 2 (pack): next group of files sent at 2024-01-31T05:30:00+00:00"]
+
+
+def test_durations_take_units_and_plain_seconds(tmp_path: Path) -> None:
+    settings = load_settings(FilesSettings, None, settle="2s", poll_interval="250ms",
+                             rule=[f"dir={tmp_path} type=x"])
+    assert (settings.settle, settings.poll_interval) == (2, 0.25)
+    assert load_settings(FilesSettings, None, settle="3").settle == 3
+    with pytest.raises(ConfigError, match="'soon' is not a duration"):
+        load_settings(FilesSettings, None, settle="soon")
