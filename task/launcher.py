@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from task.bus.deadletter import dead_letter_envelope
 from task.errors import BusError, InvalidTaskError
 from task.ledger.base import Ledger
 from task.ledger.recorder import LedgerRecorder
+from task.log_limit import RateLimitedLog
 from task.meta import merge_meta
 from task.metrics import TaskDurations
 from task.result import Result
@@ -45,6 +46,11 @@ FORCED_CLOSE_MSG = "worker forced to close"
 SEND_RETRY_DELAYS = (0.05, 0.25, 1.0)
 #: Seconds a runner may go on without waiting before it lets the event loop run others.
 YIELD_EVERY = 0.005
+#: Deliveries of a message that keeps failing in taskbus itself (no done task could be built
+#: or sent) before it goes to the dead-letter topic instead of looping for ever.
+POISON_ATTEMPTS = 5
+#: Bodies whose failures are counted in-process, for buses that do not count deliveries.
+POISON_MEMORY = 10_000
 
 
 @dataclass
@@ -72,6 +78,10 @@ class LauncherOptions:
     heartbeat_interval: float = 5.0
     #: the consumer's topic, for logs, stats and dead letters
     topic: str = ""
+    #: the consumer's channel (queue group, consumer group), for logs and stats
+    channel: str = ""
+    #: seconds (times the attempt) before a message taskbus itself failed to handle comes back
+    poison_delay: float = 1.0
 
 
 @dataclass(eq=False)
@@ -113,6 +123,12 @@ class Launcher:
         self._yielding = False
         self._executor: ThreadPoolExecutor | None = None
         self._is_async = _has_async_do_task(make_worker)
+        #: for a factory function: whether each class it returns has an async do_task
+        self._async_by_class: dict[type, bool] = {}
+        #: failures per body of messages taskbus itself could not handle (see POISON_ATTEMPTS)
+        self._poison_counts: OrderedDict[bytes, int] = OrderedDict()
+        self._warn_wrong_type = RateLimitedLog(logger)
+        self._debug = False
         self._task_list = self.options.task_type
         # stats
         self._began = time.time()
@@ -125,6 +141,8 @@ class Launcher:
         self._send_failures = 0
         self._ack_failures = 0
         self._dead_lettered = 0
+        self._wrong_type = 0
+        self._handler_errors = 0
         self._results: Counter[str] = Counter()
         self._task_seconds = 0.0
         #: per type and result, for the /metrics histogram
@@ -161,6 +179,7 @@ class Launcher:
             dead_letter_topic=settings.dead_letter_topic,
             heartbeat_interval=settings.heartbeat_interval,
             topic=topic,
+            channel=channel,
         )
         ledger = open_ledger(settings.ledger) if settings.ledger else None
         launcher = cls(make_worker, consumer, producer, options, ledger)
@@ -196,6 +215,7 @@ class Launcher:
         if self._stop_signal.is_set():
             self._stop_requested.set()
         self._began = time.time()
+        self._debug = logger.isEnabledFor(logging.DEBUG)
         await self.consumer.start()
         await self.producer.start()
         setup = getattr(self.make_worker, "setup", None)
@@ -267,7 +287,13 @@ class Launcher:
             if message is None:
                 self._claimed -= 1
                 return
-            if not await self._handle(message):
+            try:
+                ran = await self._handle(message)
+            except Exception as err:  # noqa: BLE001 - one message never ends the launcher
+                self._unexpected(err, "handling a message")
+                await self._poison(message, err)
+                ran = False
+            if not ran:
                 self._claimed -= 1
             await self._let_others_run()
             if lifetime and self._finished >= lifetime:
@@ -307,40 +333,113 @@ class Launcher:
             if opts.reject_bad_type:
                 self._rejected += 1
                 task.end(Result.ERROR, f"rejected: task type {task.type!r} does not match worker type {opts.task_type!r}")
-                if await self._send_done(task):
+                if await self._send_done(task.to_json(), task.id):
                     await self._ack(message)
                 else:
                     await self._give_back(message)
                 return False
+            # Go runs it too; say so, since a task on the wrong topic is usually a mistake
+            self._wrong_type += 1
+            self._warn_wrong_type(
+                "task %s of type %r arrived on %r for worker type %r and runs anyway; set "
+                "reject_bad_type or ignore_bad_type to refuse such tasks",
+                task.id or "(no id)", task.type, opts.topic, opts.task_type,
+            )
         task_list = self._task_list or task.type
+        try:
+            body = await self._run_task(message, task, task_list)
+        except Exception as err:  # noqa: BLE001 - ours or the worker's: the task still ends
+            self._unexpected(err, f"finishing task {task.id or task.type}")
+            crash_body = self._done_after_crash(message, err)
+            if crash_body is None:
+                await self._poison(message, err)
+                return True
+            body = crash_body
+        try:
+            sent = await self._send_done(body, task.id)
+        except Exception as err:  # noqa: BLE001 - not a bus outage (that is a BusError): a bug
+            self._unexpected(err, f"sending the done task of {task.id or task.type}")
+            await self._poison(message, err)
+            return True
+        if not sent:
+            await self._give_back(message)
+            return True
+        if self._recorder is not None:
+            try:
+                self._recorder.done(task_list, task.id)
+            except Exception as err:  # noqa: BLE001 - the ledger never fails a task
+                self._unexpected(err, f"recording task {task.id} as done")
+        await self._ack(message)
+        return True
+
+    async def _run_task(self, message: Message, task: Task, task_list: str) -> bytes:
+        """Run the worker on ``task`` and return the done task's JSON."""
         if self._recorder is not None:
             self._recorder.started(task, task_list)
         task.start()
         began = time.perf_counter()
         result, msg, worker = await self._work(message, task)
         seconds = time.perf_counter() - began
-        self._task_seconds += seconds
         task.end(result, msg)
-        self.durations.observe(task.type, task.result, seconds)
-        worker_meta = worker.worker_meta() if isinstance(worker, Worker) else None
+        worker_meta = _worker_meta(worker)
         if worker_meta:
             task.meta = merge_meta(task.meta, worker_meta)
+        body = task.to_json()
+        self._count_finished(task, seconds)
+        return body
+
+    def _count_finished(self, task: Task, seconds: float) -> None:
+        self._task_seconds += seconds
+        self.durations.observe(task.type, task.result, seconds)
         self._results[task.result] += 1
         self._finished += 1
-        if not await self._send_done(task):
-            await self._give_back(message)
-            return True
-        if self._recorder is not None:
-            self._recorder.done(task_list, task.id)
-        await self._ack(message)
-        return True
+        if self._debug:
+            logger.debug("task %s type=%s result=%s in %.3fs: %s",
+                         task.id or "(no id)", task.type, task.result, seconds, task.msg)
+
+    def _unexpected(self, err: BaseException, doing: str) -> None:
+        """An exception nobody planned for: logged once with its traceback, counted."""
+        self._handler_errors += 1
+        logger.error("unexpected error while %s: %s", doing, _describe(err), exc_info=err)
+
+    def _done_after_crash(self, message: Message, err: BaseException) -> bytes | None:
+        """The done task of a message whose handling failed: the original task as it came,
+        ended as error with the exception's text. None when even that cannot be built."""
+        try:
+            task = Task.from_json(message.body)
+            task.start()
+            task.end(Result.ERROR, f"taskbus could not finish the task: {_describe(err)}")
+            body = task.to_json()
+        except Exception as again:  # noqa: BLE001 - the message goes back to the bus instead
+            logger.error("cannot build a done task after the error: %s", _describe(again))
+            return None
+        self._count_finished(task, 0.0)
+        return body
+
+    async def _poison(self, message: Message, err: BaseException) -> None:
+        """A message taskbus itself could not handle: give it back with a growing delay, and
+        after ``POISON_ATTEMPTS`` deliveries dead-letter it, so it cannot loop for ever."""
+        attempts = max(message.attempt, self._count_poison(message.body))
+        if attempts < POISON_ATTEMPTS:
+            await self._give_back(message, self.options.poison_delay * attempts)
+            return
+        self._poison_counts.pop(message.body, None)
+        reason = f"taskbus failed to handle it {attempts} times: {_describe(err)}"
+        await self._dead_letter(message, reason)
+
+    def _count_poison(self, body: bytes) -> int:
+        count = self._poison_counts.pop(body, 0) + 1
+        self._poison_counts[body] = count
+        if len(self._poison_counts) > POISON_MEMORY:
+            self._poison_counts.popitem(last=False)
+        return count
 
     async def _work(self, message: Message, task: Task) -> tuple[str, str, Worker | None]:
         """Build the worker and run it; every failure becomes an error result."""
         try:
             worker = self.make_worker(task.info)
-        except Exception as err:  # noqa: BLE001 - user code: any failure ends the task, not us
-            logger.warning("cannot make a worker for %s: %s", task.id or task.type, err)
+        except Exception as err:
+            logger.warning("cannot make a worker for task %s: %s", task.id or task.type, _describe(err), exc_info=err)
             return Result.ERROR, f"cannot make worker: {_describe(err)}", None
         now = time.monotonic()
         ctx = TaskContext(task, self._stop_signal)
@@ -359,8 +458,8 @@ class Launcher:
             if current is not None:
                 current.uncancel()
             outcome = Result.ERROR, FORCED_CLOSE_MSG
-        except Exception as err:  # noqa: BLE001 - a worker that raises ends its task as error
-            logger.info("worker raised for %s: %s", task.id or task.type, _describe(err))
+        except Exception as err:
+            logger.warning("worker raised for task %s: %s", task.id or task.type, _describe(err), exc_info=err)
             outcome = Result.ERROR, _describe(err)
         finally:
             slot.working = False
@@ -368,9 +467,13 @@ class Launcher:
         return (*_check_outcome(outcome), worker)
 
     async def _call(self, worker: Worker, ctx: TaskContext) -> object:
-        if self._is_async is None:
-            self._is_async = inspect.iscoroutinefunction(worker.do_task)
-        if self._is_async:
+        is_async = self._is_async
+        if is_async is None:  # a factory function: look at the class it returned, once
+            cls = type(worker)
+            is_async = self._async_by_class.get(cls)
+            if is_async is None:
+                is_async = self._async_by_class[cls] = inspect.iscoroutinefunction(worker.do_task)
+        if is_async:
             pending: Awaitable[object] = worker.do_task(ctx)
         else:
             if self._executor is None:
@@ -383,27 +486,33 @@ class Launcher:
                 return await pending
         return await pending
 
-    async def _send_done(self, task: Task) -> bool:
-        body = task.to_json()
+    async def _send_done(self, body: bytes, task_id: str) -> bool:
+        """Send a done task, retrying a bus failure a few times; False when it could not be sent.
+
+        Raises:
+            Exception: anything but a ``BusError`` from the producer (a bug, not an outage).
+        """
         for delay in (*SEND_RETRY_DELAYS, None):
             try:
-                await self.producer.send(self.options.done_topic, body, key=task.id or None)
+                await self.producer.send(self.options.done_topic, body, key=task_id or None)
                 return True
             except BusError as err:
                 if delay is None:
                     self._send_failures += 1
                     logger.error("cannot send done task %s to %r: %s; the bus will redeliver it",
-                                 task.id or task.type, self.options.done_topic, err)
+                                 task_id or "(no id)", self.options.done_topic, err)
                     return False
                 await asyncio.sleep(delay)
         return False  # pragma: no cover - the loop always returns
 
-    async def _give_back(self, message: Message) -> None:
-        """The done task could not be sent: do not acknowledge, let the bus deliver it again."""
+    async def _give_back(self, message: Message, delay: float = 1.0) -> None:
+        """Do not acknowledge: let the bus deliver the message again after ``delay`` seconds."""
         try:
-            await message.nack(1.0)
+            await message.nack(delay)
         except BusError as err:
             logger.error("cannot return a message to the bus: %s", err)
+        except Exception as err:  # noqa: BLE001 - a bus client's bug must not end the runner
+            self._unexpected(err, "returning a message to the bus")
 
     async def _ack(self, message: Message) -> None:
         try:
@@ -411,17 +520,27 @@ class Launcher:
         except BusError as err:
             self._ack_failures += 1
             logger.error("ack failed (the bus may deliver the message again): %s", err)
+        except Exception as err:  # noqa: BLE001 - a bus client's bug must not end the runner
+            self._ack_failures += 1
+            self._unexpected(err, "acknowledging a message")
 
     async def _invalid_message(self, message: Message, reason: str) -> None:
         self._invalid += 1
         logger.warning("invalid message on %r (attempt %d): %s", self.options.topic, message.attempt, reason)
-        if self.options.dead_letter_topic:
+        await self._dead_letter(message, reason)
+
+    async def _dead_letter(self, message: Message, reason: str) -> None:
+        """Send ``message`` to the dead-letter topic (when there is one) and acknowledge it."""
+        if not self.options.dead_letter_topic:
+            logger.error("dropping a message from %r (no dead_letter_topic set): %s; first bytes: %r",
+                         self.options.topic, reason, message.body[:200])
+        else:
             envelope = dead_letter_envelope(message.body, reason, self.options.topic, message.attempt)
             try:
                 await self.producer.send(self.options.dead_letter_topic, envelope)
                 self._dead_lettered += 1
-            except BusError as err:
-                logger.error("cannot dead-letter an invalid message: %s; returning it to the bus", err)
+            except Exception as err:  # noqa: BLE001 - BusError or worse: keep the message
+                logger.error("cannot dead-letter a message: %s; returning it to the bus", err)
                 await self._give_back(message)
                 return
         await self._ack(message)
@@ -438,10 +557,12 @@ class Launcher:
                 slot.last_beat = now
                 try:
                     await slot.message.in_progress()
+                    if self._recorder is not None:
+                        self._recorder.touch(self._task_list or slot.task.type, slot.task.id)
                 except BusError as err:
                     logger.warning("cannot extend the lease of %s: %s", slot.task.id, err)
-                if self._recorder is not None:
-                    self._recorder.touch(self._task_list or slot.task.type, slot.task.id)
+                except Exception as err:  # noqa: BLE001 - heartbeats must go on for the others
+                    self._unexpected(err, f"extending the lease of {slot.task.id}")
 
     # --------------------------------------------------------------------- stats
 
@@ -458,6 +579,8 @@ class Launcher:
             "tasks_invalid": self._invalid,
             "tasks_ignored": self._ignored,
             "tasks_rejected": self._rejected,
+            "tasks_wrong_type": self._wrong_type,
+            "handler_errors": self._handler_errors,
             "tasks_redelivered": self._redelivered,
             "dead_lettered": self._dead_lettered,
             "send_failures": self._send_failures,
@@ -479,6 +602,18 @@ class Launcher:
 def _describe(err: BaseException) -> str:
     text = str(err)
     return text if text else type(err).__name__
+
+
+def _worker_meta(worker: object) -> dict[str, list[str]] | None:
+    """The meta a worker set: ``worker_meta()`` of a ``Worker``, or the ``meta`` mapping of
+    any other object a factory returned. A single value counts as a one-item list."""
+    if isinstance(worker, Worker):
+        meta: object = worker.worker_meta()
+    else:
+        meta = getattr(worker, "meta", None)
+    if not meta or not isinstance(meta, dict):
+        return None
+    return {str(k): [str(x) for x in v] if isinstance(v, list | tuple) else [str(v)] for k, v in meta.items()}
 
 
 def _check_outcome(outcome: object) -> tuple[str, str]:

@@ -14,13 +14,13 @@ from typing import ClassVar
 from task.result import Outcome, Result
 from task.task import Task
 
-__all__ = ["Worker", "TaskContext", "MakeWorker", "invalid_worker", "StopSignal"]
+__all__ = ["MakeWorker", "StopSignal", "TaskContext", "Worker", "invalid_worker"]
 
 
 class StopSignal:
     """A flag that the event loop sets and worker threads may read: "stop soon"."""
 
-    __slots__ = ("_flag", "_event")
+    __slots__ = ("_event", "_flag")
 
     def __init__(self) -> None:
         self._flag = threading.Event()
@@ -50,7 +50,7 @@ class TaskContext:
     safe to read from a worker thread.
     """
 
-    __slots__ = ("task", "_launcher_stop", "_task_stop")
+    __slots__ = ("_launcher_stop", "_task_stop", "task")
 
     def __init__(self, task: Task, launcher_stop: StopSignal) -> None:
         self.task = task
@@ -85,13 +85,20 @@ class Worker:
 
     ``task_type`` names the tasks the worker does (``--type`` overrides). Keys set in
     ``self.meta`` are merged into the done task's meta the way the Go launcher does.
+
+    A subclass may define ``__init__`` without calling ``super().__init__`` (Go users write
+    ``NewWorker(info)`` and set only their own fields): every attribute the Launcher reads has
+    a class-level default, so the base class works either way.
     """
 
     task_type: ClassVar[str] = ""
+    #: the task's info; set by ``__init__`` (a subclass that skips ``super()`` sets its own)
+    info: str = ""
+    #: the worker's meta until first use; a class default so no ``__init__`` is needed for it
+    _meta: dict[str, list[str]] | None = None
 
     def __init__(self, info: str) -> None:
         self.info = info
-        self._meta: dict[str, list[str]] | None = None
 
     @property
     def meta(self) -> dict[str, list[str]]:
@@ -99,6 +106,10 @@ class Worker:
         if self._meta is None:
             self._meta = {}
         return self._meta
+
+    @meta.setter
+    def meta(self, value: dict[str, list[str]]) -> None:
+        self._meta = value
 
     def worker_meta(self) -> dict[str, list[str]] | None:
         """The meta this worker set, or None when it set none (the task's meta stays as is)."""
@@ -126,7 +137,6 @@ MakeWorker = Callable[[str], Worker]
 
 class _InvalidWorker(Worker):
     def __init__(self, msg: str) -> None:
-        super().__init__("")
         self._msg = msg
 
     async def do_task(self, ctx: TaskContext) -> Outcome:

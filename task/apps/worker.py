@@ -15,13 +15,15 @@ import signal
 import sys
 from typing import Any, ClassVar
 
-from task.errors import ConfigError
+from task.banner import log_startup
+from task.bus.url import parse_url
+from task.errors import ConfigError, TaskError
 from task.launcher import Launcher
 from task.logs import configure_logging
 from task.metrics import launcher_metrics
 from task.settings import WorkerSettings
 from task.status import StatusServer
-from task.worker import MakeWorker
+from task.worker import MakeWorker, Worker
 
 __all__ = ["WorkerApp", "resolve_worker"]
 
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: Names that need no module: ``taskbus worker nop``.
 BUILT_IN = {"nop": "task.apps.nop:NopWorker"}
+#: Buses every process reads in full: several processes on one would each run every task.
+PROCESS_LOCAL_BUSES = ("file", "memory")
 
 
 def resolve_worker(spec: str) -> MakeWorker:
@@ -55,9 +59,28 @@ def resolve_worker(spec: str) -> MakeWorker:
         target = getattr(target, part, None)
         if target is None:
             raise ConfigError(f"{module_name!r} has no attribute {attr!r} (worker {spec!r})")
-    if not callable(target):
-        raise ConfigError(f"worker {spec!r} is not a class or callable")
+    check_worker(target, spec)
     return target  # type: ignore[no-any-return]
+
+
+def check_worker(target: object, spec: str) -> None:
+    """At start-up, not per task: ``target`` must be a class with a ``do_task`` of its own,
+    or a callable (a factory) that returns such an object.
+
+    Raises:
+        ConfigError: ``target`` is neither, or its class never defines ``do_task``.
+    """
+    if isinstance(target, type):
+        do_task = getattr(target, "do_task", None)
+        if do_task is None or not callable(do_task):
+            raise ConfigError(f"worker class {spec!r} has no do_task method; define "
+                              "`async def do_task(self, ctx)` returning completed(...) or failed(...)")
+        if do_task is Worker.do_task:
+            raise ConfigError(f"worker class {spec!r} does not implement do_task; define "
+                              "`async def do_task(self, ctx)` returning completed(...) or failed(...)")
+    elif not callable(target):
+        raise ConfigError(f"worker {spec!r} is a {type(target).__name__}, not a class or callable; "
+                          "name a Worker subclass (or a function that returns a worker)")
 
 
 class WorkerApp:
@@ -72,6 +95,13 @@ class WorkerApp:
         self.make_worker = resolve_worker(settings.worker)
         if not (settings.type or getattr(self.make_worker, "task_type", "")) and not settings.topic:
             raise ConfigError(f"worker {settings.worker!r} has no task_type: pass --type or --topic")
+        if settings.processes > 1:
+            scheme = parse_url(settings.bus).scheme if ":" in settings.bus else ""
+            if scheme in PROCESS_LOCAL_BUSES:
+                raise ConfigError(
+                    f"--processes {settings.processes} cannot share a {scheme}: bus (every process "
+                    "would run every task); use --max-in-progress for more tasks at once, or a broker bus"
+                )
         self.launcher: Launcher | None = None
         self._children: list[multiprocessing.process.BaseProcess] = []
         self._stopping = False
@@ -84,6 +114,16 @@ class WorkerApp:
         if self.settings.processes > 1:
             return await self._run_processes()
         self.launcher = Launcher.from_settings(self.make_worker, self.settings)
+        if self._stopping:  # stop() came during start-up, before there was a launcher
+            await self.launcher.stop()
+        options = self.launcher.options
+        log_startup(
+            logger, "worker", worker=self.settings.worker, type=options.task_type,
+            bus=self.settings.bus, out_bus=self.settings.out_bus, topic=options.topic,
+            channel=options.channel, done_topic=options.done_topic,
+            max_in_progress=options.max_in_progress, ledger=self.settings.ledger,
+            status_port=self.settings.status_port or "off",
+        )
         status = None
         if self.settings.status_port:
             status = StatusServer(
@@ -103,14 +143,29 @@ class WorkerApp:
     async def _run_processes(self) -> int:
         context = multiprocessing.get_context("spawn")
         settings = self.settings.model_copy(update={"processes": 1})
+        # every mistake the children would find (a bad URL, a missing extra) is found here,
+        # once, as one line: the Launcher's constructors do no I/O
+        Launcher.from_settings(self.make_worker, settings)
+        logger.info("worker starting %d processes", self.settings.processes)
         for i in range(self.settings.processes):
+            if self._stopping:
+                break
             child = context.Process(target=_child_main, args=(settings.model_dump(mode="python"), i), daemon=False)
             child.start()
             self._children.append(child)
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(None, child.join) for child in self._children))
-        codes = [child.exitcode or 0 for child in self._children]
-        return max((c for c in codes if c > 0), default=0)
+        return max((self._status_of(child) for child in self._children), default=0)
+
+    def _status_of(self, child: multiprocessing.process.BaseProcess) -> int:
+        """A child's exit status; killed by a signal is a failure unless we sent the stop."""
+        code = child.exitcode or 0
+        if code >= 0:
+            return code
+        if self._stopping and -code in (signal.SIGTERM, signal.SIGINT):
+            return 0  # stopped while it was still starting up
+        logger.error("worker process %d was killed by signal %d", child.pid or 0, -code)
+        return 1
 
     async def stop(self) -> None:
         if self._stopping:
@@ -124,17 +179,35 @@ class WorkerApp:
 
 
 def _child_main(values: dict[str, Any], index: int) -> None:
-    """One launcher process of ``--processes``."""
+    """One launcher process of ``--processes``: errors end it as they end a single process,
+    with one line on stderr and exit 2 (a mistake) or 1 (a failure), never a traceback."""
+    stop_requested = False
+
+    def early_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, early_stop)
     settings = WorkerSettings.model_validate(values)
     configure_logging(settings.log_level, settings.log_format)
     if settings.status_port:
         settings = settings.model_copy(update={"status_port": settings.status_port + index})
-    app = WorkerApp(settings)
 
     async def main() -> None:
+        app = WorkerApp(settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: loop.create_task(app.stop()))
+        if stop_requested:
+            await app.stop()
         await app.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ConfigError as err:
+        print(f"taskbus: {err}", file=sys.stderr)
+        sys.exit(2)
+    except TaskError as err:
+        print(f"taskbus: {err}", file=sys.stderr)
+        sys.exit(1)
