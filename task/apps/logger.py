@@ -25,13 +25,14 @@ from typing import BinaryIO, ClassVar, Self
 from pydantic import Field
 
 from task import timetemplate
+from task.banner import log_startup
 from task.bus.base import Consumer, Message
 from task.bus.registry import open_consumer
 from task.errors import BusError, ConfigError
 from task.settings import AppSettings, BusSettings
 from task.status import StatusServer
 
-__all__ = ["LoggerApp", "LoggerSettings", "DEFAULT_TEMPLATE"]
+__all__ = ["DEFAULT_TEMPLATE", "LoggerApp", "LoggerSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,13 @@ class LoggerApp:
         self._started = time.monotonic()
         self.counts = {k: 0 for k in ("archived", "bytes", "rewritten", "empty", "write_errors",
                                       "ack_errors", "files")}
+        info = consumer.info()
+        #: what the start-up log line names; ``from_settings`` puts the URLs in
+        self.startup: dict[str, object] = {
+            "bus": info.get("bus"), "topic": topic, "channel": info.get("channel"),
+            "status_port": status_port or None, "dir": str(self.directory),
+            "template": template, "fsync": fsync or None,
+        }
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> LoggerApp:
@@ -99,14 +107,17 @@ class LoggerApp:
         assert isinstance(settings, LoggerSettings)
         consumer = open_consumer(settings.bus, topic=settings.topic, channel=settings.channel,
                                  credentials=settings.credentials())
-        return cls(consumer=consumer, directory=settings.dir, topic=settings.topic,
-                   template=settings.template, fsync=settings.fsync,
-                   status_port=settings.status_port, status_host=settings.status_host)
+        app = cls(consumer=consumer, directory=settings.dir, topic=settings.topic,
+                  template=settings.template, fsync=settings.fsync,
+                  status_port=settings.status_port, status_host=settings.status_host)
+        app.startup.update(bus=settings.bus, channel=settings.channel)
+        return app
 
     async def __aenter__(self) -> Self:
         await self.consumer.start()
         if self._status is not None:
             await self._status.start()
+        log_startup(logger, "logger", **self.startup)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

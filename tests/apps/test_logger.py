@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -156,3 +157,22 @@ async def test_archives_a_file_bus_and_recap_reads_the_archive(tmp_path: Path) -
     out = io.StringIO()
     await RecapApp(files=[str(hour_file)], out=out).run()
     assert out.getvalue().startswith("a: 3 tasks  complete 3")
+
+
+async def test_a_second_run_over_the_same_file_bus_adds_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a file bus whose done topic holds two lines, archived once
+    bus, archive_dir = tmp_path / "bus", tmp_path / "archive"
+    bus.mkdir()
+    (bus / "done.jsonl").write_bytes(b'{"type":"a","info":"1"}\n{"type":"a","info":"2"}\n')
+    settings = load_settings(LoggerSettings, None, bus=f"file:{bus}/", dir=str(archive_dir))
+    with caplog.at_level(logging.INFO, "task.apps.logger"):
+        assert await asyncio.wait_for(LoggerApp.from_settings(settings).run(), 5) == 0
+    # The start-up line says what is archived where
+    assert f"logger starting: bus=file:{bus}/ topic=done channel=logger dir={archive_dir}" in caplog.text
+    # When the logger runs again over the same file with nothing new in it
+    assert await asyncio.wait_for(LoggerApp.from_settings(settings).run(), 5) == 0
+    # Then the archive still holds each line once
+    [hour_file] = list(archive_dir.glob("done/*/*/*/*.jsonl"))
+    assert hour_file.read_bytes().count(b"\n") == 2
