@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from task.apps.batch import make_plan
 from task.apps.sender import TaskSender
+from task.banner import log_startup
 from task.bus.base import Producer
 from task.bus.registry import open_producer
 from task.errors import BusError, ConfigError
@@ -139,6 +140,13 @@ class HttpApp:
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
         self.counts = {"requests": 0, "rejected": 0, "unauthorized": 0, "bus_errors": 0}
+        #: what the start-up log line names; ``from_settings`` puts the URLs in
+        self.startup: dict[str, object] = {
+            "bus": producer.info().get("bus"),
+            "ledger": "" if ledger is None else type(ledger).__name__,
+            "status_port": status_port or None, "token": "set" if token else "none",
+            "max_tasks": max_tasks, "timezone": timezone,
+        }
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> HttpApp:
@@ -148,7 +156,7 @@ class HttpApp:
             ConfigError: a bad bus or ledger URL.
         """
         assert isinstance(settings, HttpSettings)
-        return cls(
+        app = cls(
             producer=open_producer(settings.producer_url, credentials=settings.credentials()),
             ledger=open_ledger(settings.ledger) if settings.ledger else None,
             host=settings.host,
@@ -160,6 +168,8 @@ class HttpApp:
             status_port=settings.status_port,
             status_host=settings.status_host,
         )
+        app.startup.update(bus=settings.producer_url, ledger=settings.ledger)
+        return app
 
     def web_app(self) -> web.Application:
         """The aiohttp application, for embedding in another server."""
@@ -184,7 +194,7 @@ class HttpApp:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        logger.info("taking tasks on http://%s:%d/task", self.host, self.port)
+        log_startup(logger, "http", listen=f"http://{self.host}:{self.port}/task", **self.startup)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

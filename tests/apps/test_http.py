@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -198,3 +199,16 @@ async def test_stop_ends_run_and_settings_bind_localhost(broker: MemoryBroker) -
         assert await app.run() == 0
     shown = show_config(load_settings(HttpSettings, None, token="t0ken"))
     assert 'token = "***"' in shown and "t0ken" not in shown
+
+
+async def test_the_start_up_line_says_where_tasks_are_taken(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    settings = load_settings(HttpSettings, None, bus="memory:http-log-test", port=str(port),
+                             token="s3cret")
+    with caplog.at_level(logging.INFO, "task.apps.http"):
+        async with HttpApp.from_settings(settings):
+            pass
+    [start] = [m for m in caplog.messages if m.startswith("http starting:")]
+    assert start == (f"http starting: listen=http://127.0.0.1:{port}/task bus=memory:http-log-test "
+                     "token=set max_tasks=10000 timezone=UTC")
+    assert "s3cret" not in caplog.text
