@@ -4,11 +4,20 @@
 producer appends ``DIR/<topic>.jsonl``. PATH a file: the consumer reads it and the producer
 appends beside it (``<dir of PATH>/<topic>.jsonl``). ``file:-``: stdin and stdout.
 
+A consumer resumes by default: it keeps the byte offset up to which every line is
+acknowledged in ``<file>.<channel>.offset``, written after each ack, so a re-run (or a killed
+worker) starts at the first unfinished line instead of doing everything again, and readers
+of one file on different channels (a worker, ``retry``, ``recap``, ``logger``) each see every
+line. ``?offset=0`` reads from the beginning and keeps no offset; ``file:-`` keeps none.
+
+The directory must exist for a consumer (a missing one is a mistaken URL, not an empty
+bus); a missing ``<topic>.jsonl`` in it is fine: nothing to read yet. The producer creates
+both, since sending is what makes a bus.
+
 Options: ``?follow=1`` tails a growing file (and survives truncation and rotation) instead
-of finishing at its end; ``?offset=1`` resumes from ``<file>.offset``, which holds the byte
-offset up to which every line is acknowledged and is written after each ack, so a killed
-worker starts again at the first unfinished line. ``?poll=200ms`` is how often a followed
-file is checked. ``nack`` gives a line back to this consumer (after its delay).
+of finishing at its end; ``?offset=0`` (see above; ``1``, the default, is accepted);
+``?poll=200ms`` is how often a followed file is checked. ``nack`` gives a line back to this
+consumer (after its delay).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections import deque
 from pathlib import Path
@@ -25,18 +35,26 @@ from task.bus.registry import Credentials
 from task.bus.url import parse_url
 from task.errors import BusClosedError, BusError, ConfigError
 
-__all__ = ["FileConsumer", "FileProducer", "FileMessage", "FileOptions"]
+__all__ = ["FileConsumer", "FileMessage", "FileOptions", "FileProducer", "offset_file"]
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _FILE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".txt", ".log")
+#: what a channel may keep in an offset file's name; anything else becomes ``_``
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def offset_file(path: Path, channel: str) -> Path:
+    """``<file>.<channel>.offset``: one per reader, so readers on different channels never
+    take each other's lines. The channel is reduced to letters, digits, ``-`` and ``_``."""
+    return path.with_name(f"{path.name}.{_UNSAFE.sub('_', channel)}.offset")
 
 
 class FileOptions:
-    """What a ``file:`` URL says: where, and whether to follow and keep an offset."""
+    """What a ``file:`` URL says: where, and whether to follow and keep an offset (the default)."""
 
-    def __init__(self, path: str, *, follow: bool = False, offset: bool = False, poll: float = 0.2) -> None:
+    def __init__(self, path: str, *, follow: bool = False, offset: bool = True, poll: float = 0.2) -> None:
         self.path = path
         self.follow = follow
         self.offset = offset
@@ -53,7 +71,7 @@ class FileOptions:
         return cls(
             path,
             follow=parsed.boolean("follow", False),
-            offset=parsed.boolean("offset", False),
+            offset=parsed.boolean("offset", True),
             poll=parsed.duration("poll", 0.2),
         )
 
@@ -75,7 +93,7 @@ class FileOptions:
 class FileMessage:
     """One line. ``ack`` moves the saved offset once every earlier line is acknowledged."""
 
-    __slots__ = ("body", "attempt", "end", "_consumer", "_settled")
+    __slots__ = ("_consumer", "_settled", "attempt", "body", "end")
 
     def __init__(self, consumer: FileConsumer, body: bytes, end: int, attempt: int = 1) -> None:
         self.body = body
@@ -131,24 +149,51 @@ class FileConsumer(BusPart):
 
     @property
     def offset_path(self) -> Path | None:
-        return None if self.path is None else self.path.with_name(self.path.name + ".offset")
+        """This reader's ``<file>.<channel>.offset``; None for stdin or with ``?offset=0``."""
+        if self.path is None or not self.options.offset:
+            return None
+        return offset_file(self.path, self.channel)
 
     async def start(self) -> None:
+        """Check the directory and load this reader's saved offset. Idempotent.
+
+        Raises:
+            ConfigError: the bus directory does not exist (a mistaken URL; create it or fix it).
+            BusError: the offset file cannot be opened.
+        """
         if self._wake is not None:
             return
+        if self.path is not None and not self.path.parent.is_dir():
+            raise ConfigError(
+                f"file bus directory {self.path.parent} does not exist: nothing can be read from "
+                f"{self.path}; create it (mkdir -p {self.path.parent}) or check the bus URL (--bus)"
+            )
         self._wake = asyncio.Event()
-        if self.options.offset and self.offset_path is not None:
-            self._open_offset()
+        if self.offset_path is not None:
+            self._open_offset(self.offset_path)
 
-    def _open_offset(self) -> None:
-        assert self.offset_path is not None
-        self.offset_path.parent.mkdir(parents=True, exist_ok=True)
-        self._offset_fd = os.open(self.offset_path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _open_offset(self, path: Path) -> None:
+        assert self.path is not None
+        fresh = not path.exists()
+        try:
+            self._offset_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise BusError(f"cannot open the offset file {path}: {err}") from err
+        legacy = self.path.with_name(self.path.name + ".offset")
+        if fresh and legacy.is_file():
+            # Before each reader had its own file, ``?offset=1`` kept one per file. It is not
+            # adopted: which reader wrote it is unknown, and a new reader must see every line.
+            logger.warning(
+                "found the old shared offset file %s, which is no longer read; channel %r keeps "
+                "its own offset in %s and starts from the beginning of %s. To resume where the "
+                "old file says instead, stop this reader and run: cp %s %s", legacy, self.channel,
+                path, self.path.name, legacy, path,
+            )
         saved = os.pread(self._offset_fd, 64, 0).strip(b"\0 \n")
         try:
             self._committed = int(saved) if saved else 0
         except ValueError:
-            logger.warning("ignoring unreadable offset file %s", self.offset_path)
+            logger.warning("ignoring unreadable offset file %s", path)
             self._committed = 0
 
     def _open(self) -> bool:
@@ -328,6 +373,7 @@ class FileConsumer(BusPart):
             "bus": "file",
             "path": str(self.path or "-"),
             "topic": self.topic,
+            "channel": self.channel,
             "received": self._received,
             "offset": self._committed,
         }
@@ -384,7 +430,7 @@ class FileProducer(BusPart):
         if self._stopped:
             return
         self._stopped = True
-        for topic, fd in self._fds.items():
+        for fd in self._fds.values():
             if self.options.path != "-":
                 os.close(fd)
             else:
@@ -398,7 +444,7 @@ class FileProducer(BusPart):
 def open_consumer(
     url: str, *, topic: str, channel: str, prefetch: int, credentials: Credentials
 ) -> FileConsumer:
-    """``file:PATH[?follow=1&offset=1]``."""
+    """``file:PATH[?follow=1&offset=0]``; resumes from ``<file>.<channel>.offset`` by default."""
     return FileConsumer(FileOptions.from_url(url), topic, channel, prefetch)
 
 
