@@ -176,7 +176,7 @@ def test_sigterm_lets_in_flight_tasks_finish_and_exits_0(tmp_path: Path) -> None
     outcomes = {(d["result"], d.get("msg", "")) for d in done}
     assert outcomes <= {("complete", ""), ("error", "task interrupted")}
     assert ("error", "task interrupted") in outcomes
-    offset = int((data / "nop.jsonl.offset").read_text())
+    offset = int((data / "nop.jsonl.nop.offset").read_text())
     assert offset == sum(len(t.to_json()) + 1 for t in tasks[: len(done)])  # resumes right after
 
 

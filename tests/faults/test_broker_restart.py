@@ -110,7 +110,7 @@ async def test_tansu_restart_forgets_and_recover_restores_from_the_ledger(
     live, idle = f"live-{suffix()}", f"idle-{suffix()}"
     db = tmp_path / "ledger.db"
     ledger_url = f"sqlite:{db}"
-    out = tmp_path / "out"
+    out = tmp_path  # the bus directory must exist for a reader
     before, after = make_tasks(live, n // 3, "sleep=1ms"), make_tasks(live, n // 3, "sleep=1ms", prefix="after")
     backlog = make_tasks(idle, n, "sleep=1ms", prefix="idle")
     ids = [t.id for t in before + after + backlog]

@@ -138,7 +138,7 @@ def bus(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, str]:
     """(name, worker URL, reader URL) of one bus."""
     name = str(request.param)
     if name == "file":
-        directory = tmp_path / "bus"
+        directory = tmp_path  # the bus directory must exist for a reader
         return name, f"file:{directory}/?follow=1&poll=20ms", f"file:{directory}/?follow=1&poll=20ms"
     if name == "nats":
         server: NatsServer = request.getfixturevalue("nats_server")

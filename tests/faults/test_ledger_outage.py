@@ -55,7 +55,7 @@ class _Run:
 
     def __init__(self, tmp_path: Path, ledger_url: str) -> None:
         self.task_type = f"outage-{suffix()}"
-        self.directory = tmp_path / "bus"
+        self.directory = tmp_path  # the bus directory must exist for a reader
         self.port = free_port()
         self.worker = TaskbusProcess(
             ["worker", "nop", "--bus", f"file:{self.directory}/?follow=1&poll=20ms&offset=1",

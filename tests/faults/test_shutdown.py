@@ -108,7 +108,7 @@ async def test_file_bus(request: pytest.FixtureRequest, tmp_path: Path) -> None:
                                        f"file:{directory}/?follow=1&poll=20ms")
     # every line is acknowledged: the saved offset is the end of the file
     tasks_file = directory / f"{task_type}.jsonl"
-    offset = int((directory / f"{task_type}.jsonl.offset").read_text().strip())
+    offset = int((directory / f"{task_type}.jsonl.{task_type}.offset").read_text().strip())
     assert offset == tasks_file.stat().st_size
 
 
