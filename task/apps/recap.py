@@ -22,6 +22,7 @@ from typing import BinaryIO, ClassVar, Self, TextIO
 
 from pydantic import Field
 
+from task.banner import log_startup
 from task.bus.base import Consumer
 from task.bus.registry import open_consumer
 from task.errors import BusError, ConfigError, InvalidTaskError
@@ -30,7 +31,7 @@ from task.settings import AppSettings, BusSettings, positional
 from task.status import StatusServer
 from task.task import Task
 
-__all__ = ["RecapApp", "RecapSettings", "Recap", "TypeRecap"]
+__all__ = ["Recap", "RecapApp", "RecapSettings", "TypeRecap"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,12 @@ class RecapApp:
         self._status = StatusServer.for_app("recap", self.stats, host=status_host, port=status_port)
         self._stopping = threading.Event()  # read by the file-reading thread
         self._started = time.monotonic()
+        info = consumer.info() if consumer is not None else {}
+        #: what the start-up log line names when reading a bus; ``from_settings`` puts the URL in
+        self.startup: dict[str, object] = {
+            "bus": info.get("bus"), "topic": info.get("topic"), "channel": info.get("channel"),
+            "status_port": status_port or None,
+        }
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> RecapApp:
@@ -183,15 +190,19 @@ class RecapApp:
         if not settings.files:
             consumer = open_consumer(settings.bus, topic=settings.topic, channel=settings.channel,
                                      credentials=settings.credentials())
-        return cls(consumer=consumer, files=settings.files, errors=settings.errors,
-                   as_json=settings.json_output, status_port=settings.status_port,
-                   status_host=settings.status_host)
+        app = cls(consumer=consumer, files=settings.files, errors=settings.errors,
+                  as_json=settings.json_output, status_port=settings.status_port,
+                  status_host=settings.status_host)
+        app.startup.update(bus=settings.bus, topic=settings.topic, channel=settings.channel)
+        return app
 
     async def __aenter__(self) -> Self:
         if self.consumer is not None:
             await self.consumer.start()
         if self._status is not None:
             await self._status.start()
+        if self.consumer is not None and not self.files:  # a long read: say what is read
+            log_startup(logger, "recap", **self.startup)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

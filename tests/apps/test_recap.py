@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -141,3 +142,16 @@ async def test_reads_a_file_bus_to_its_end(tmp_path: Path) -> None:
     app.out = out = io.StringIO()
     assert await asyncio.wait_for(app.run(), 5) == 0
     assert json.loads(out.getvalue())["types"]["fetch"]["results"]["error"] == 3
+
+
+async def test_reading_a_bus_says_what_it_reads_and_files_say_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "done.jsonl").write_bytes(b"\n".join(KNOWN) + b"\n")
+    with caplog.at_level(logging.INFO, "task.apps.recap"):
+        for flags in ({"bus": f"file:{tmp_path}/"}, {"files": [str(tmp_path / "done.jsonl")]}):
+            app = RecapApp.from_settings(load_settings(RecapSettings, None, **flags))
+            app.out = io.StringIO()
+            assert await asyncio.wait_for(app.run(), 5) == 0
+    starts = [m for m in caplog.messages if "starting" in m]
+    assert starts == [f"recap starting: bus=file:{tmp_path}/ topic=done channel=recap"]
