@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar, TextIO
+from typing import ClassVar, Self, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field
@@ -58,7 +58,7 @@ class BatchSettings(BusSettings):
         description="last time, included (default: the first)",
         json_schema_extra={"short": "--to"},
     )
-    every: str = Field("1h", description="step between tasks: 1h, 15m, 2d, ...")
+    every: str = Field("1h", description="step between tasks: 1h, 15m, 1h30m, 2d, ... (plain numbers are seconds)")
     daily: bool = Field(False, description="one task per day (--every 1d)")
     timezone: str = Field("UTC", description="zone of times given without one, and of the template")
     topic: str = Field("", description="topic to send to (default: the task type)")
@@ -113,6 +113,19 @@ class BatchPlan:
             )
 
 
+def _step(every: str) -> timedelta:
+    """The step between tasks: an offset (``1h``, ``90m``, ``1h30m``, ``1d``), or a plain
+    number of seconds as every duration setting takes.
+
+    Raises:
+        ValueError: ``every`` is neither.
+    """
+    text = every.strip()
+    if text.replace(".", "", 1).isdigit():
+        return timedelta(seconds=float(text))
+    return parse_offset(text)
+
+
 def make_plan(
     *,
     type: str,
@@ -152,7 +165,7 @@ def make_plan(
     except ValueError as err:
         raise ConfigError(f"--from/--to: {err}") from err
     try:
-        step = _DAY if daily else parse_offset(every)
+        step = _DAY if daily else _step(every)
     except ValueError as err:
         raise ConfigError(f"--every: {err}") from err
     if step <= timedelta(0):
@@ -233,7 +246,7 @@ class BatchApp:
             status_host=settings.status_host,
         )
 
-    async def __aenter__(self) -> BatchApp:
+    async def __aenter__(self) -> Self:
         if not self.dry_run:  # a dry run touches no bus, ledger or port
             if self._status is not None:
                 await self._status.start()

@@ -35,6 +35,8 @@ def test_hourly_range_includes_both_ends() -> None:
     [
         ({"every": "2h"}, "{hh}", 3, "00", "04"),
         ({"every": "90m"}, "{hh}:{min}", 4, "00:00", "04:30"),
+        ({"every": "5400"}, "{hh}:{min}", 4, "00:00", "04:30"),  # plain numbers are seconds
+        ({"every": "1h30m"}, "{hh}:{min}", 4, "00:00", "04:30"),
         ({"every": "5h"}, "{hh}", 2, "00", "05"),
         ({"every": "6h"}, "{hh}", 1, "00", "00"),
         ({"daily": True, "end": "2024-01-04T05"}, "{dd}", 4, "01", "04"),
