@@ -372,6 +372,9 @@ def test_rules_from_flags_and_toml(tmp_path: Path) -> None:
         load_settings(RetrySettings, None, rule=["a", "a count=2"])
     with pytest.raises(ConfigError, match="not a duration"):
         load_settings(RetrySettings, None, rule=["a delay=soon"])
+    units = load_settings(RetrySettings, None, poll_interval="500ms", rule=["a delay=90 max_delay=2h"])
+    assert (units.poll_interval, units.rule[0].delay, units.rule[0].max_delay) == (0.5, 90, 7200)
+    assert load_settings(RetrySettings, None, poll_interval="2").poll_interval == 2
 
 
 def test_from_settings_needs_a_rule() -> None:
