@@ -292,7 +292,9 @@ class RetryApp:
         at = self._due_time(done, rule, retried + 1)
         await self._schedule(again, at)
         self.counts["scheduled"] += 1
-        logger.info("task %s (%s) retry %d at %s", done.id, done.type, retried + 1, at.isoformat())
+        logger.info("task %s (%s) retry %d at %s (in %s)", done.id, done.type, retried + 1,
+                    at.isoformat(timespec="seconds"),
+                    format_duration(max(0.0, (at - self.clock()).total_seconds())))
         await message.ack()
 
     async def release_due(self) -> int:

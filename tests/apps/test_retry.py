@@ -414,5 +414,6 @@ async def test_start_each_resend_and_each_give_up_are_logged(caplog: pytest.LogC
     start = caplog.messages[0]
     assert start.startswith("retry starting: bus=memory:retry-log-test topic=done channel=retry")
     assert "ledger=memory:" in start and "rules=fetch count=1 delay=30s" in start
+    assert "task t-1 (fetch) retry 1 at 2024-01-31T05:00:30+00:00 (in 30s)" in caplog.messages
     assert "task t-1 (fetch) retry 1 sent to 'fetch'" in caplog.messages
     assert "task t-1 (fetch) out of retries after 1: sent to 'retry-failed'" in caplog.messages
