@@ -12,6 +12,7 @@ result (``TaskDurations``): a histogram cannot be rebuilt from a running mean.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import re
 from bisect import bisect_left
@@ -24,10 +25,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUCKETS",
+    "INSTALL_HINT",
     "OVERFLOW_TYPE",
     "TaskDurations",
     "flatten_numbers",
     "launcher_metrics",
+    "metrics_installed",
     "stats_metrics",
 ]
 
@@ -102,9 +105,21 @@ def flatten_numbers(stats: Mapping[str, object], prefix: str = "") -> Iterator[t
             yield from flatten_numbers(value, name)
 
 
+#: What enables ``/metrics``; said in the log and in the 404 answer.
+INSTALL_HINT = "pip install 'taskbus[metrics]'"
+
+
+def metrics_installed() -> bool:
+    """Whether prometheus-client is there to be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec("prometheus_client") is not None
+    except (ImportError, ValueError):  # a broken or half-removed install
+        return False
+
+
 @functools.cache
 def _say_metrics_missing() -> None:
-    logger.info("/metrics is off: Prometheus metrics need pip install 'taskbus[metrics]'")
+    logger.info("/metrics is off: Prometheus metrics need %s", INSTALL_HINT)
 
 
 def _available() -> bool:

@@ -2,7 +2,8 @@
 
 A few lines of asyncio streams rather than a web framework, so the core needs no extra
 dependency. ``/metrics`` is Prometheus text from prometheus-client when it is installed
-(``taskbus[metrics]``) and the app registers metrics; otherwise it answers 404.
+(``taskbus[metrics]``) and the app registers metrics; otherwise it answers 404, with the
+pip command in the body when the library is what is missing (a 500 would page someone).
 Binds to 127.0.0.1 unless told otherwise: stats are for operators, not the internet.
 """
 
@@ -12,6 +13,9 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
+from typing import Self
+
+from task.metrics import INSTALL_HINT, metrics_installed
 
 __all__ = ["StatusServer"]
 
@@ -68,7 +72,7 @@ class StatusServer:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> StatusServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -85,8 +89,12 @@ class StatusServer:
         if path == "/stats":
             body = json.dumps(self._stats(), default=str, indent=1).encode()
             return 200, "application/json", body + b"\n"
-        if path == "/metrics" and self._metrics is not None:
-            return 200, "text/plain; version=0.0.4; charset=utf-8", self._metrics()
+        if path == "/metrics":
+            if self._metrics is not None:
+                return 200, "text/plain; version=0.0.4; charset=utf-8", self._metrics()
+            if not metrics_installed():
+                return 404, "text/plain", f"/metrics needs prometheus-client: {INSTALL_HINT}\n".encode()
+            return 404, "text/plain", b"this app has no metrics; try /healthz or /stats\n"
         return 404, "text/plain", b"try /healthz, /stats or /metrics\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -148,6 +148,16 @@ async def test_without_prometheus_client_metrics_answer_404_and_the_log_says_why
     server = StatusServer.for_app("cron", dict, host="127.0.0.1", port=0)
     assert server is None  # port 0 is "off" for an app
     async with StatusServer(dict, metrics=makers[0]) as plain:
-        assert (await get(plain.port, "/metrics"))[0] == 404
+        status, body = await get(plain.port, "/metrics")
         assert (await get(plain.port, "/healthz"))[0] == 200
     task.metrics._say_metrics_missing.cache_clear()
+    # and the scraper's operator reads, in the answer itself, what to install: a 404, not a 500
+    assert status == 404
+    assert body == b"/metrics needs prometheus-client: pip install 'taskbus[metrics]'\n"
+
+
+async def test_an_app_without_metrics_answers_404_and_names_what_is_there() -> None:
+    # prometheus-client is installed here; an app that registers no metrics says so plainly
+    async with StatusServer(dict) as plain:
+        status, body = await get(plain.port, "/metrics")
+    assert status == 404 and b"pip install" not in body and b"/stats" in body
