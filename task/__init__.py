@@ -1,4 +1,10 @@
-"""taskbus: small units of work as JSON tasks between taskmasters, a bus and workers."""
+"""taskbus: small units of work as JSON tasks between taskmasters, a bus and workers.
+
+The settings models (``WorkerSettings``, ``BusSettings``, ``AppSettings``, ``load_settings``)
+live in ``task.settings`` and are not re-exported here: they need pydantic, which would
+triple the time ``import task`` takes, and ``taskbus`` imports this package before it can
+catch a SIGTERM sent while it starts.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from task.errors import (
     LedgerError,
     TaskError,
 )
+from task.launcher import Launcher, LauncherOptions
 from task.result import Result, alert, completed, failed, failf, interrupted, warn
 from task.task import Task
 from task.worker import TaskContext, Worker, invalid_worker
@@ -16,21 +23,23 @@ from task.worker import TaskContext, Worker, invalid_worker
 __version__ = "0.1.0"
 
 __all__ = [
-    "Task",
-    "Worker",
-    "TaskContext",
-    "invalid_worker",
+    "BusError",
+    "ConfigError",
+    "InvalidTaskError",
+    "Launcher",
+    "LauncherOptions",
+    "LedgerError",
     "Result",
+    "Task",
+    "TaskContext",
+    "TaskError",
+    "Worker",
+    "__version__",
+    "alert",
     "completed",
     "failed",
     "failf",
-    "warn",
-    "alert",
     "interrupted",
-    "TaskError",
-    "InvalidTaskError",
-    "ConfigError",
-    "BusError",
-    "LedgerError",
-    "__version__",
+    "invalid_worker",
+    "warn",
 ]
