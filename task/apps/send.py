@@ -55,6 +55,11 @@ class SendApp:
             raise ConfigError("usage: taskbus send TYPE INFO [--bus URL] [--topic T] [--meta k=v]")
         if settings.id and settings.count > 1:
             raise ConfigError("--id names one task; it cannot be combined with --count")
+        if not settings.info:
+            # Go allows a task without info, so it is sent; but a forgotten argument is the
+            # likelier story, and a worker receiving "" fails far from here
+            logger.warning("no INFO given: sending %r with empty info (taskbus send TYPE INFO)",
+                           settings.task_type)
         self.settings = settings
         self.meta = parse_meta_pairs(settings.meta)
         self.sent: list[Task] = []
