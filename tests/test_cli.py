@@ -56,7 +56,13 @@ def test_help_lists_commands_and_version_prints(tmp_path: Path) -> None:
         (["worker", "nop", "--ledger", "postgres://x"], {}, "unknown ledger 'postgres'"),
         (["worker", "nop", "--bus", "file:./x/?folow=1"], {}, "unknown option 'folow'"),
         (["worker", "--no-such-flag"], {}, "unrecognized arguments"),
-        (["frobnicate"], {}, "unknown command 'frobnicate'"),
+        (["frobnicate"], {}, "unknown command 'frobnicate'; commands: worker, send"),
+        (["wroker"], {}, "unknown command 'wroker'; did you mean 'worker'?"),
+        (["worker", "nop", "--task-timeout", "soon"], {}, "'soon' is not a duration; use e.g. 250ms, 30s"),
+        (["worker", "nop", "-c", "w.toml"], {"w.toml": 'worker_kill_time = "a minute"'}, "'worker_kill_time'"),
+        (["worker", "nop", "-c", "w.toml"], {"w.toml": "[wroker]\nlifetime = 1"}, "did you mean 'worker'?"),
+        (["retry", "-c", "r.toml"], {"r.toml": '[[rule]]\ntype = "a"\ndlay = 3'},
+         "unknown key 'dlay' in rule 1; did you mean 'delay'? keys: type, count, delay"),
         (["send"], {}, "usage: taskbus send TYPE INFO"),
         (["send", "t", "i", "--meta", "novalue"], {}, "must be key=value"),
     ],
@@ -88,6 +94,36 @@ def test_settings_precedence_is_toml_then_env_then_flags(tmp_path: Path) -> None
     out = taskbus("worker", "nop", "-c", "w.toml", "--topic", "from-flag", "--show-config", cwd=tmp_path, env=env)
     shown = tomllib.loads(out.stdout)
     assert (shown["max_in_progress"], shown["topic"], shown["done_topic"]) == (5, "from-flag", "toml-done")
+
+
+def test_a_worker_table_in_the_config_file_is_applied_and_durations_take_units(tmp_path: Path) -> None:
+    # Given one file for two commands, the worker's settings in its own table
+    (tmp_path / "taskbus.toml").write_text(
+        'done_topic = "finished"\n[worker]\nmax_in_progress = 3\nworker_kill_time = "1m"\n'
+        '[retry]\npoll_interval = "2s"\n')
+    out = taskbus("worker", "nop", "-c", "taskbus.toml", "--task-timeout", "30s", "--show-config",
+                  cwd=tmp_path, env={"TASK_HEARTBEAT_INTERVAL": "500ms"})
+    assert out.returncode == 0, out.stderr
+    shown = tomllib.loads(out.stdout)
+    # Then the [worker] table is applied (it used to be dropped silently), [retry] is skipped
+    assert (shown["max_in_progress"], shown["done_topic"]) == (3, "finished")
+    assert (shown["worker_kill_time"], shown["task_timeout"], shown["heartbeat_interval"]) == ("1m", "30s", "500ms")
+
+
+def test_help_shows_each_default(tmp_path: Path) -> None:
+    out = taskbus("worker", "--help", cwd=tmp_path)
+    flat = " ".join(out.stdout.split())
+    assert "tasks run at once (also the prefetch) (default: 1)" in flat
+    assert "on shutdown, e.g. 10s (default: 10s)" in flat
+
+
+def test_send_without_info_warns_in_one_line_and_still_sends(tmp_path: Path) -> None:
+    out = taskbus("send", "nop", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "WARNING" in out.stderr and "no INFO given" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    (sent,) = lines(tmp_path / "taskbus-data" / "nop.jsonl")
+    assert (sent["type"], sent["info"]) == ("nop", "")
 
 
 def test_show_config_masks_secrets(tmp_path: Path) -> None:
