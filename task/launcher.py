@@ -117,7 +117,10 @@ class Launcher:
         self.owns_ledger = False
         self._stop_signal = StopSignal()
         self._stop_requested: asyncio.Event | None = None
+        #: tasks between parse and settlement: their workers run, or their done tasks are sent
         self._in_flight: set[_InFlight] = set()
+        #: messages taken from the consumer and not yet settled (acked, nacked, dead-lettered)
+        self._holding = 0
         self._claimed = 0
         self._last_yield = 0.0
         self._yielding = False
@@ -216,11 +219,15 @@ class Launcher:
             self._stop_requested.set()
         self._began = time.time()
         self._debug = logger.isEnabledFor(logging.DEBUG)
-        await self.consumer.start()
-        await self.producer.start()
         setup = getattr(self.make_worker, "setup", None)
-        if setup is not None:
-            await _maybe_await(setup())
+        await self.consumer.start()
+        try:
+            await self.producer.start()
+            if setup is not None:
+                await _maybe_await(setup())
+        except BaseException:
+            await self._close(had_setup=False)  # nothing is left open behind a failed start
+            raise
         heartbeat = asyncio.create_task(self._heartbeat(), name="launcher-heartbeat")
         runners = [
             asyncio.create_task(self._runner(), name=f"launcher-runner-{i}")
@@ -232,7 +239,8 @@ class Launcher:
             await asyncio.wait({all_done, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             if not all_done.done():
                 await self._finish_in_flight(all_done)
-            all_done.result()  # re-raise a runner's failure
+            if all_done.done():
+                all_done.result()  # re-raise a runner's failure (a failed bus)
         finally:
             stop_wait.cancel()
             heartbeat.cancel()
@@ -257,7 +265,8 @@ class Launcher:
             logger.warning("cancelled %d task(s) still running after %.1fs", killed, self.options.worker_kill_time)
         done, _ = await asyncio.wait({all_done}, timeout=max(5.0, self.options.worker_kill_time))
         if not done:
-            logger.error("%d task(s) could not be finished; the bus will redeliver them", len(self._in_flight))
+            logger.error("giving up on %d message(s) not settled after the stop; the bus will "
+                         "deliver them again", self._holding)
 
     async def _close(self, had_setup: bool) -> None:
         try:
@@ -287,12 +296,15 @@ class Launcher:
             if message is None:
                 self._claimed -= 1
                 return
+            self._holding += 1
             try:
                 ran = await self._handle(message)
             except Exception as err:  # noqa: BLE001 - one message never ends the launcher
                 self._unexpected(err, "handling a message")
                 await self._poison(message, err)
                 ran = False
+            finally:
+                self._holding -= 1
             if not ran:
                 self._claimed -= 1
             await self._let_others_run()
@@ -346,8 +358,21 @@ class Launcher:
                 task.id or "(no id)", task.type, opts.topic, opts.task_type,
             )
         task_list = self._task_list or task.type
+        now = time.monotonic()
+        slot = _InFlight(message, task, TaskContext(task, self._stop_signal), asyncio.current_task(), now, now)
+        # the slot lives until the message is settled, so heartbeats keep its lease while the
+        # done task is sent (a send may retry for longer than the bus's ack wait)
+        self._in_flight.add(slot)
         try:
-            body = await self._run_task(message, task, task_list)
+            return await self._finish(slot, task_list)
+        finally:
+            self._in_flight.discard(slot)
+
+    async def _finish(self, slot: _InFlight, task_list: str) -> bool:
+        """Run the task, send its done task, settle its message."""
+        message, task = slot.message, slot.task
+        try:
+            body = await self._run_task(slot, task_list)
         except Exception as err:  # noqa: BLE001 - ours or the worker's: the task still ends
             self._unexpected(err, f"finishing task {task.id or task.type}")
             crash_body = self._done_after_crash(message, err)
@@ -372,13 +397,14 @@ class Launcher:
         await self._ack(message)
         return True
 
-    async def _run_task(self, message: Message, task: Task, task_list: str) -> bytes:
-        """Run the worker on ``task`` and return the done task's JSON."""
+    async def _run_task(self, slot: _InFlight, task_list: str) -> bytes:
+        """Run the worker on the slot's task and return the done task's JSON."""
+        task = slot.task
         if self._recorder is not None:
             self._recorder.started(task, task_list)
         task.start()
         began = time.perf_counter()
-        result, msg, worker = await self._work(message, task)
+        result, msg, worker = await self._work(slot)
         seconds = time.perf_counter() - began
         task.end(result, msg)
         worker_meta = _worker_meta(worker)
@@ -434,21 +460,18 @@ class Launcher:
             self._poison_counts.popitem(last=False)
         return count
 
-    async def _work(self, message: Message, task: Task) -> tuple[str, str, Worker | None]:
+    async def _work(self, slot: _InFlight) -> tuple[str, str, Worker | None]:
         """Build the worker and run it; every failure becomes an error result."""
+        task, ctx = slot.task, slot.ctx
         try:
             worker = self.make_worker(task.info)
-        except Exception as err:
+        except Exception as err:  # user code: any failure ends the task, not us
             logger.warning("cannot make a worker for task %s: %s", task.id or task.type, _describe(err), exc_info=err)
             return Result.ERROR, f"cannot make worker: {_describe(err)}", None
-        now = time.monotonic()
-        ctx = TaskContext(task, self._stop_signal)
-        slot = _InFlight(message, task, ctx, asyncio.current_task(), now, now)
-        self._in_flight.add(slot)
         slot.working = True
         try:
             outcome = await self._call(worker, ctx)
-        except TimeoutError:
+        except _TaskTimedOut:
             ctx.stop_task()
             outcome = Result.ERROR, f"task timed out after {self.options.task_timeout:g}s"
         except asyncio.CancelledError:
@@ -458,12 +481,11 @@ class Launcher:
             if current is not None:
                 current.uncancel()
             outcome = Result.ERROR, FORCED_CLOSE_MSG
-        except Exception as err:
+        except Exception as err:  # a worker that raises ends its task as error
             logger.warning("worker raised for task %s: %s", task.id or task.type, _describe(err), exc_info=err)
             outcome = Result.ERROR, _describe(err)
         finally:
             slot.working = False
-            self._in_flight.discard(slot)
         return (*_check_outcome(outcome), worker)
 
     async def _call(self, worker: Worker, ctx: TaskContext) -> object:
@@ -482,8 +504,14 @@ class Launcher:
                 )
             pending = asyncio.get_running_loop().run_in_executor(self._executor, worker.do_task, ctx)
         if self.options.task_timeout > 0:
-            async with asyncio.timeout(self.options.task_timeout):
-                return await pending
+            deadline = asyncio.timeout(self.options.task_timeout)
+            try:
+                async with deadline:
+                    return await pending
+            except TimeoutError:
+                if deadline.expired():
+                    raise _TaskTimedOut from None
+                raise  # the worker's own TimeoutError (a socket, a client): its message stands
         return await pending
 
     async def _send_done(self, body: bytes, task_id: str) -> bool:
@@ -574,7 +602,7 @@ class Launcher:
             "task_type": self.options.task_type,
             "max_in_progress": self.options.max_in_progress,
             "tasks_consumed": self._consumed,
-            "tasks_running": len(self._in_flight),
+            "tasks_running": sum(1 for slot in self._in_flight if slot.working),
             "tasks_finished": finished,
             "tasks_invalid": self._invalid,
             "tasks_ignored": self._ignored,
@@ -597,6 +625,10 @@ class Launcher:
                 "dropped": self._recorder.dropped,
             }
         return info
+
+
+class _TaskTimedOut(Exception):
+    """The task ran past ``task_timeout`` (told apart from a worker's own TimeoutError)."""
 
 
 def _describe(err: BaseException) -> str:
