@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
+from task.backoff import Backoff
 from task.bus.base import Consumer, Message, Producer
 from task.bus.deadletter import dead_letter_envelope
 from task.errors import BusError, InvalidTaskError
@@ -42,8 +43,10 @@ logger = logging.getLogger(__name__)
 
 #: The msg of a task cancelled because it outlived ``worker_kill_time`` at shutdown.
 FORCED_CLOSE_MSG = "worker forced to close"
-#: Waits between attempts to send a done task before giving the message back to the bus.
-SEND_RETRY_DELAYS = (0.05, 0.25, 1.0)
+#: Waits between the four attempts to send a done task (0.05 s, 0.25 s, 1 s) before the
+#: message is given back to the bus.
+SEND_RETRY = Backoff(first=0.05, factor=5.0, cap=1.0)
+SEND_TRIES = 4
 #: Seconds a runner may go on without waiting before it lets the event loop run others.
 YIELD_EVERY = 0.005
 #: Deliveries of a message that keeps failing in taskbus itself (no done task could be built
@@ -520,7 +523,7 @@ class Launcher:
         Raises:
             Exception: anything but a ``BusError`` from the producer (a bug, not an outage).
         """
-        for delay in (*SEND_RETRY_DELAYS, None):
+        for delay in (*SEND_RETRY.delays(SEND_TRIES), None):
             try:
                 await self.producer.send(self.options.done_topic, body, key=task_id or None)
                 return True

@@ -23,6 +23,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from task.backoff import Backoff
 from task.bus.base import BusInfo, BusPart
 from task.bus.jetstream_options import JetStreamOptions, dead_letter_record, ensure_stream
 from task.bus.jetstream_producer import JetStreamProducer
@@ -33,6 +34,9 @@ from task.errors import BusError
 __all__ = ["JetStreamConsumer", "JetStreamMessage"]
 
 logger = logging.getLogger(__name__)
+
+#: Waits between failed pulls while the server is away.
+RECONNECT = Backoff(first=0.2, cap=5.0)
 
 #: seconds a pull request waits on the server before it expires (and is renewed)
 PULL_EXPIRES = 5.0
@@ -45,7 +49,7 @@ _ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 class JetStreamMessage:
     """One delivery from JetStream; settle it once with ack, nack or (on its own) term."""
 
-    __slots__ = ("body", "attempt", "_msg", "_consumer", "_settled")
+    __slots__ = ("_consumer", "_msg", "_settled", "attempt", "body")
 
     def __init__(self, msg: Msg, attempt: int, consumer: JetStreamConsumer) -> None:
         self.body = msg.data
@@ -273,7 +277,7 @@ class JetStreamConsumer(BusPart):
     async def _pump(self) -> None:
         """Keep pull requests outstanding for the free part of the prefetch."""
         loop = asyncio.get_running_loop()
-        backoff = 0.0
+        failures = 0
         while not self._stopped:
             now = loop.time()
             while self._requests and self._requests[0][0] < now:
@@ -289,11 +293,12 @@ class JetStreamConsumer(BusPart):
                 busy = self._held + self._requested
                 if client.is_connected and free > 0 and (free >= self._refill_at or busy == 0):
                     await self._request(client, free, now)
-                backoff = 0.0
+                failures = 0
             except (BusError, *_ERRORS) as err:
-                backoff = min(5.0, backoff * 2 or 0.2)
-                logger.warning("jetstream: cannot pull from %s: %s; retrying in %.1fs", self.stream, err, backoff)
-                await asyncio.sleep(backoff)
+                delay = RECONNECT.delay(failures)
+                failures += 1
+                logger.warning("jetstream: cannot pull from %s: %s; retrying in %.1fs", self.stream, err, delay)
+                await asyncio.sleep(delay)
                 continue
             self._wake.clear()
             until = self._requests[0][0] - loop.time() if self._requests else PULL_EXPIRES

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.nuid import NUID
 
+from task.backoff import Backoff
 from task.bus.base import BusInfo, BusPart
 from task.bus.jetstream_options import JetStreamOptions, ensure_stream
 from task.bus.nats_connect import connect
@@ -19,6 +20,9 @@ from task.errors import BusClosedError, BusError
 __all__ = ["JetStreamProducer"]
 
 logger = logging.getLogger(__name__)
+
+#: Waits between publishes the server did not confirm.
+PUBLISH_RETRY = Backoff(first=0.1, cap=1.0)
 
 
 class JetStreamProducer(BusPart):
@@ -94,11 +98,11 @@ class JetStreamProducer(BusPart):
                 last = err  # the stream went away (deleted, memory storage restarted)
                 self._streams.pop(topic, None)
                 await self._stream_ready(js, topic)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError, nats.errors.ConnectionReconnectingError) as err:
+            except (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError) as err:
                 last = err
                 self._retries += 1
                 logger.warning("jetstream: publish to %r not confirmed (try %d): %s", topic, attempt + 1, err or "timeout")
-                await asyncio.sleep(min(1.0, 0.1 * 2**attempt))
+                await asyncio.sleep(PUBLISH_RETRY.delay(attempt))
             except nats.errors.ConnectionClosedError as err:
                 raise BusError(f"cannot publish to {topic!r}: the connection to {self.options.connect.shown} is closed") from err
             except (nats.errors.Error, nats.js.errors.Error) as err:

@@ -14,6 +14,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
+from task.backoff import Backoff
 from task.ledger.base import Ledger
 from task.task import Task
 
@@ -22,7 +23,7 @@ __all__ = ["LedgerRecorder"]
 logger = logging.getLogger(__name__)
 
 #: Backoff between retries while the ledger is failing, in seconds.
-_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+_RETRY = Backoff(first=0.1, cap=5.0)
 
 
 @dataclass(slots=True)
@@ -115,13 +116,12 @@ class LedgerRecorder:
                     await self._apply(op)
                 except asyncio.CancelledError:
                     raise
-                except Exception as err:
+                except Exception as err:  # noqa: BLE001 - any backend failure: retry, never lose the write
                     self.failures += 1
                     if failing_since == 0:
                         logger.warning("ledger write failed, retrying in the background: %s", err)
-                    delay = _RETRY_DELAYS[min(failing_since, len(_RETRY_DELAYS) - 1)]
+                    await asyncio.sleep(_RETRY.delay(failing_since))
                     failing_since += 1
-                    await asyncio.sleep(delay)
                     continue
                 if failing_since:
                     logger.warning("ledger is back after %d failed writes", failing_since)
