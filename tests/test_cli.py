@@ -21,7 +21,7 @@ from task.ledger import open_ledger
 def taskbus(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "task.cli", *args], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, "-m", "task.cli", *args], check=False, cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -50,7 +50,7 @@ def run_worker(tmp_path: Path, module: str, source: str, tasks: int = 3) -> subp
     bus.mkdir()
     (bus / "early.jsonl").write_bytes(b"".join(Task.new("early", f"t{i}").to_json() + b"\n" for i in range(tasks)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_")}
-    return subprocess.run([str(TASKBUS), "worker", f"{module}:W", "--bus", "file:./bus/"], cwd=tmp_path,
+    return subprocess.run([str(TASKBUS), "worker", f"{module}:W", "--bus", "file:./bus/"], check=False, cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -112,7 +112,7 @@ def test_the_command_catches_signals_before_any_heavy_import() -> None:
         "heavy = ('pydantic', 'pydantic_settings', 'aiokafka', 'nats', 'prometheus_client', 'task.settings')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

@@ -33,6 +33,7 @@ from tests.faults.helpers import (
     until,
 )
 from tests.servers.nats import NatsServer
+from tests.servers.ports import free_port
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -48,7 +49,8 @@ def _rng(request: pytest.FixtureRequest) -> random.Random:
 
 
 def _worker(tmp_path: Path, url: str, task_type: str, done_topic: str, *extra: str) -> Callable[[], TaskbusProcess]:
-    """How to start (and start again) the worker of one run; each start logs to its own file."""
+    """How to start (and start again) the worker of one run; each start logs to its own file.
+    Each serves a status endpoint: its log line says the worker is up (see ``_terminate``)."""
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
 
@@ -56,9 +58,28 @@ def _worker(tmp_path: Path, url: str, task_type: str, done_topic: str, *extra: s
         log = logs / f"worker-{len(list(logs.iterdir()))}.log"
         return TaskbusProcess(
             ["worker", "nop", "--bus", url, "--type", task_type, "--done-topic", done_topic,
-             "--max-in-progress", IN_PROGRESS, *extra], log)
+             "--max-in-progress", IN_PROGRESS, "--status-port", str(free_port()), *extra], log)
 
     return start
+
+
+#: what a worker logs once it runs (loop and signal handlers in place, bus being opened)
+STARTED = "status endpoint on http://"
+
+
+async def _terminate(worker: TaskbusProcess) -> int:
+    """SIGTERM ``worker`` once it has started, and return its exit status.
+
+    The last worker of a run may be seconds old: on Kafka, the done tasks of a killed worker
+    that never committed already cover every id, so the run ends while its successor is still
+    importing. A SIGTERM that lands before the process can handle signals at all kills it
+    (-15), which is a fact of process start-up, not what this test measures: graceful exit of
+    a running worker. So wait for the worker to say it runs, then stop it.
+    """
+    await until(lambda: not worker.running or STARTED in worker.log.read_text(errors="replace"),
+                "the last worker to start", timeout=120)
+    worker.terminate()
+    return await worker.wait()
 
 
 async def _kill_run(request: pytest.FixtureRequest, tmp_path: Path, bus: str, url: str,
@@ -80,8 +101,7 @@ async def _kill_run(request: pytest.FixtureRequest, tmp_path: Path, bus: str, ur
                 assert await worker.wait(120) == 0, worker.output()
             await until(lambda: done.covers(ids), "every task done at least once", timeout=120)
             await done.settle(quiet=0.5)
-            worker.terminate()
-            assert await worker.wait() == 0, worker.output()
+            assert await _terminate(worker) == 0, worker.output()
         finally:
             await worker.close()
         figures = Figures.of(request.node.name, bus, ids, done.counts, kills=made).record()
@@ -161,8 +181,7 @@ async def test_core_nats_loses_tasks_and_the_ledger_recovers_them(
                 assert await recover.wait() == 0, recover.output()
                 await done.settle(quiet=1.5)
             await until(lambda: done.covers(ids), "every task done after recover", timeout=10)
-            worker.terminate()
-            assert await worker.wait() == 0, worker.output()
+            assert await _terminate(worker) == 0, worker.output()
         finally:
             await worker.close()
         figures = Figures.of(request.node.name, "nats", ids, done.counts, kills=made,
