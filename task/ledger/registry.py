@@ -8,7 +8,7 @@ from typing import Protocol, cast
 from task.errors import ConfigError, MissingExtraError, UnknownBackendError
 from task.ledger.base import Ledger
 
-__all__ = ["open_ledger", "LEDGERS"]
+__all__ = ["LEDGERS", "open_ledger"]
 
 #: scheme -> (module, extra, client import)
 LEDGERS: dict[str, tuple[str, str | None, str | None]] = {
@@ -18,14 +18,25 @@ LEDGERS: dict[str, tuple[str, str | None, str | None]] = {
 }
 
 
+#: backends that create their storage on first use, and so take ``create=False`` for a
+#: read-only look (Cassandra never creates: its tables come from ``taskbus ledger init``)
+_CREATES_ON_USE = frozenset({"sqlite"})
+
+
 class _LedgerModule(Protocol):
     def open_ledger(self, url: str) -> Ledger: ...
 
 
-def open_ledger(url: str) -> Ledger:
+class _CreatingLedgerModule(Protocol):
+    def open_ledger(self, url: str, *, create: bool = True) -> Ledger: ...
+
+
+def open_ledger(url: str, *, create: bool = True) -> Ledger:
     """The ledger at ``url`` (``memory:``, ``sqlite:PATH``, ``cassandra://h:p/keyspace``).
 
-    No I/O happens here; the backend connects on first use.
+    No I/O happens here; the backend connects on first use. ``create=False`` is for commands
+    that only read (``taskbus ledger ls``): a ledger that does not exist is then an error
+    at first use (ConfigError naming it) instead of being created empty.
 
     Raises:
         ConfigError: unknown scheme, malformed URL, or a missing extra.
@@ -47,4 +58,6 @@ def open_ledger(url: str) -> Ledger:
                 f"the {scheme} ledger needs {client}: pip install 'taskbus[{extra}]'"
             ) from err
         raise
+    if scheme.lower() in _CREATES_ON_USE:
+        return cast(_CreatingLedgerModule, module).open_ledger(url, create=create)
     return cast(_LedgerModule, module).open_ledger(url)

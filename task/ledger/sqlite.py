@@ -9,7 +9,10 @@ taskmaster and ``taskbus recover`` can share it. Every statement runs in one wor
 per ledger (sqlite3 blocks), so the event loop never waits on the disk. Multi-statement
 writes take the write lock up front (``BEGIN IMMEDIATE``): a read-then-write transaction
 that upgrades later can fail at once under WAL when another process wrote in between.
-The schema is created on first use.
+The file, its directory and the schema are created on first use, except with
+``create=False`` (what ``taskbus ledger ls/show/stats`` use): then the file is opened
+read-only (``mode=ro``) and a missing one is a ConfigError, so looking at a mistyped path
+reports it instead of leaving an empty database behind.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TypeVar
 
 from task.bus.url import parse_url
 from task.errors import ConfigError, LedgerError
-from task.ledger.base import LedgerRecord, State, TaskListStats
+from task.ledger.base import LedgerRecord, ScheduledTask, State, TaskListStats
 from task.ledger.common import epoch, list_of
 from task.task import Task
 
@@ -69,21 +72,60 @@ def _record(row: tuple[str, str, str, int, float, float, str]) -> LedgerRecord:
 
 
 class SqliteLedger:
-    """The ledger in the SQLite file ``path``; no I/O until first use."""
+    """The ledger in the SQLite file ``path``; no I/O until first use.
+
+    ``create=False`` opens an existing ledger read-only: nothing is created, writes fail.
+    """
 
     def __init__(
-        self, path: str, *, busy_timeout: float = 5.0, clock: Callable[[], float] = time.time
+        self,
+        path: str,
+        *,
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        create: bool = True,
     ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.clock = clock
+        self.create = create
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only in the worker thread
         self._closed = False
         #: tasks given without an id: counted, never recorded
         self.skipped_no_id = 0
 
+    def _missing(self, what: str) -> ConfigError:
+        return ConfigError(
+            f"no ledger at {self.path}{what}; create it with "
+            f"`taskbus ledger init --ledger sqlite:{self.path}` or check the path"
+        )
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """An existing ledger, read-only; a missing file or one without our tables is the
+        user's mistake (ConfigError), not a database failure."""
+        if not Path(self.path).is_file():
+            raise self._missing("")
+        uri = Path(self.path).absolute().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            (tables,) = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                "AND name IN ('task_records', 'task_schedule')").fetchone()
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            if "not a database" in str(err):
+                raise ConfigError(f"{self.path} is not a SQLite ledger ({err}); check the path") from err
+            raise
+        if tables < 2:
+            conn.close()
+            raise self._missing(" (the file has no ledger tables)")
+        return conn
+
     def _connect(self) -> sqlite3.Connection:
+        if not self.create and self.path != ":memory:":
+            return self._connect_read_only()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
@@ -225,6 +267,12 @@ class SqliteLedger:
         bodies = await self._run(lambda c: self._in_write(c, lambda: move(c)))
         return [Task.from_json(body) for body in bodies]
 
+    async def scheduled(self, task_list: str, limit: int) -> list[ScheduledTask]:
+        """Up to ``limit`` tasks of ``task_list`` waiting in the schedule, soonest first."""
+        sql = "SELECT task, at FROM task_schedule WHERE task_list = ? ORDER BY at, id LIMIT ?"
+        rows = await self._run(lambda c: c.execute(sql, (task_list, limit)).fetchall())
+        return [ScheduledTask(Task.from_json(body), task_list, at) for body, at in rows]
+
     async def task_lists(self) -> list[str]:
         sql = "SELECT task_list FROM task_records UNION SELECT task_list FROM task_schedule ORDER BY 1"
         rows = await self._run(lambda c: c.execute(sql).fetchall())
@@ -278,16 +326,18 @@ class SqliteLedger:
         await self.close()
 
 
-def open_ledger(url: str) -> SqliteLedger:
+def open_ledger(url: str, *, create: bool = True) -> SqliteLedger:
     """``sqlite:PATH``, ``sqlite:///abs/path``; option ``busy_timeout`` (default 5s).
+
+    ``create=False``: open an existing ledger read-only (see ``SqliteLedger``).
 
     Raises:
         ConfigError: no path, or an unknown or malformed option.
     """
     rest = url.partition(":")[2].partition("?")[0]
-    path = rest[2:] if rest.startswith("//") else rest
+    path = rest.removeprefix("//")
     if not path:
         raise ConfigError(f"ledger URL {url!r} has no file; use sqlite:./taskbus-data/ledger.db")
     parsed = parse_url(url, default_port=0)
     parsed.check_options(["busy_timeout"])
-    return SqliteLedger(path, busy_timeout=parsed.duration("busy_timeout", 5.0))
+    return SqliteLedger(path, busy_timeout=parsed.duration("busy_timeout", 5.0), create=create)

@@ -117,3 +117,29 @@ async def test_used_after_close_raises(tmp_path: Path) -> None:
     await ledger.close()
     with pytest.raises(LedgerError, match="closed"):
         await ledger.find("t", "x")
+
+
+async def test_read_only_reads_an_existing_ledger_and_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    async with SqliteLedger(str(path)) as writer:
+        await writer.created(Task.new("t", "x", id="a"))
+        # a reader while the writer holds the file open (WAL and its -shm exist) ...
+        async with open_ledger(f"sqlite:{path}", create=False) as reader:
+            assert await reader.task_lists() == ["t"]
+    # ... and after it closed (SQLite removed them)
+    async with open_ledger(f"sqlite:{path}", create=False) as reader:
+        record = await reader.find("t", "a")
+        assert record is not None and record.task.info == "x"
+        with pytest.raises(LedgerError, match="readonly"):
+            await reader.created(Task.new("t", "x", id="b"))
+
+
+async def test_read_only_on_a_missing_file_says_how_to_create_it_and_creates_nothing(tmp_path: Path) -> None:
+    async with open_ledger(f"sqlite:{tmp_path}/nosuchdir/l.db", create=False) as ledger:
+        with pytest.raises(ConfigError, match=r"no ledger at .*nosuchdir/l.db; create it with "
+                                              r"`taskbus ledger init --ledger sqlite:.*` or check the path"):
+            await ledger.task_lists()
+    assert list(tmp_path.iterdir()) == []
+    async with open_ledger(f"sqlite:{tmp_path}/nosuchdir/l.db") as ledger:  # the default creates
+        assert await ledger.task_lists() == []
+    assert (tmp_path / "nosuchdir" / "l.db").is_file()
