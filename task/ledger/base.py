@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from task.task import Task
 
-__all__ = ["Ledger", "LedgerRecord", "TaskListStats", "State"]
+__all__ = ["Ledger", "LedgerRecord", "ScheduleReader", "ScheduledTask", "State", "TaskListStats"]
 
 
 class State(StrEnum):
@@ -43,6 +43,16 @@ class LedgerRecord:
     updated_at: float
     #: the recover replica that last claimed it, if any
     owner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledTask:
+    """A task ``schedule`` holds until it is due (a retry waiting out its backoff)."""
+
+    task: Task
+    task_list: str
+    #: when it is due, Unix seconds
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +123,19 @@ class Ledger(Protocol):
 
     async def close(self) -> None:
         """Release connections. Idempotent."""
+
+
+@runtime_checkable
+class ScheduleReader(Protocol):
+    """A ledger that can list scheduled tasks without releasing them, for ``taskbus ledger ls``.
+
+    Separate from ``Ledger`` because ``due`` is the only read the apps need; a backend
+    without it still works everywhere, ``ledger ls`` then says it cannot list the schedule.
+    """
+
+    async def scheduled(self, task_list: str, limit: int) -> list[ScheduledTask]:
+        """Up to ``limit`` tasks of ``task_list`` waiting in the schedule, soonest first.
+
+        Raises:
+            LedgerError: the database cannot be reached.
+        """

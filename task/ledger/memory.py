@@ -16,11 +16,11 @@ from datetime import datetime
 from enum import Enum
 
 from task.errors import LedgerError
-from task.ledger.base import LedgerRecord, State, TaskListStats
+from task.ledger.base import LedgerRecord, ScheduledTask, State, TaskListStats
 from task.ledger.common import epoch, list_of
 from task.task import Task
 
-__all__ = ["MemoryLedger", "LedgerFault", "open_ledger"]
+__all__ = ["LedgerFault", "MemoryLedger", "open_ledger"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,14 @@ class MemoryLedger:
             )
             tasks.append(task)
         return tasks
+
+    async def scheduled(self, task_list: str, limit: int) -> list[ScheduledTask]:
+        """Up to ``limit`` tasks of ``task_list`` waiting in the schedule, soonest first."""
+        self._check()
+        waiting = sorted(
+            (at, key[1], task) for key, (at, task) in self._scheduled.items() if key[0] == task_list
+        )
+        return [ScheduledTask(task, task_list, at) for at, _, task in waiting[:limit]]
 
     async def task_lists(self) -> list[str]:
         self._check()
