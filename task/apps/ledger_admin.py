@@ -1,9 +1,14 @@
 """``taskbus ledger init|ls|show|stats``: set up and inspect the outstanding-task ledger.
 
 For operators: ``init`` creates the schema (keyspace and tables on Cassandra, with the
-replication given; safe to run twice), ``ls`` lists outstanding tasks with their age,
-``show ID`` prints one task's record, ``stats`` counts per task list with the oldest age.
-``--json`` prints machine-readable output instead of a table.
+replication given; safe to run twice), ``ls`` lists outstanding tasks with their age and
+how long they have been idle, and scheduled tasks (retries waiting out their backoff) with
+when they are due; ``show ID`` prints one task's record, ``stats`` counts per task list with
+the oldest age. Every duration in the text output has a unit; ``--json`` prints
+machine-readable output instead (durations there are numbers of seconds).
+
+Only ``init`` creates anything: ``ls``, ``show`` and ``stats`` open the ledger read-only,
+so a mistyped path is reported (exit 2) rather than answered with an empty new database.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import Field
 
+from task.duration import Duration, format_duration
 from task.errors import ConfigError, LedgerError
-from task.ledger.base import Ledger, LedgerRecord
+from task.ledger.base import Ledger, LedgerRecord, ScheduledTask, ScheduleReader
 from task.ledger.registry import open_ledger
 from task.settings import AppSettings, positional
 
@@ -26,7 +32,33 @@ __all__ = ["LedgerAdmin", "LedgerAdminSettings", "SchemaOwner"]
 
 logger = logging.getLogger(__name__)
 
-ACTIONS = ("init", "ls", "show", "stats")
+#: each action and the line ``taskbus ledger`` alone prints for it
+ACTIONS: dict[str, str] = {
+    "init": "create the ledger (SQLite file, Cassandra keyspace and tables); safe to run twice",
+    "ls": "list outstanding tasks (age, idle) and scheduled ones (when due)",
+    "show": "print the record of each task id given: taskbus ledger show ID...",
+    "stats": "count created, started and scheduled tasks per task list, with the oldest age",
+}
+
+
+def usage() -> str:
+    """What ``taskbus ledger`` alone prints: one line per action, like ``taskbus`` alone."""
+    width = max(map(len, ACTIONS))
+    rows = "\n".join(f"  {name:<{width}}  {line}" for name, line in ACTIONS.items())
+    return (f"taskbus ledger: say what to do: taskbus ledger ACTION --ledger URL "
+            f"(taskbus ledger -h for the options)\n\nactions:\n{rows}")
+
+
+def check_action(action: str, args: Sequence[str]) -> None:
+    """Raises: ConfigError: no action (the list of actions), an unknown one, a wrong argument."""
+    if not action:
+        raise ConfigError(usage())
+    if action not in ACTIONS:
+        raise ConfigError(f"unknown ledger action {action!r}; use one of: {', '.join(ACTIONS)}")
+    if action == "show" and not args:
+        raise ConfigError("taskbus ledger show needs a task id: taskbus ledger show ID")
+    if action == "init" and args:
+        raise ConfigError(f"taskbus ledger init takes no arguments, got {' '.join(args)!r}")
 
 
 @runtime_checkable
@@ -46,20 +78,23 @@ class LedgerAdminSettings(AppSettings):
     json_output: bool = Field(False, description="print JSON instead of a table",
                               json_schema_extra={"short": "--json"})
     replication: str = Field("", description="init on Cassandra: replication factor (3) or dc1:3,dc2:3")
-    older_than: float = Field(0, ge=0, description="ls: only tasks idle at least this many seconds")
+    older_than: Duration = Field(
+        0, ge=0, description="ls: only outstanding tasks idle at least this long, e.g. 90s or 5m "
+                             "(scheduled tasks are not idle: left out when set)")
     limit: int = Field(100, ge=1, description="ls: at most this many tasks per task list")
 
 
-def age(seconds: float) -> str:
-    """``45s``, ``3m12s``, ``2h05m``, ``3d04h``: an age an operator reads at a glance."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+def _since(seconds: float) -> str:
+    """A past span for a table cell, to the second: ``0s``, ``45s``, ``3m12s``, ``2h5m``."""
+    return format_duration(max(0, round(seconds)))
+
+
+def _due(at: float, now: float) -> str:
+    """``due in 30s``, ``due now``, or ``due 5s ago`` (a retry nobody has released yet)."""
+    left = round(at - now)
+    if left > 0:
+        return f"due in {format_duration(left)}"
+    return "due now" if left == 0 else f"due {format_duration(-left)} ago"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -85,13 +120,7 @@ class LedgerAdmin:
         limit: int = 100,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if action not in ACTIONS:
-            raise ConfigError(f"unknown ledger action {action!r}; use one of: {', '.join(ACTIONS)}"
-                              if action else f"say what to do: taskbus ledger {'|'.join(ACTIONS)}")
-        if action == "show" and not args:
-            raise ConfigError("taskbus ledger show needs a task id: taskbus ledger show ID")
-        if action == "init" and args:
-            raise ConfigError(f"taskbus ledger init takes no arguments, got {' '.join(args)!r}")
+        check_action(action, args)
         self.ledger = ledger
         self.action = action
         self.args = list(args)
@@ -103,20 +132,27 @@ class LedgerAdmin:
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> LedgerAdmin:
-        """Build the app; no I/O.
+        """Build the app; no I/O. Only ``init`` may create the ledger; the others read it.
 
         Raises:
-            ConfigError: no ledger URL, a bad URL, an unknown action, a missing argument.
+            ConfigError: no action (lists them), no ledger URL, a bad URL, an unknown action,
+                a missing argument.
         """
         assert isinstance(settings, LedgerAdminSettings)
+        check_action(settings.action, settings.args)
         if not settings.ledger:
             raise ConfigError("taskbus ledger needs --ledger URL (e.g. sqlite:./taskbus-data/ledger.db)")
-        return cls(ledger=open_ledger(settings.ledger), action=settings.action, args=settings.args,
+        ledger = open_ledger(settings.ledger, create=settings.action == "init")
+        return cls(ledger=ledger, action=settings.action, args=settings.args,
                    as_json=settings.json_output, replication=settings.replication,
                    older_than=settings.older_than, limit=settings.limit)
 
     async def run(self) -> int:
-        """Do the action; 0 when done, 1 when the ledger failed or a task was not found."""
+        """Do the action; 0 when done, 1 when the ledger failed or a task was not found.
+
+        Raises:
+            ConfigError: the ledger to read does not exist (``init`` creates it).
+        """
         try:
             return await getattr(self, "_" + self.action)()  # type: ignore[no-any-return]
         except LedgerError as err:
@@ -148,8 +184,17 @@ class LedgerAdmin:
     async def _lists(self) -> list[str]:
         return self.args or await self.ledger.task_lists()
 
+    def _scheduled(self, item: ScheduledTask) -> dict[str, object]:
+        return {"task_list": item.task_list, "id": item.task.id, "state": "scheduled",
+                "due_in": round(item.at - self.clock(), 3), "task": json.loads(item.task.to_json())}
+
     async def _ls(self) -> int:
         records: list[LedgerRecord] = []
+        waiting: list[ScheduledTask] = []
+        schedule = self.ledger if isinstance(self.ledger, ScheduleReader) else None
+        if schedule is None:
+            logger.warning("%s cannot list scheduled tasks: only outstanding ones are shown",
+                           type(self.ledger).__name__)
         for name in await self._lists():
             listed = 0
             async for record in self.ledger.outstanding(name, self.older_than):
@@ -157,12 +202,18 @@ class LedgerAdmin:
                 listed += 1
                 if listed >= self.limit:
                     break
+            if schedule is not None and not self.older_than:  # scheduled tasks are never idle
+                waiting += await schedule.scheduled(name, self.limit)
         now = self.clock()
-        rows = [(r.task_list, r.task.id, r.state, r.attempts, age(now - r.created_at),
-                 age(now - r.updated_at), r.owner or "-") for r in records]
-        header = ("TASK_LIST", "ID", "STATE", "ATTEMPTS", "AGE", "IDLE", "OWNER")
-        self._print([self._record(r) for r in records],
-                    _table(header, rows) if rows else "no outstanding tasks")
+        rows: list[tuple[object, ...]] = [
+            (r.task_list, r.task.id, r.state, r.attempts, _since(now - r.created_at),
+             f"idle {_since(now - r.updated_at)}", r.owner or "-") for r in records]
+        rows += [(s.task_list, s.task.id, "scheduled", "-", "-", _due(s.at, now), "-") for s in waiting]
+        rows.sort(key=lambda row: str(row[0]))  # stable: each list's outstanding, then its scheduled
+        header = ("TASK_LIST", "ID", "STATE", "ATTEMPTS", "AGE", "WHEN", "OWNER")
+        data = [self._record(r) for r in records] + [self._scheduled(s) for s in waiting]
+        data.sort(key=lambda item: str(item["task_list"]))
+        self._print(data, _table(header, rows) if rows else "no outstanding or scheduled tasks")
         return 0
 
     async def _show(self) -> int:
@@ -186,7 +237,7 @@ class LedgerAdmin:
         stats = [await self.ledger.stats(name) for name in await self._lists()]
         data = [{"task_list": s.task_list, "created": s.created, "started": s.started,
                  "scheduled": s.scheduled, "oldest_age": round(s.oldest_age, 3)} for s in stats]
-        rows = [(s.task_list, s.created, s.started, s.scheduled, age(s.oldest_age)) for s in stats]
+        rows = [(s.task_list, s.created, s.started, s.scheduled, _since(s.oldest_age)) for s in stats]
         header = ("TASK_LIST", "CREATED", "STARTED", "SCHEDULED", "OLDEST")
         self._print(data, _table(header, rows) if rows else "the ledger is empty")
         return 0

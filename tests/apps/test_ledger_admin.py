@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from task.apps.ledger_admin import age
+from task.apps.ledger_admin import ACTIONS, LedgerAdmin
 from task.cli import main
+from task.ledger.memory import MemoryLedger
 from task.ledger.sqlite import SqliteLedger
 from task.task import Task
 
@@ -47,17 +48,74 @@ def test_init_is_safe_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert ledger(capsys, "init", "--ledger", "memory:")[0] == 0
 
 
-def test_ls_shows_outstanding_tasks_with_age(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ls_shows_outstanding_and_scheduled_tasks_with_units(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = ledger(capsys, "ls", "--ledger", db)
     lines = out.splitlines()
-    assert status == 0 and lines[0].split() == ["TASK_LIST", "ID", "STATE", "ATTEMPTS", "AGE", "IDLE", "OWNER"]
-    assert lines[1].split()[:4] == ["fetch", "a", "created", "0"] and lines[1].split()[4].startswith("2m0")
+    assert status == 0 and lines[0].split() == ["TASK_LIST", "ID", "STATE", "ATTEMPTS", "AGE", "WHEN", "OWNER"]
+    assert lines[1].split()[:4] == ["fetch", "a", "created", "0"] and lines[1].split()[4].startswith("2m")
+    assert lines[1].split()[5] == "idle" and lines[1].split()[6].startswith("2m")
     assert lines[2].split()[:3] == ["load", "b", "started"]
+    assert lines[3].split()[:3] == ["load", "c", "scheduled"] and "due " in lines[3]  # the scheduled retry
     status, out, _ = ledger(capsys, "ls", "load", "--ledger", db, "--json")
-    [record] = json.loads(out)
-    assert (record["id"], record["state"], record["task"]["info"]) == ("b", "started", "running")
-    assert 29 <= record["idle"] < 60
-    assert json.loads(ledger(capsys, "ls", "--ledger", db, "--older-than", "60", "--json")[1])[0]["id"] == "a"
+    running, waiting = json.loads(out)
+    assert (running["id"], running["state"], running["task"]["info"]) == ("b", "started", "running")
+    assert 29 <= running["idle"] < 60
+    assert (waiting["id"], waiting["state"], waiting["task"]["info"]) == ("c", "scheduled", "later")
+    # --older-than takes a duration; scheduled tasks are not idle, so they are left out
+    for older_than in ("60", "1m"):
+        idle = json.loads(ledger(capsys, "ls", "--ledger", db, "--older-than", older_than, "--json")[1])
+        assert [r["id"] for r in idle] == ["a"]
+
+
+async def test_ls_prints_every_duration_with_a_unit(capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a ledger at a fixed time: a task created 10 min ago and idle for 5, two retries
+    now = 1_800_000_000.0
+    clock = {"now": now - 600}
+    memory = MemoryLedger(clock=lambda: clock["now"])
+    await memory.created(Task.new("fetch", "x", id="a"))
+    clock["now"] = now - 300
+    await memory.touch("fetch", "a")
+    await memory.schedule(Task.new("fetch", "y", id="r1"), None, datetime.fromtimestamp(now + 30, UTC))
+    await memory.schedule(Task.new("fetch", "z", id="r2"), None, datetime.fromtimestamp(now - 90, UTC))
+    clock["now"] = now
+    # When an operator lists it
+    assert await LedgerAdmin(ledger=memory, action="ls", clock=lambda: now).run() == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    # Then ages say their unit, and each retry says when it is due
+    assert rows == [
+        ["fetch", "a", "created", "0", "10m", "idle", "5m", "-"],
+        ["fetch", "r2", "scheduled", "-", "-", "due", "1m30s", "ago", "-"],
+        ["fetch", "r1", "scheduled", "-", "-", "due", "in", "30s", "-"],
+    ]
+
+
+def test_ledger_alone_lists_its_actions(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["--ledger", "memory:"]):
+        status, out, err = ledger(capsys, *argv)
+        assert status == 2 and out == "" and "Traceback" not in err
+        listed = [line.split()[0] for line in err.splitlines() if line.startswith("  ")]
+        assert listed == ["init", "ls", "show", "stats"] == list(ACTIONS)
+
+
+@pytest.mark.parametrize("argv", [["ls"], ["show", "a"], ["stats"]])
+def test_reading_a_missing_ledger_is_exit_2_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, out, err = ledger(capsys, *argv, "--ledger", "sqlite:./nosuchdir/l.db")
+    assert status == 2 and out == ""
+    assert err.strip() == ("taskbus: no ledger at ./nosuchdir/l.db; create it with "
+                           "`taskbus ledger init --ledger sqlite:./nosuchdir/l.db` or check the path")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_a_file_that_is_not_a_ledger_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("not a database, just words" * 10)
+    status, _, err = ledger(capsys, "ls", "--ledger", f"sqlite:{tmp_path}/notes.txt")
+    assert status == 2 and "is not a SQLite ledger" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty.db").touch()
+    status, _, err = ledger(capsys, "stats", "--ledger", f"sqlite:{tmp_path}/empty.db")
+    assert status == 2 and "has no ledger tables" in err and "taskbus ledger init" in err
 
 
 def test_show_one_record_and_a_missing_one(db: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,15 +141,11 @@ def test_stats_per_task_list(db: str, capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize(("argv", "problem"), [
     (["ls"], "needs --ledger"),
     (["frobnicate", "--ledger", "memory:"], "unknown ledger action 'frobnicate'"),
-    (["--ledger", "memory:"], "say what to do"),
     (["show", "--ledger", "memory:"], "needs a task id"),
     (["ls", "--ledger", "postgres://x"], "unknown ledger 'postgres'"),
     (["init", "--ledger", "cassandra://127.0.0.1:1/ks", "--replication", "lots"], "dc1:3"),
+    (["ls", "--ledger", "memory:", "--older-than", "soon"], "not a duration"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = ledger(capsys, *argv)
     assert status == 2 and problem in err and len(err.strip().splitlines()) == 1
-
-
-def test_age_reads_at_a_glance() -> None:
-    assert [age(s) for s in (-1, 45, 192, 7500, 3 * 86400 + 4 * 3600)] == ["0s", "45s", "3m12s", "2h05m", "3d04h"]
