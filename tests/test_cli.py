@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from task import Task
+from task.bus.file_options import parse_offset
 from task.ledger import open_ledger
 
 
@@ -212,7 +213,7 @@ def test_sigterm_lets_in_flight_tasks_finish_and_exits_0(tmp_path: Path) -> None
     outcomes = {(d["result"], d.get("msg", "")) for d in done}
     assert outcomes <= {("complete", ""), ("error", "task interrupted")}
     assert ("error", "task interrupted") in outcomes
-    offset = int((data / "nop.jsonl.nop.offset").read_text())
+    offset = parse_offset((data / "nop.jsonl.nop.offset").read_text()).offset
     assert offset == sum(len(t.to_json()) + 1 for t in tasks[: len(done)])  # resumes right after
 
 

@@ -18,22 +18,24 @@ from enum import Enum
 from task.bus.base import BusInfo, BusPart
 from task.bus.registry import Credentials
 from task.bus.url import parse_url
+from task.bus.waiters import Waiters
 from task.errors import BusClosedError, BusError
 
-__all__ = ["MemoryBroker", "MemoryConsumer", "MemoryProducer", "MemoryMessage", "Fault"]
+__all__ = ["Fault", "MemoryBroker", "MemoryConsumer", "MemoryMessage", "MemoryProducer"]
 
 
 class Fault(Enum):
     """Failures a test can inject into a ``MemoryBroker``."""
 
     SEND_FAILS = "send_fails"  #: the next sends raise BusError
-    ACK_FAILS = "ack_fails"  #: the next acks raise BusError
+    ACK_FAILS = "ack_fails"  #: the next acks raise BusError; their messages are delivered again
 
 
 @dataclass
 class _Topic:
     ready: deque[MemoryMessage] = field(default_factory=deque)
-    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    #: msg() calls of every consumer of the topic, oldest first
+    waiters: Waiters = field(default_factory=Waiters)
     unacked: int = 0
     closed: bool = False
     drained: asyncio.Event | None = None
@@ -82,20 +84,13 @@ class MemoryBroker:
     def _enqueue(self, topic: str, message: MemoryMessage) -> None:
         queue = self.topic(topic)
         queue.ready.append(message)
-        while queue.waiters:
-            waiter = queue.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                break
+        queue.waiters.wake_one()
 
     def close_topic(self, topic: str) -> None:
         """No more messages will come: consumers return None once the topic is drained."""
         queue = self.topic(topic)
         queue.closed = True
-        for waiter in queue.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        queue.waiters.clear()
+        queue.waiters.wake_all()
 
     def bodies(self, topic: str) -> list[bytes]:
         """Every body sent to ``topic`` so far."""
@@ -116,8 +111,11 @@ class MemoryBroker:
 
     def _settled(self, queue: _Topic) -> None:
         queue.unacked -= 1
-        if queue.drained is not None and not queue.ready and not queue.unacked:
-            queue.drained.set()
+        if not queue.ready and not queue.unacked:
+            if queue.drained is not None:
+                queue.drained.set()
+            if queue.closed:
+                queue.waiters.wake_all()  # a closed topic is finished: every msg() returns None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._topics)
@@ -126,7 +124,7 @@ class MemoryBroker:
 class MemoryMessage:
     """A message handed out by a ``MemoryConsumer``."""
 
-    __slots__ = ("body", "attempt", "_broker", "_topic", "_settled")
+    __slots__ = ("_broker", "_settled", "_topic", "attempt", "body")
 
     def __init__(self, broker: MemoryBroker, topic: str, body: bytes, attempt: int) -> None:
         self.body = body
@@ -136,10 +134,12 @@ class MemoryMessage:
         self._settled = False
 
     async def ack(self) -> None:
-        """Settle the message; raises BusError when a test injected ``Fault.ACK_FAILS``."""
+        """Settle the message. With ``Fault.ACK_FAILS`` injected, raise BusError and deliver the
+        message again, as a broker does once the lease of an unacknowledged message runs out."""
         if self._settled:
             return
         if self._broker._take_fault(Fault.ACK_FAILS):
+            await self.nack(0)
             raise BusError("injected fault: ack failed")
         self._settled = True
         self._broker._settled(self._broker.topic(self._topic))
@@ -177,10 +177,10 @@ class MemoryConsumer(BusPart):
         self.prefetch = prefetch
         self._stopped = False
         self._received = 0
-        self._waiter: asyncio.Future[None] | None = None
 
     async def msg(self) -> MemoryMessage | None:
-        """The next message; None once stopped, or when the topic is closed and drained."""
+        """The next message; None once stopped, or when the topic is closed and finished:
+        nothing waiting and nothing unsettled (a message in flight may still be nacked)."""
         queue = self.broker.topic(self.topic)
         while not self._stopped:
             if queue.ready:
@@ -188,21 +188,16 @@ class MemoryConsumer(BusPart):
                 queue.unacked += 1
                 self._received += 1
                 return message
-            if queue.closed:
+            if queue.closed and not queue.unacked:
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            queue.waiters.append(self._waiter)
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await queue.waiters.wait(lambda: bool(queue.ready))
         return None
 
     async def stop(self) -> None:
-        """Stop; a ``msg()`` waiting now returns None. Nothing is held, so nothing is returned."""
+        """Stop; every ``msg()`` waiting now returns None. Nothing is held, so nothing is
+        returned. (Waiting calls of other consumers of the topic wake and wait again.)"""
         self._stopped = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self.broker.topic(self.topic).waiters.wake_all()
 
     def info(self) -> BusInfo:
         return {"bus": "memory", "topic": self.topic, "channel": self.channel, "received": self._received}

@@ -22,6 +22,7 @@ from task.bus import nsq_protocol as proto
 from task.bus.base import BusInfo, BusPart
 from task.bus.nsq_connection import NsqConnection
 from task.bus.registry import Credentials
+from task.bus.waiters import Waiters
 from task.errors import BusClosedError, BusError
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class NsqConsumer(BusPart):
         self._settings = options.settings(credentials or Credentials())
         self._links: dict[str, _Link] = {}
         self._ready: deque[NsqMessage] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters = Waiters()  # msg() calls waiting, oldest first: one per runner
         self._wake_discovery = asyncio.Event()
         self._discovery: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -227,7 +228,7 @@ class NsqConsumer(BusPart):
                         pass  # connection gone: nsqd has the message back already
         else:
             self._stopping = True
-            self._wake(None)
+            self._waiters.wake_all()
             if self._backoff_timer is not None:
                 self._backoff_timer.cancel()
             if self._discovery is not None:
@@ -274,16 +275,8 @@ class NsqConsumer(BusPart):
                 message = self._ready.popleft()
                 message._link.handed[message.id] = message
                 return message
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._waiters.wait(lambda: bool(self._ready))
         return None
-
-    def _wake(self, _: object) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
     def _on_message(self, conn: NsqConnection, frame: proto.MessageFrame) -> None:
         link = self._links.get(conn.address)
@@ -296,7 +289,7 @@ class NsqConsumer(BusPart):
             self._requeue_now(link, frame.id)
             return
         self._ready.append(message)
-        self._wake(None)
+        self._waiters.wake_one()
 
     def _settled(self, link: _Link, *, ok: bool, handed: bool) -> None:
         link.in_flight -= 1

@@ -94,6 +94,31 @@ class BusContract:
         await consumer.stop()
         assert await asyncio.wait_for(consumer.msg(), self.patience) is None
 
+    async def test_several_callers_waiting_at_once_each_get_one_message(self, topic: str) -> None:
+        # Given as many callers waiting in msg() as the Launcher has runners
+        callers = 4
+        bodies = sorted(f'{{"type":"t","info":"{i}"}}'.encode() for i in range(callers))
+        async with self.producer() as producer, self.consumer(topic, prefetch=callers) as consumer:
+            waiting = [asyncio.create_task(consumer.msg()) for _ in range(callers)]
+            await asyncio.sleep(0.2)  # let them all wait (a head start, not a timing assertion)
+            # When as many messages arrive
+            for body in bodies:
+                await producer.send(topic, body, key=body.decode())
+            # Then every caller returns with one of them
+            got = await asyncio.wait_for(asyncio.gather(*waiting), self.patience)
+            assert sorted(m.body for m in got if m is not None) == bodies
+            for message in got:
+                assert message is not None
+                await message.ack()
+
+    async def test_stop_wakes_every_waiting_caller(self, topic: str) -> None:
+        consumer = self.consumer(topic, prefetch=4)
+        await consumer.start()
+        waiting = [asyncio.create_task(consumer.msg()) for _ in range(4)]
+        await asyncio.sleep(0.2)
+        await consumer.stop()
+        assert await asyncio.wait_for(asyncio.gather(*waiting), self.patience) == [None] * 4
+
     async def test_send_after_stop_is_refused(self, topic: str) -> None:
         producer = self.producer()
         await producer.start()

@@ -9,6 +9,7 @@ import pytest
 
 from task.bus.base import Consumer, Producer
 from task.bus.file import FileConsumer, FileOptions, FileProducer, offset_file
+from task.bus.file_options import parse_offset
 from task.bus.registry import open_consumer, open_producer
 from task.errors import BusError, ConfigError
 from tests.bus.contract import BusContract
@@ -79,7 +80,8 @@ async def test_offset_resumes_after_the_last_acknowledged_line(tmp_path: Path) -
     await second.stop()
     third = open_consumer(url, topic="t")
     assert await _drain(third) == []
-    assert int((tmp_path / "t.jsonl.t.offset").read_text()) == (tmp_path / "t.jsonl").stat().st_size
+    offset, inode = (tmp_path / "t.jsonl.t.offset").read_text().split()
+    assert (int(offset), int(inode)) == ((tmp_path / "t.jsonl").stat().st_size, (tmp_path / "t.jsonl").stat().st_ino)
 
 
 async def test_follow_survives_truncation(tmp_path: Path) -> None:
@@ -173,7 +175,7 @@ async def test_readers_on_different_channels_each_see_every_line(tmp_path: Path)
     assert seen == {name: _lines(4) for name in readers}
     size = (tmp_path / "done.jsonl").stat().st_size
     for name in readers:
-        assert int((tmp_path / f"done.jsonl.{name}.offset").read_text()) == size
+        assert parse_offset((tmp_path / f"done.jsonl.{name}.offset").read_text()).offset == size
     assert not (tmp_path / "done.jsonl.offset").exists()
 
 
@@ -224,7 +226,7 @@ async def test_follow_and_rotation_save_the_offset_of_the_new_file(tmp_path: Pat
         assert message is not None and message.body == expected
         await message.ack()
     await consumer.stop()
-    assert int((tmp_path / "t.jsonl.w.offset").read_text()) == path.stat().st_size
+    assert parse_offset((tmp_path / "t.jsonl.w.offset").read_text()).offset == path.stat().st_size
     assert await _run(f"file:{path}", "w", topic="t") == []  # a re-run resumes in the new file
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from task.bus.base import Consumer, Producer
@@ -37,4 +39,24 @@ async def test_closed_topic_finishes_after_draining() -> None:
     consumer = MemoryConsumer(broker, "t")
     message = await consumer.msg()
     assert message is not None and message.body == b"a"
+    # the topic is finished only once nothing can come back: a nack would redeliver "a"
+    waiting = asyncio.ensure_future(consumer.msg())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await message.ack()
+    assert await asyncio.wait_for(waiting, 5) is None
     assert await consumer.msg() is None
+
+
+async def test_a_nack_on_a_closed_topic_reaches_a_caller_already_waiting() -> None:
+    broker = MemoryBroker()
+    broker.publish("t", b"a")
+    broker.close_topic("t")
+    consumer = MemoryConsumer(broker, "t", prefetch=2)
+    message = await consumer.msg()
+    assert message is not None
+    waiting = asyncio.ensure_future(consumer.msg())
+    await asyncio.sleep(0)
+    await message.nack(0)
+    again = await asyncio.wait_for(waiting, 5)
+    assert again is not None and again.body == b"a" and again.attempt == 2

@@ -15,6 +15,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from task.bus.file_options import parse_offset
 from task.bus.jetstream_options import stream_name
 from task.launcher import FORCED_CLOSE_MSG
 from task.task import Task
@@ -108,7 +109,7 @@ async def test_file_bus(request: pytest.FixtureRequest, tmp_path: Path) -> None:
                                        f"file:{directory}/?follow=1&poll=20ms")
     # every line is acknowledged: the saved offset is the end of the file
     tasks_file = directory / f"{task_type}.jsonl"
-    offset = int((directory / f"{task_type}.jsonl.{task_type}.offset").read_text().strip())
+    offset = parse_offset((directory / f"{task_type}.jsonl.{task_type}.offset").read_text()).offset
     assert offset == tasks_file.stat().st_size
 
 
