@@ -193,6 +193,8 @@ async def _run_app(app: App, early: EarlyStop | None = None) -> int:
     stop and the exit is clean."""
     loop = asyncio.get_running_loop()
     stops = 0
+    #: the stop() started by a signal: kept, so it is not collected mid-way and its failure is seen
+    stopping: list[asyncio.Task[None]] = []
 
     def on_signal() -> None:
         nonlocal stops
@@ -201,7 +203,7 @@ async def _run_app(app: App, early: EarlyStop | None = None) -> int:
             logger.warning("second signal: exiting now")
             raise SystemExit(1)
         logger.info("signal received: stopping")
-        loop.create_task(app.stop())
+        stopping.append(loop.create_task(app.stop()))
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal)
@@ -216,6 +218,11 @@ async def _run_app(app: App, early: EarlyStop | None = None) -> int:
             loop.remove_signal_handler(sig)
         if early is not None:
             early.install()  # a signal while the loop closes is still a clean stop
+        for task in stopping:
+            try:
+                await task
+            except Exception:
+                logger.exception("stopping %s failed", type(app).__name__)
     return int(status or 0)
 
 

@@ -33,11 +33,13 @@ _COUNTERS = (
     ("tasks_consumed", "taskbus_messages_consumed", "Messages taken from the bus."),
     ("tasks_invalid", "taskbus_invalid_messages", "Messages that were not tasks."),
     ("tasks_redelivered", "taskbus_redeliveries", "Messages delivered more than once."),
-    ("dead_lettered", "taskbus_dead_lettered", "Invalid messages sent to the dead-letter topic."),
+    ("dead_lettered", "taskbus_dead_lettered", "Messages sent to the dead-letter topic."),
     ("tasks_ignored", "taskbus_tasks_ignored", "Tasks of another type acknowledged unrun."),
     ("tasks_rejected", "taskbus_tasks_rejected", "Tasks of another type ended as error unrun."),
     ("send_failures", "taskbus_send_failures", "Done tasks that could not be sent; given back to the bus."),
     ("ack_failures", "taskbus_ack_failures", "Acknowledgements the bus refused."),
+    ("tasks_wrong_type", "taskbus_tasks_wrong_type", "Tasks of another type run anyway (neither rejected nor ignored)."),
+    ("handler_errors", "taskbus_handler_errors", "Unexpected errors while handling a message (logged with a traceback)."),
 )
 _LE = [*map(floatToGoString, BUCKETS), "+Inf"]
 

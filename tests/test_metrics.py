@@ -85,6 +85,8 @@ async def test_a_launchers_counters_durations_and_ledger_are_on_metrics() -> Non
     assert got[("taskbus_messages_consumed_total", ())] == 7
     assert got[("taskbus_tasks_in_flight", ())] == 0
     assert got[("taskbus_send_failures_total", ())] == 0
+    assert got[("taskbus_handler_errors_total", ())] == 0
+    assert got[("taskbus_tasks_wrong_type_total", ())] == 0
     assert ("taskbus_ledger_pending_writes", ()) in got
     assert got[("taskbus_ledger_failures_total", ())] == 0
     assert got[("taskbus_consumer_received", ())] == 7

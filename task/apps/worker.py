@@ -197,11 +197,13 @@ def _child_main(values: dict[str, Any], index: int) -> None:
     async def main() -> None:
         app = WorkerApp(settings)
         loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task[None]] = []  # kept, so a stop is not collected mid-way
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: loop.create_task(app.stop()))
+            loop.add_signal_handler(sig, lambda: stopping.append(loop.create_task(app.stop())))
         if stop_requested:
             await app.stop()
         await app.run()
+        await asyncio.gather(*stopping)
 
     try:
         asyncio.run(main())
