@@ -20,7 +20,7 @@ from task.result import Result, alert, completed, failed, failf, interrupted, wa
 from task.task import Task
 from task.worker import TaskContext, Worker, invalid_worker
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BusError",

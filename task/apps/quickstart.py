@@ -2,8 +2,8 @@
 
 Everything lives under ``./taskbus-data/``: the tasks (``hello.jsonl``), the done tasks
 (``done.jsonl``) and the SQLite ledger (``ledger.db``). Nothing else is needed: no broker,
-no database server. The worker reads with ``offset=1``, so running it again only does the
-new tasks.
+no database server. The worker resumes from its offset file, so running it again only does
+the new tasks.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class QuickstartApp:
         print(f"2. worker: task.quickstart.worker.hello:Hello runs them, {self.settings.max_in_progress} at a time")
         self.launcher = Launcher(
             resolve_worker("task.quickstart.worker.hello:Hello"),
-            open_consumer(f"{bus}?offset=1", topic="hello", prefetch=self.settings.max_in_progress),
+            open_consumer(bus, topic="hello", prefetch=self.settings.max_in_progress),
             open_producer(bus),
             LauncherOptions(max_in_progress=self.settings.max_in_progress, task_type="hello", topic="hello"),
             ledger=open_ledger(ledger_url),
@@ -74,9 +74,10 @@ class QuickstartApp:
         await ledger.close()
         print(f"4. ledger {data}/ledger.db: {len(outstanding)} hello task(s) outstanding")
         print(
-            "\nNext: send your own task and run the worker yourself:\n"
+            "\nNext: send your own task and run the worker yourself (`. .venv/bin/activate` first,\n"
+            "or type .venv/bin/taskbus):\n"
             '   taskbus send hello "Your Name"\n'
-            "   taskbus worker task.quickstart.worker.hello:Hello --bus 'file:./taskbus-data/?offset=1' --ledger sqlite:./taskbus-data/ledger.db\n"
+            "   taskbus worker task.quickstart.worker.hello:Hello --ledger sqlite:./taskbus-data/ledger.db\n"
             "   cat taskbus-data/done.jsonl"
         )
         return 0
