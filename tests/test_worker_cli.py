@@ -68,6 +68,9 @@ def test_a_go_style_worker_finishes_its_tasks_and_a_rerun_repeats_none(tmp_path:
     # Then each run exits 0 without a traceback, and each task ran once with its meta kept
     for run in (first, second):
         assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    # and each run says at start what it runs where
+    assert ("worker starting: worker=fetch_worker:Fetch type=fetch bus=file:./data/?offset=1 topic=fetch "
+            "channel=fetch done_topic=done max_in_progress=1 status_port=off") in first.stderr
     assert (tmp_path / "side-effects.log").read_text().split() == ["a", "b", "c"]
     done = [Task.from_json(line) for line in (tmp_path / "data" / "done.jsonl").read_bytes().splitlines()]
     assert [(t.id, t.result, t.meta) for t in done] == [
