@@ -89,6 +89,13 @@ def publish(broker: MemoryBroker, n: int, type: str = "echo", topic: str = "echo
     return tasks
 
 
+async def until(condition: Callable[[], bool], patience: float = 20.0) -> None:
+    """Wait for ``condition`` (an event the test needs, not a time window); fail after ``patience``."""
+    async with asyncio.timeout(patience):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 async def run_drained(launcher: Launcher, broker: MemoryBroker, topic: str = "echo") -> None:
     broker.close_topic(topic)
     await asyncio.wait_for(launcher.run(), 30)
@@ -216,7 +223,7 @@ async def test_stop_lets_in_flight_tasks_finish_within_the_kill_time() -> None:
     publish(broker, 5, info="0.3")
     launcher = make(broker, Slow, max_in_progress=3, worker_kill_time=5)
     running = asyncio.create_task(launcher.run())
-    await asyncio.sleep(0.1)
+    await until(lambda: launcher.stats()["tasks_running"] == 3)
     await launcher.stop()
     await asyncio.wait_for(running, 10)
     done = done_tasks(broker)
@@ -229,11 +236,9 @@ async def test_tasks_past_the_kill_time_end_as_forced_close_and_are_acknowledged
     publish(broker, 4, info="60")
     launcher = make(broker, Slow, max_in_progress=4, worker_kill_time=0.2)
     running = asyncio.create_task(launcher.run())
-    await asyncio.sleep(0.1)
-    began = time.monotonic()
+    await until(lambda: launcher.stats()["tasks_running"] == 4)
     await launcher.stop()
-    await asyncio.wait_for(running, 10)
-    assert time.monotonic() - began < 3
+    await asyncio.wait_for(running, 10)  # not the tasks' 60 s: they were cancelled
     assert [(t.result, t.msg) for t in done_tasks(broker)] == [("error", FORCED_CLOSE_MSG)] * 4
     assert broker.pending("echo") == 0
 
@@ -243,7 +248,7 @@ async def test_a_polite_worker_sees_stopping() -> None:
     publish(broker, 2)
     launcher = make(broker, Polite, max_in_progress=2, worker_kill_time=5)
     running = asyncio.create_task(launcher.run())
-    await asyncio.sleep(0.1)
+    await until(lambda: launcher.stats()["tasks_running"] == 2)
     await launcher.stop()
     await asyncio.wait_for(running, 5)
     assert [(t.result, t.msg) for t in done_tasks(broker)] == [("error", "task interrupted")] * 2
@@ -264,10 +269,7 @@ async def test_a_done_task_that_cannot_be_sent_is_not_acknowledged_but_redeliver
     broker.inject(Fault.SEND_FAILS, times=4)  # every retry of the first delivery fails
     launcher = make(broker, Echo)
     running = asyncio.create_task(launcher.run())
-    for _ in range(100):
-        if done_tasks(broker):
-            break
-        await asyncio.sleep(0.1)
+    await until(lambda: bool(done_tasks(broker)))
     await launcher.stop()
     await running
     (done,) = done_tasks(broker)
@@ -304,18 +306,27 @@ async def test_the_ledger_sees_started_and_done_and_keeps_nothing_outstanding() 
 
 async def test_a_long_task_is_started_and_touched_in_the_ledger() -> None:
     broker, ledger = MemoryBroker(), MemoryLedger()
-    (task,) = publish(broker, 1, info="1.5")
-    launcher = make(broker, Slow, ledger=ledger, heartbeat_interval=0.4)
-    running = asyncio.create_task(run_drained(launcher, broker))
-    await asyncio.sleep(0.3)
-    record = await ledger.find("echo", task.id)
-    assert record is not None and record.state == "started"
-    first_write = record.updated_at
-    await asyncio.sleep(0.9)
-    touched = await ledger.find("echo", task.id)
-    assert touched is not None and touched.updated_at > first_write
-    await running
-    assert await ledger.find("echo", task.id) is None
+    (task,) = publish(broker, 1, info="60")
+    launcher = make(broker, Slow, ledger=ledger, heartbeat_interval=0.2, worker_kill_time=0)
+    running = asyncio.create_task(launcher.run())
+    started: list[float] = []
+
+    async def written() -> float | None:
+        record = await ledger.find("echo", task.id)
+        return record.updated_at if record is not None and record.state == "started" else None
+
+    async with asyncio.timeout(20):
+        # the task is recorded as started...
+        while not started:
+            if (at := await written()) is not None:
+                started.append(at)
+            await asyncio.sleep(0.01)
+        # ...and touched while it runs
+        while (await written() or 0) <= started[0]:
+            await asyncio.sleep(0.01)
+    await launcher.stop()
+    await asyncio.wait_for(running, 20)
+    assert await ledger.find("echo", task.id) is None  # forced to close, done: forgotten
 
 
 async def test_a_ledger_outage_never_fails_a_task() -> None:
