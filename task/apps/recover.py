@@ -1,9 +1,15 @@
 """``taskbus recover``: resend the tasks the ledger says were lost.
 
-A task recorded as created or started that is neither done nor touched for ``older_than``
-has lost its worker or its message: every ``interval`` this taskmaster claims it (so
-several replicas never both resend it) and sends it again to its topic, at most
-``max_attempts`` times. Past that it sends a done task with result ``error`` ("gave up
+A task recorded as started that is neither done nor touched for ``older_than`` has lost
+its worker: every ``interval`` this taskmaster claims it (so several replicas never both
+resend it) and sends it again to its topic, at most ``max_attempts`` times.
+
+A task recorded as created (sent, not yet taken by a worker) is usually just queued: behind a
+backlog it may wait far longer than any task runs, and resending it would only queue a copy
+(and later report the original as given up while it still runs). It is lost only if the bus
+no longer holds it, which core NATS and NSQ cannot tell us, so created records have their
+own, much longer threshold ``created_older_than`` (default 6h): set it above the longest
+time a task may wait in a queue, and above ``older_than``. Past that it sends a done task with result ``error`` ("gave up
 after N attempts") to the done topic and closes the record, so a human or the retry app
 sees it. Each pass also releases scheduled tasks that are due. This is the at-least-once
 guarantee that does not depend on the bus: a resent task may run twice, never zero times.
@@ -29,7 +35,7 @@ from task.bus.registry import open_producer
 from task.bus.url import redact_url
 from task.duration import Duration, format_duration
 from task.errors import BusError, ConfigError, LedgerError
-from task.ledger.base import Ledger, LedgerRecord
+from task.ledger.base import Ledger, LedgerRecord, State
 from task.ledger.common import resendable
 from task.ledger.registry import open_ledger
 from task.progress import Progress
@@ -48,7 +54,11 @@ class RecoverSettings(BusSettings):
 
     task_lists: list[str] = Field(default_factory=list, description="task lists to watch (default: every list in the ledger)")
     interval: Duration = Field(60.0, gt=0, description="time between passes (30s, 5m; plain numbers are seconds)")
-    older_than: Duration = Field(300.0, gt=0, description="a task idle this long (5m; plain numbers are seconds) is presumed lost")
+    older_than: Duration = Field(300.0, gt=0, description="a started task idle this long (5m; plain numbers are seconds) is presumed lost")
+    created_older_than: Duration = Field(
+        21600.0, gt=0,
+        description="a created task not yet started this long (6h) is presumed lost: it may "
+        "just wait in a queue, so set this above the longest backlog")
     max_attempts: int = Field(3, ge=0, description="resends per task before giving up")
     topic: str = Field("", description="topic to resend to (default: the task's type)")
     done_topic: str = Field("done", description="topic for the done task of a task given up on")
@@ -73,6 +83,7 @@ class RecoverApp:
         task_lists: Sequence[str] = (),
         interval: float = 60.0,
         older_than: float = 300.0,
+        created_older_than: float = 21600.0,
         max_attempts: int = 3,
         topic: str = "",
         done_topic: str = "done",
@@ -82,13 +93,15 @@ class RecoverApp:
         status_host: str = "127.0.0.1",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if older_than <= 0 or interval <= 0 or max_attempts < 0:
-            raise ConfigError("recover needs interval > 0, older_than > 0 and max_attempts >= 0")
+        if older_than <= 0 or created_older_than <= 0 or interval <= 0 or max_attempts < 0:
+            raise ConfigError("recover needs interval > 0, older_than > 0, created_older_than > 0 "
+                              "and max_attempts >= 0")
         self.ledger = ledger
         self.producer = producer
         self.task_lists = list(task_lists)
         self.interval = interval
         self.older_than = older_than
+        self.created_older_than = created_older_than
         self.max_attempts = max_attempts
         self.topic = topic
         self.done_topic = done_topic
@@ -99,13 +112,14 @@ class RecoverApp:
         self._stopped = asyncio.Event()
         self._opened = False
         self._started = time.monotonic()
-        self.counts = {k: 0 for k in ("passes", "seen", "resent", "gave_up", "released",
+        self.counts = {k: 0 for k in ("passes", "seen", "queued", "resent", "gave_up", "released",
                                       "claimed_elsewhere", "send_errors", "ledger_errors")}
         #: what the start-up log line names; ``from_settings`` puts the URLs in
         self.startup: dict[str, object] = {
             "bus": producer.info().get("bus"), "ledger": type(ledger).__name__,
             "task_lists": ",".join(self.task_lists) or "all", "topic": topic or "(task type)",
             "interval": format_duration(interval), "older_than": format_duration(older_than),
+            "created_older_than": format_duration(created_older_than),
             "max_attempts": max_attempts, "owner": self.owner, "once": once or None,
             "status_port": status_port or None,
         }
@@ -124,7 +138,8 @@ class RecoverApp:
             ledger=open_ledger(settings.ledger),
             producer=open_producer(settings.producer_url, credentials=settings.credentials()),
             task_lists=settings.task_lists, interval=settings.interval,
-            older_than=settings.older_than, max_attempts=settings.max_attempts,
+            older_than=settings.older_than, created_older_than=settings.created_older_than,
+            max_attempts=settings.max_attempts,
             topic=settings.topic, done_topic=settings.done_topic, owner=settings.owner,
             once=settings.once, status_port=settings.status_port, status_host=settings.status_host,
         )
@@ -160,8 +175,9 @@ class RecoverApp:
             clean = await self.run_pass()
             if clean and self._work_done() == before:
                 logger.log(logging.INFO if self.once else logging.DEBUG,
-                           "nothing to recover: no task idle longer than %s in %s",
-                           format_duration(self.older_than), redact_url(str(self.startup["ledger"])))
+                           "nothing to recover: no task idle longer than %s (not started: %s) in %s",
+                           format_duration(self.older_than), format_duration(self.created_older_than),
+                           redact_url(str(self.startup["ledger"])))
             if self.once:
                 return 0 if clean else 1
             try:
@@ -195,7 +211,7 @@ class RecoverApp:
                 break
             try:
                 await self._release(name)
-                async for record in self.ledger.outstanding(name, self.older_than):
+                async for record in self.ledger.outstanding(name, self._floor()):
                     if self._stopped.is_set():
                         break
                     await self._recover(record)
@@ -217,10 +233,24 @@ class RecoverApp:
                 logger.info("task %s (%s) scheduled for now: sent to %r", task.id, task_list, topic)
             # not sent: it is recorded as created now, so a later pass resends it
 
+    def _floor(self) -> float:
+        """The shorter threshold: ``outstanding`` lists every record idle that long."""
+        return min(self.older_than, self.created_older_than)
+
+    def _threshold(self, record: LedgerRecord) -> float:
+        """How long ``record`` must be idle to count as lost: much longer when no worker has
+        taken it yet, since it may only be queued."""
+        return self.created_older_than if record.state is State.CREATED else self.older_than
+
     async def _recover(self, record: LedgerRecord) -> None:
         self.counts["seen"] += 1
         task = record.task
-        if not await self.ledger.claim(record.task_list, task.id, self.owner, self.older_than):
+        threshold = self._threshold(record)
+        if threshold > self._floor() and self.clock() - record.updated_at < threshold:
+            if record.state is State.CREATED:
+                self.counts["queued"] += 1  # not started yet: most likely waiting in a queue
+            return
+        if not await self.ledger.claim(record.task_list, task.id, self.owner, threshold):
             self.counts["claimed_elsewhere"] += 1
             return
         if record.attempts >= self.max_attempts:

@@ -67,13 +67,47 @@ async def test_a_lost_task_is_resent_and_a_touched_one_is_not() -> None:
     assert app.counts["resent"] == 1
 
 
+async def test_a_created_task_behind_a_backlog_is_not_resent_before_created_older_than() -> None:
+    # Given a task sent but queued behind a long backlog (created, never started), and one
+    # whose worker died (started), with recover's defaults: 5m for started, 6h for created
+    clock, broker = Clock(), MemoryBroker()
+    ledger = MemoryLedger(clock=clock)
+    queued, lost = Task.new("fetch", "queued", id="queued"), Task.new("fetch", "lost", id="lost")
+    await ledger.created(queued)
+    await ledger.started(lost)
+    app = make_app(ledger, broker, clock, older_than=300, created_older_than=6 * 3600)
+    # When recover passes every 5 minutes for almost 6 hours
+    for _ in range(71):
+        clock.advance(300)
+        await app.run_pass()
+    # Then the started task was resent and given up on, the queued one neither
+    assert [t.id for t in sent(broker, "fetch")] == ["lost"] * 3
+    assert [t.id for t in sent(broker, "done")] == ["lost"]
+    assert app.counts["queued"] > 0
+    record = await ledger.find("fetch", "queued")
+    assert record is not None and record.attempts == 0
+    # And once it has waited 6 hours it is presumed lost and resent
+    clock.advance(300)
+    await app.run_pass()
+    assert [t.id for t in sent(broker, "fetch")] == ["lost"] * 3 + ["queued"]
+
+
+def test_created_older_than_is_a_setting_with_hours_by_default() -> None:
+    assert load_settings(RecoverSettings).created_older_than == 6 * 3600
+    settings = load_settings(RecoverSettings, created_older_than="2h", ledger="memory:")
+    app = RecoverApp.from_settings(settings)
+    assert (app.created_older_than, app.older_than) == (7200, 300)
+    with pytest.raises(ConfigError, match="created_older_than"):
+        load_settings(RecoverSettings, created_older_than="0")
+
+
 async def test_two_replicas_never_send_one_task_twice(tmp_path: Path) -> None:
     # Given 30 lost tasks in one SQLite file and two recover replicas, each with its own connection
     clock, broker = Clock(), MemoryBroker()
     path = str(tmp_path / "ledger.db")
     async with SqliteLedger(path, clock=clock) as setup:
         for i in range(30):
-            await setup.created(Task.new("fetch", str(i), id=f"t{i}"))
+            await setup.started(Task.new("fetch", str(i), id=f"t{i}"))
     clock.advance(120)
     apps = [make_app(SqliteLedger(path, clock=clock), broker, clock, owner=f"r{n}") for n in (1, 2)]
     try:
@@ -93,7 +127,7 @@ async def test_max_attempts_then_a_done_error_task_and_the_record_closed() -> No
     clock, broker = Clock(), MemoryBroker()
     ledger = MemoryLedger(clock=clock)
     task = Task.new("fetch", "never finishes")
-    await ledger.created(task)
+    await ledger.started(task)
     app = make_app(ledger, broker, clock, max_attempts=2, topic="fetch-q", done_topic="finished")
     # Given a task lost again after each of two resends
     for _ in range(2):
@@ -130,7 +164,7 @@ async def test_due_scheduled_tasks_are_released() -> None:
 async def test_a_failed_send_is_retried_on_a_later_pass() -> None:
     clock, broker = Clock(), MemoryBroker()
     ledger = MemoryLedger(clock=clock)
-    await ledger.created(Task.new("fetch", "x", id="a"))
+    await ledger.started(Task.new("fetch", "x", id="a"))
     clock.advance(61)
     broker.inject(Fault.SEND_FAILS)
     app = make_app(ledger, broker, clock)
@@ -299,7 +333,7 @@ async def test_once_with_nothing_to_do_says_so(tmp_path: Path, caplog: pytest.Lo
     with caplog.at_level(logging.INFO, "task.apps.recover"):
         assert await app.run() == 0
     # Then it says there was nothing to do, and why
-    assert f"nothing to recover: no task idle longer than 5m in {url}" in caplog.messages
+    assert f"nothing to recover: no task idle longer than 5m (not started: 6h) in {url}" in caplog.messages
     assert app.counts["resent"] == 0
 
 
@@ -307,7 +341,7 @@ async def test_start_and_each_resend_and_release_are_logged(caplog: pytest.LogCa
     # Given a lost task and a scheduled one that is due
     clock, broker = Clock(), MemoryBroker()
     ledger = MemoryLedger(clock=clock)
-    await ledger.created(Task.new("fetch", "lost", id="lost-1"))
+    await ledger.started(Task.new("fetch", "lost", id="lost-1"))
     await ledger.schedule(Task.new("fetch", "later", id="later-1"), None,
                           datetime.fromtimestamp(clock() + 10, UTC))
     clock.advance(70)
@@ -318,6 +352,7 @@ async def test_start_and_each_resend_and_release_are_logged(caplog: pytest.LogCa
     start, *rest = caplog.messages
     assert start.startswith("recover starting: bus=memory ledger=MemoryLedger task_lists=all")
     assert "older_than=1m" in start and "interval=1m" in start and "max_attempts=3" in start
+    assert "created_older_than=6h" in start
     assert "task later-1 (fetch) scheduled for now: sent to 'fetch'" in rest
     assert "task lost-1 (fetch) idle for 1m10s: resent to 'fetch' (attempt 1 of 3)" in rest
     assert not any("nothing to recover" in line for line in rest)
