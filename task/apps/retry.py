@@ -6,7 +6,9 @@ is sent again to its topic (same id, ``retry=n`` in its meta, ``result``/``msg``
 spread by ``jitter``), until it has been retried ``count`` times; after that its done task
 goes to the ``retry-failed`` topic for a human. Pending retries are held in the ledger
 (``schedule``/``due``) so a restart loses none; without a ledger they live in memory only,
-and the app says so when it starts.
+and the app says so when it starts. When the ledger refuses a retry, the done task is given
+back to the bus (nacked with a delay) rather than acknowledged with its retry held only in
+memory, so the retry is not lost if the app dies before the ledger is back.
 
 A retry's due time is counted from the failed task's ``ended`` time, with a jitter drawn
 from its id and retry number, so reading the same done task again (a re-read file bus, a
@@ -46,7 +48,8 @@ __all__ = ["RetryApp", "RetryRule", "RetrySettings"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds before a due retry whose send failed is tried again.
+#: Seconds before a due retry whose send failed, or a done task whose retry the ledger
+#: refused, is tried again.
 SEND_AGAIN_AFTER = 5.0
 #: Tasks whose latest scheduled retry the app remembers, to know a re-read done task.
 MAX_REMEMBERED = 100_000
@@ -251,7 +254,8 @@ class RetryApp:
         A message that is not a task is counted, logged and acknowledged. A done task whose
         retry is already scheduled (or sent and still outstanding) is acknowledged and
         counted as a duplicate; its retry keeps its time. When the failed topic cannot be
-        reached the message is nacked so the bus brings it back.
+        reached, or the ledger refuses the retry, the message is nacked so the bus brings it
+        back.
         """
         self.counts["consumed"] += 1
         try:
@@ -290,7 +294,9 @@ class RetryApp:
         again = done.copy(result="", msg="", started="", ended="")
         again.set_meta("retry", str(retried + 1))
         at = self._due_time(done, rule, retried + 1)
-        await self._schedule(again, at)
+        if not await self._schedule(again, at, hold_if_refused=False):
+            await message.nack(SEND_AGAIN_AFTER)
+            return
         self.counts["scheduled"] += 1
         logger.info("task %s (%s) retry %d at %s (in %s)", done.id, done.type, retried + 1,
                     at.isoformat(timespec="seconds"),
@@ -369,21 +375,29 @@ class RetryApp:
             return False
         return record is not None and _retry_count(record.task) >= retry
 
-    async def _schedule(self, task: Task, at: datetime) -> None:
-        if task.id:
-            key = (task.type, task.id)
-            self._scheduled[key] = max(self._scheduled.pop(key, 0), _retry_count(task))
-            if len(self._scheduled) > MAX_REMEMBERED:
-                self._scheduled.popitem(last=False)
+    async def _schedule(self, task: Task, at: datetime, *, hold_if_refused: bool = True) -> bool:
+        """Hold ``task`` until ``at``: in the ledger when there is one, else in memory.
+
+        When the ledger refuses it, the retry is held in memory, or, with
+        ``hold_if_refused=False``, not held at all: False, and the caller gives the done task
+        back to the bus so the retry survives the app.
+        """
         if self.ledger is not None and task.id:
             try:
                 await self.ledger.schedule(task, None, at)
-                return
+                self._remember(task)
+                return True
             except LedgerError as err:
                 self.counts["ledger_errors"] += 1
+                if not hold_if_refused:
+                    logger.error("ledger refused retry %d of %s, the done task goes back to the bus "
+                                 "for %s: %s", _retry_count(task), task.id,
+                                 format_duration(SEND_AGAIN_AFTER), err)
+                    return False
                 logger.error("ledger refused retry of %s, holding it in memory: %s", task.id, err)
         elif self.ledger is not None:
             logger.warning("task of type %r has no id: its retry is held in memory only", task.type)
+        self._remember(task)
         if task.id:  # one retry per task: a newer one replaces an older one
             kept = [entry for entry in self._heap if (entry[2].type, entry[2].id) != (task.type, task.id)]
             if len(kept) != len(self._heap):
@@ -391,6 +405,15 @@ class RetryApp:
                 heapq.heapify(self._heap)
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, task))
+        return True
+
+    def _remember(self, task: Task) -> None:
+        """Note the retry number scheduled for ``task``, to know a re-read done task."""
+        if task.id:
+            key = (task.type, task.id)
+            self._scheduled[key] = max(self._scheduled.pop(key, 0), _retry_count(task))
+            if len(self._scheduled) > MAX_REMEMBERED:
+                self._scheduled.popitem(last=False)
 
     async def _release_loop(self) -> None:
         while not self._stopped.is_set():

@@ -162,12 +162,52 @@ async def test_due_retries_are_recorded_as_created_for_recover() -> None:
     assert record.task.get_meta("retry") == "1"
 
 
-async def test_a_ledger_failure_holds_the_retry_in_memory_instead() -> None:
+class Handed:
+    """A done task handed to the app by hand: records whether it was acked or given back."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.attempt = 1
+        self.settled: list[tuple[str, float]] = []
+
+    async def ack(self) -> None:
+        self.settled.append(("ack", 0.0))
+
+    async def nack(self, delay: float = 0) -> None:
+        self.settled.append(("nack", delay))
+
+    async def in_progress(self) -> None:
+        pass
+
+
+async def test_a_ledger_that_refuses_the_retry_gets_the_done_task_back_on_the_bus() -> None:
+    # Given the retry app with a ledger that is down for the look-up and the schedule
     broker, clock, ledger = MemoryBroker(), Clock(), MemoryLedger()
     app = make_app(broker, clock, ledger)
-    ledger.inject(LedgerFault.UNAVAILABLE, times=2)  # down for the look-up and the schedule
-    await deliver(app, broker, failed())
-    assert app.pending() == 1 and app.counts["ledger_errors"] == 2
+    ledger.inject(LedgerFault.UNAVAILABLE, times=2)
+    # When a failed task's done task comes
+    first = Handed(failed())
+    await app.handle(first)
+    # Then it is not acknowledged but given back with a delay, and no retry is held in memory
+    # only (it would be lost with the app)
+    [(how, delay)] = first.settled
+    assert how == "nack" and delay > 0
+    assert app.pending() == 0 and app.counts["scheduled"] == 0 and app.counts["ledger_errors"] == 2
+    # And when the bus brings it back and the ledger is up, the retry is kept in the ledger
+    again = Handed(failed())
+    await app.handle(again)
+    assert again.settled == [("ack", 0.0)]
+    assert app.counts["scheduled"] == 1 and app.counts["duplicates"] == 0
+    clock.advance(10)
+    assert [t.get_meta("retry") for t in await ledger.due("fetch", clock())] == ["1"]
+
+
+async def test_without_a_ledger_the_retry_is_held_in_memory() -> None:
+    broker, clock = MemoryBroker(), Clock()
+    app = make_app(broker, clock)
+    message = Handed(failed())
+    await app.handle(message)
+    assert message.settled == [("ack", 0.0)] and app.pending() == 1
     clock.advance(10)
     assert await app.release_due() == 1
 
