@@ -9,10 +9,13 @@ exist (in the DST gap) fires at the end of the gap, and only once even when seve
 times fall into it; a time that happens twice (the overlap) fires at its first occurrence.
 
 Task ids are UUID5s of the rule and the scheduled instant, so replicas running the same
-rules make the same task: with a ledger, a replica whose ``created`` returns False skips the
-send; without one, duplicates carry the same id and are recognisable downstream.
+rules make the same task. With a ledger, each tick has a fire key (``task.apps.fire_keys``)
+that one replica takes and keeps for ``fire_key_ttl`` (default 1 day), after its task is
+done too: the others skip the tick, however late they come within that time. Without a
+ledger, duplicates carry the same id and are recognisable downstream.
 
-Missed runs: the last fire time of each rule is kept in ``state_file`` (a small JSON file).
+Missed runs: the last fire time of each rule is kept in ``state_file`` (a small JSON file);
+a fire whose send failed is not recorded there.
 ``catch_up = "all"`` fires every run missed since then on start-up; ``"skip"`` drops them.
 While running, a loop that wakes late (a suspended machine) fires only the latest missed
 run with ``skip`` and all of them with ``all``.
@@ -35,11 +38,13 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from task import rfc3339
+from task.apps.fire_keys import FireKeys
 from task.apps.schedule import Clock, CronSchedule, SystemClock, is_valid_cron, zone
 from task.apps.sender import TaskSender
 from task.banner import log_startup
 from task.bus.base import Producer
 from task.bus.registry import open_producer
+from task.duration import Duration
 from task.errors import BusError, ConfigError
 from task.ledger.base import Ledger
 from task.ledger.registry import open_ledger
@@ -134,6 +139,10 @@ class CronSettings(BusSettings):
     state_file: str = Field(
         "", description="JSON file keeping each rule's last run, for catch_up (empty: none)"
     )
+    fire_key_ttl: Duration = Field(
+        86400.0, gt=0,
+        description="with a ledger: how long a fired tick keeps other replicas from firing it (1d)",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -165,6 +174,7 @@ class CronApp:
         catch_up: Literal["skip", "all"] = "skip",
         state_file: str | Path | None = None,
         ledger: Ledger | None = None,
+        fire_key_ttl: float = 86400.0,
         clock: Clock | None = None,
         status_port: int = 0,
         status_host: str = "127.0.0.1",
@@ -182,6 +192,7 @@ class CronApp:
         self.state_file = Path(state_file) if state_file else None
         self.clock: Clock = clock or SystemClock()
         self.sender = TaskSender(producer, ledger)
+        self.fire_keys = None if ledger is None else FireKeys(ledger, ttl=fire_key_ttl)
         self._status = StatusServer.for_app("cron", self.stats, host=status_host, port=status_port)
         self._schedules: list[tuple[CronRule, CronSchedule]] = []
         self._stopping = asyncio.Event()
@@ -189,6 +200,8 @@ class CronApp:
         self._started = time.monotonic()
         self.missed = 0
         self.send_errors = 0
+        #: ticks skipped because another replica holds their fire key
+        self.fired_elsewhere = 0
         #: what the start-up log line names; ``from_settings`` puts the URLs in
         self.startup: dict[str, object] = {
             "bus": producer.info().get("bus"),
@@ -212,6 +225,7 @@ class CronApp:
             catch_up=settings.catch_up,
             state_file=settings.state_file or None,
             ledger=open_ledger(settings.ledger) if settings.ledger else None,
+            fire_key_ttl=settings.fire_key_ttl,
             status_port=settings.status_port,
             status_host=settings.status_host,
         )
@@ -268,9 +282,9 @@ class CronApp:
                 for at in due:
                     if self._stopping.is_set():
                         break
-                    await self._fire(rule, at, schedule.next_at)
-                    state[rule.key] = rfc3339.format_utc(at)
-                    fired = True
+                    if await self._fire(rule, at, schedule.next_at):
+                        state[rule.key] = rfc3339.format_utc(at)
+                        fired = True
             if fired and self.state_file is not None:
                 await asyncio.to_thread(self._save_state, dict(state))
             wait = min(s.next_at for _, s in self._schedules) - self.clock.now()
@@ -285,28 +299,37 @@ class CronApp:
     def _local(self, at: datetime) -> str:
         return at.astimezone(self.tz).isoformat()
 
-    async def _fire(self, rule: CronRule, at: datetime, next_at: datetime) -> None:
+    async def _fire(self, rule: CronRule, at: datetime, next_at: datetime) -> bool:
+        """Send the task of ``rule`` for ``at`` unless another replica fired it. True when
+        the tick is handled (sent, here or by another replica), False when the send failed."""
         info = render(rule.info, shift(at.astimezone(self.tz), rule.offset), meta=rule.meta)
         task = Task.new(
             rule.type, info, id=task_id(rule, at), job=rule.job or None, meta=rule.meta or None
         )
         task.created = rfc3339.format_utc(self.clock.now())
         topic = rule.topic or rule.type
+        held = None if self.fire_keys is None else await self.fire_keys.take(rule.key, task)
+        if held is False:
+            self.fired_elsewhere += 1
+            logger.info("rule %s (%s) for %s: task %s sent by another replica; next run at %s",
+                        rule.cron, rule.type, self._local(at), task.id, self._local(next_at))
+            return True
         try:
-            sent = await self.sender.send(task, topic, skip_known=True)
+            # holding the key, this replica sends even when a failed try left a record
+            sent = await self.sender.send(task, topic, skip_known=held is None)
         except BusError as err:
             self.send_errors += 1
-            logger.error(
-                "rule %s: task %s for %s not sent: %s",
-                rule.cron,
-                task.id,
-                at.astimezone(self.tz).isoformat(),
-                err,
-            )
-            return
+            logger.error("rule %s: task %s for %s not sent: %s", rule.cron, task.id,
+                         self._local(at), err)
+            if held and self.fire_keys is not None:
+                await self.fire_keys.give_back(rule.key, task)
+            return False
+        if self.fire_keys is not None:
+            await self.fire_keys.sweep(rule.key, self.clock.now().timestamp())
         what = f"sent task {task.id} to {topic!r}" if sent else f"task {task.id} sent by another replica"
         logger.info("rule %s (%s) for %s: %s; next run at %s", rule.cron, rule.type,
                     self._local(at), what, self._local(next_at))
+        return True
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep on the clock, waking early when stopped."""
@@ -348,6 +371,8 @@ class CronApp:
             **self.sender.stats(),
             "missed": self.missed,
             "send_errors": self.send_errors,
+            "fired_elsewhere": self.fired_elsewhere,
+            "fire_key_errors": 0 if self.fire_keys is None else self.fire_keys.errors,
             "rules": [
                 {
                     "cron": r.cron,

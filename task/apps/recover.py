@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +27,7 @@ from typing import ClassVar, Self
 
 from pydantic import Field
 
+from task.apps.fire_keys import is_key_list, replica_name
 from task.banner import log_startup
 from task.bus.base import Producer
 from task.bus.registry import open_producer
@@ -105,7 +104,7 @@ class RecoverApp:
         self.max_attempts = max_attempts
         self.topic = topic
         self.done_topic = done_topic
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = owner or replica_name()
         self.once = once
         self.clock = clock
         self._status = StatusServer.for_app("recover", self.stats, host=status_host, port=status_port)
@@ -199,7 +198,8 @@ class RecoverApp:
         self.counts["passes"] += 1
         failures = self.counts["ledger_errors"] + self.counts["send_errors"]
         try:
-            names = self.task_lists or await self.ledger.task_lists()
+            names = [name for name in self.task_lists or await self.ledger.task_lists()
+                     if not is_key_list(name)]  # cron's fire keys are no tasks
         except LedgerError as err:
             self.counts["ledger_errors"] += 1
             logger.error("cannot list the ledger's task lists: %s", err)
@@ -250,7 +250,8 @@ class RecoverApp:
             if record.state is State.CREATED:
                 self.counts["queued"] += 1  # not started yet: most likely waiting in a queue
             return
-        if not await self.ledger.claim(record.task_list, task.id, self.owner, threshold):
+        if not await self.ledger.claim(record.task_list, task.id, self.owner, threshold,
+                                       older_than=threshold):
             self.counts["claimed_elsewhere"] += 1
             return
         if record.attempts >= self.max_attempts:

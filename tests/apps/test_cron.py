@@ -16,6 +16,7 @@ from task.apps.schedule import instant
 from task.bus.memory import Fault, MemoryBroker, MemoryProducer
 from task.errors import ConfigError
 from task.ledger.memory import LedgerFault, MemoryLedger
+from task.ledger.sqlite import SqliteLedger
 from task.settings import load_settings
 from task.task import Task
 from tests.servers.ports import free_port
@@ -139,8 +140,31 @@ async def test_replicas_with_a_ledger_send_each_task_once() -> None:
     # Then six tasks went out, and the replica that came second skipped each
     sent = tasks(broker, "report")
     assert [t.info for t in sent] == ["01", "02", "03", "04", "05", "06"]
-    assert sum(a.sender.duplicates for a in apps) == 6
+    assert sum(a.fired_elsewhere for a in apps) == 6
     assert sum(a.sender.sent for a in apps) == 6
+
+
+async def test_a_replica_a_second_late_does_not_fire_a_tick_whose_task_is_done(tmp_path: Path) -> None:
+    # Given two cron replicas with the same hourly rule, each with its own connection to one
+    # SQLite ledger (as two processes would have)
+    broker, path = MemoryBroker(), str(tmp_path / "ledger.db")
+    rule = "0 * * * * | report | {hh}"
+    first_clock = FakeClock(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 3, tzinfo=UTC))
+    first = make_app(broker, first_clock, rule, ledger=SqliteLedger(path))
+    # When the first fires at 01:00, 02:00 and 03:00 and a worker finishes each task
+    await run_until_end(first, first_clock)
+    async with SqliteLedger(path) as worker_ledger:
+        for task in tasks(broker, "report"):
+            await worker_ledger.done("report", task.id)
+            assert await worker_ledger.find("report", task.id) is None
+    # And the second replica, one second late, comes to the same ticks
+    late_clock = FakeClock(datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC),
+                           datetime(2024, 1, 1, 3, 0, 1, tzinfo=UTC))
+    late = make_app(broker, late_clock, rule, ledger=SqliteLedger(path))
+    await run_until_end(late, late_clock)
+    # Then each tick was sent once only
+    assert [t.info for t in tasks(broker, "report")] == ["01", "02", "03"]
+    assert (late.sender.sent, late.fired_elsewhere) == (0, 3)
 
 
 async def test_replicas_without_a_ledger_send_recognisable_duplicates() -> None:
@@ -160,9 +184,11 @@ async def test_ledger_and_bus_failures_do_not_stop_the_schedule() -> None:
     clock = FakeClock(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 4, tzinfo=UTC))
     app = make_app(broker, clock, "0 * * * * | r | {hh}", ledger=ledger)
     await run_until_end(app, clock)
-    # The first task hit a ledger failure and a bus failure; the second a ledger failure only
+    # The first tick met two ledger failures (its fire key, its record) and a bus failure,
+    # and was sent by nobody; the others went out
     assert [t.info for t in tasks(broker, "r")] == ["02", "03", "04"]
-    assert (app.sender.ledger_errors, app.send_errors) == (2, 1)
+    assert app.fire_keys is not None
+    assert (app.fire_keys.errors, app.sender.ledger_errors, app.send_errors) == (1, 1, 1)
 
 
 async def test_catch_up_all_after_downtime(tmp_path: Path) -> None:
@@ -179,6 +205,29 @@ async def test_catch_up_all_after_downtime(tmp_path: Path) -> None:
     await run_until_end(make_app(broker, clock, rule, catch_up="all", state_file=state), clock)
     # Then 11, 12 and 13 were sent on start-up, then 14 and 15 on time
     assert [t.info for t in tasks(broker, "r")] == ["09", "10", "11", "12", "13", "14", "15"]
+
+
+async def test_a_fire_whose_send_failed_is_not_recorded_in_the_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "cron-state.json"
+    rule = "0 * * * * | r | {hh}"
+
+    async def run(start: datetime, end: datetime) -> CronApp:
+        clock = FakeClock(start, end)
+        app = make_app(broker, clock, rule, catch_up="all", state_file=state)
+        await run_until_end(app, clock)
+        return app
+
+    # Given a run that sent 01:00, and one that could not reach the bus at 02:00
+    broker = MemoryBroker()
+    await run(datetime(2024, 1, 1, 0, 30, tzinfo=UTC), datetime(2024, 1, 1, 1, tzinfo=UTC))
+    broker.inject(Fault.SEND_FAILS)
+    failed = await run(datetime(2024, 1, 1, 1, 30, tzinfo=UTC), datetime(2024, 1, 1, 2, tzinfo=UTC))
+    assert [t.info for t in tasks(broker, "r")] == ["01"] and failed.send_errors == 1
+    # Then the state file still says 01:00 was the last run
+    assert json.loads(state.read_text()).popitem()[1] == "2024-01-01T01:00:00Z"
+    # And a restart with catch_up = "all" sends the 02:00 task the bus refused
+    await run(datetime(2024, 1, 1, 2, 30, tzinfo=UTC), datetime(2024, 1, 1, 2, 40, tzinfo=UTC))
+    assert [t.info for t in tasks(broker, "r")] == ["01", "02"]
 
 
 async def test_catch_up_skip_after_downtime_and_after_a_suspend(tmp_path: Path) -> None:
