@@ -1,6 +1,8 @@
 """The task: a small unit of work as one JSON object, byte-compatible with Go's pcelvng/task.
 
-Every field is a string, as in Go. Times the library sets are RFC 3339 UTC seconds; times
+Every field is a string, as in Go. orjson reads and writes the common case; the rare strings
+where its bytes would differ from Go's (\\b, \\f, U+2028/U+2029, lone surrogates, invalid UTF-8)
+take the hand-written Go-rule path, so the wire bytes are always Go's. Times the library sets are RFC 3339 UTC seconds; times
 read from the wire are validated and written back exactly as they came. Where Go's decoder
 is lax we are strict (see ``Task.from_json``), because a worker that runs an empty task
 because a key was spelt ``TYPE`` helps nobody.
@@ -14,6 +16,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+
+import orjson
 
 from task import rfc3339
 from task.codec import quote
@@ -39,6 +43,10 @@ def _reject_constant(name: str) -> float:
 
 
 _decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+#: Where orjson's output differs from Go's: ``\b`` and ``\f`` (Go writes ``\u0008`` and
+#: ``\u000c``) and raw U+2028/U+2029 (Go escapes them). A literal backslash before a ``b`` also
+#: matches: that costs the slow path, never a wrong byte.
+_LS, _PS = "\u2028".encode(), "\u2029".encode()
 
 
 def _is_zero_time(name: str, value: str) -> bool:
@@ -57,9 +65,9 @@ def _is_zero_time(name: str, value: str) -> bool:
     return zero
 
 
-def _preview(data: bytes | str) -> str:
+def _preview(data: bytes | bytearray | str) -> str:
     """The first bytes of a rejected document, for an error message."""
-    text = data if isinstance(data, str) else data[:80].decode("utf-8", "replace")
+    text = data if isinstance(data, str) else bytes(data[:80]).decode("utf-8", "replace")
     return repr(text[:80])
 
 
@@ -119,20 +127,43 @@ class Task:
             InvalidTaskError: not JSON, not an object, no ``type``, a field that is not a
                 string, or a time that is not RFC 3339.
         """
+        if isinstance(data, memoryview):
+            data = bytes(data)
+        if not isinstance(data, str) and data.startswith(b"\xef\xbb\xbf"):
+            raise InvalidTaskError("not JSON: starts with a UTF-8 byte order mark")
+        try:
+            doc = orjson.loads(data)  # valid UTF-8 without lone surrogates: the common case
+        except orjson.JSONDecodeError:
+            return cls._from_json_lax(data)
+        return cls._from_document(doc, data)
+
+    @classmethod
+    def _from_json_lax(cls, data: bytes | bytearray | str) -> Task:
+        """The slow path, for what orjson refuses: invalid UTF-8 and lone surrogates become
+        U+FFFD as in Go; anything else is not JSON and raises with the standard library's
+        explanation."""
         if isinstance(data, str):
             text = data
         else:
-            raw = bytes(data)
-            if raw.startswith(b"\xef\xbb\xbf"):
-                raise InvalidTaskError("not JSON: starts with a UTF-8 byte order mark")
             try:
-                text = raw.decode("utf-8")
+                text = bytes(data).decode("utf-8")
             except UnicodeDecodeError:
-                text = raw.decode("utf-8", "replace")
+                text = bytes(data).decode("utf-8", "replace")
         try:
             doc = _decode(text)
         except (ValueError, RecursionError) as err:
             raise InvalidTaskError(f"not JSON ({err}): {_preview(text)}") from err
+        task = cls._from_document(doc, text)
+        if "\\u" in text or "\\U" in text:
+            for name in FIELDS:
+                value = getattr(task, name)
+                if _LONE_SURROGATE.search(value):
+                    setattr(task, name, _LONE_SURROGATE.sub("\ufffd", value))
+        return task
+
+    @classmethod
+    def _from_document(cls, doc: object, text: bytes | bytearray | str) -> Task:
+        """A task from a decoded JSON document (``text``: its source, for error messages)."""
         if not isinstance(doc, dict):
             kind = "null" if doc is None else type(doc).__name__
             raise InvalidTaskError(f"a task is a JSON object, got {kind}: {_preview(text)}")
@@ -147,9 +178,6 @@ class Task:
             values[name] = value
         if not values.get("type"):
             raise InvalidTaskError(f'a task needs a non-empty string "type": {_preview(text)}')
-        if "\\u" in text or "\\U" in text:
-            for name, value in values.items():
-                values[name] = _LONE_SURROGATE.sub("\ufffd", value)
         for name in _TIME_FIELDS:
             value = values.get(name)
             if value and _is_zero_time(name, value):
@@ -158,6 +186,34 @@ class Task:
 
     def to_json(self) -> bytes:
         """The task's wire bytes: Go's key order, empty fields left out, no trailing newline."""
+        doc = {"type": self.type}
+        if self.job:
+            doc["job"] = self.job
+        doc["info"] = self.info
+        if self.created:
+            doc["created"] = self.created
+        if self.id:
+            doc["id"] = self.id
+        if self.meta:
+            doc["meta"] = self.meta
+        if self.result:
+            doc["result"] = self.result
+        if self.msg:
+            doc["msg"] = self.msg
+        if self.started:
+            doc["started"] = self.started
+        if self.ended:
+            doc["ended"] = self.ended
+        try:
+            out = orjson.dumps(doc)
+        except TypeError:  # a lone surrogate (invalid UTF-8 read in): Go writes U+FFFD
+            return self._to_json_go()
+        if b"\\b" in out or b"\\f" in out or (b"\xe2\x80" in out and (_LS in out or _PS in out)):
+            return self._to_json_go()
+        return out
+
+    def _to_json_go(self) -> bytes:
+        """Every byte as Go's encoder writes it, for the rare strings orjson writes otherwise."""
         parts = ['{"type":', quote(self.type)]
         if self.job:
             parts += [',"job":', quote(self.job)]

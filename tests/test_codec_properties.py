@@ -198,3 +198,24 @@ def test_a_lone_surrogate_is_written_as_an_escaped_replacement_character(bad: st
     wire = Task("t", info=good + bad).to_json()
     assert wire.endswith(b'\\ufffd' * len(bad) + b'"}')
     assert Task.from_json(wire).info == good + "\ufffd" * len(bad)
+
+
+# The fast paths (orjson) must write and read exactly what the Go-rule paths do.
+any_text = st.one_of(st.text(max_size=30), tricky)  # lone surrogates included
+any_tasks = st.builds(
+    Task, type=st.one_of(nonempty, tricky.filter(bool)), info=any_text, job=any_text,
+    created=times, id=any_text, meta=any_text, result=any_text, msg=any_text, started=times, ended=times,
+)
+
+
+@relaxed
+@given(any_tasks)
+def test_the_fast_encoder_writes_the_bytes_go_writes(task: Task) -> None:
+    assert task.to_json() == task._to_json_go()
+
+
+@relaxed
+@given(any_tasks)
+def test_the_fast_decoder_reads_what_the_lax_decoder_reads(task: Task) -> None:
+    wire = task.to_json()
+    assert Task.from_json(wire) == Task._from_json_lax(wire)
