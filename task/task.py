@@ -1,9 +1,10 @@
 """The task: a small unit of work as one JSON object, byte-compatible with Go's pcelvng/task.
 
-Every field is a string, as in Go. orjson reads and writes the common case; the rare strings
-where its bytes would differ from Go's (\\b, \\f, U+2028/U+2029, lone surrogates, invalid UTF-8)
-take the hand-written Go-rule path, so the wire bytes are always Go's. Times the library sets are RFC 3339 UTC seconds; times
-read from the wire are validated and written back exactly as they came. Where Go's decoder
+Every field is a string, as in Go. Times the library sets are RFC 3339 UTC seconds; times
+read from the wire are validated and written back exactly as they came. orjson reads and
+writes the common case; the rare strings where its bytes would differ from Go's (``\\b``,
+``\\f``, U+2028/U+2029, lone surrogates, invalid UTF-8) take the hand-written Go-rule path,
+so the wire bytes are always Go's. Where Go's decoder
 is lax we are strict (see ``Task.from_json``), because a worker that runs an empty task
 because a key was spelt ``TYPE`` helps nobody.
 """
