@@ -97,9 +97,12 @@ class Ledger(Protocol):
         """Records of ``task_list`` neither done nor written within ``older_than`` seconds,
         oldest first."""
 
-    async def claim(self, task_list: str, id: str, owner: str, ttl: float) -> bool:
+    async def claim(self, task_list: str, id: str, owner: str, ttl: float, *, older_than: float) -> bool:
         """Atomically take the record for ``ttl`` seconds; True when this owner got it.
 
+        The record must still be idle for ``older_than`` seconds (the threshold that made
+        ``outstanding`` list it), checked in the same atomic step: a task touched or started
+        since it was listed is alive again, and resending it would run it twice.
         A successful claim counts an attempt and refreshes ``updated_at``, so the record is
         not outstanding again until ``older_than`` passes once more. An unexpired claim blocks
         every owner, its holder too: each claim is one resend. False for an unknown id.

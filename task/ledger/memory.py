@@ -129,10 +129,10 @@ class MemoryLedger:
         for record in found:
             yield record
 
-    async def claim(self, task_list: str, id: str, owner: str, ttl: float) -> bool:
+    async def claim(self, task_list: str, id: str, owner: str, ttl: float, *, older_than: float) -> bool:
         now = self._check()
         row = self._rows.get((task_list, id))
-        if row is None or row.claim_until > now:
+        if row is None or row.claim_until > now or row.record.updated_at > now - older_than:
             return False
         row.claim_until = now + ttl
         row.record = replace(

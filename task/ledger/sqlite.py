@@ -238,11 +238,13 @@ class SqliteLedger:
                 return
             after = (rows[-1][5], rows[-1][7])
 
-    async def claim(self, task_list: str, id: str, owner: str, ttl: float) -> bool:
+    async def claim(self, task_list: str, id: str, owner: str, ttl: float, *, older_than: float) -> bool:
+        # One UPDATE: the age is re-checked in the same step that takes the record, so a
+        # heartbeat landing between ``outstanding`` and here wins.
         now = self.clock()
         sql = ("UPDATE task_records SET owner = ?, claim_until = ?, attempts = attempts + 1, "
-               "updated_at = ? WHERE task_list = ? AND id = ? AND claim_until <= ?")
-        args = (owner, now + ttl, now, task_list, id, now)
+               "updated_at = ? WHERE task_list = ? AND id = ? AND claim_until <= ? AND updated_at <= ?")
+        args = (owner, now + ttl, now, task_list, id, now, now - older_than)
         return await self._run(lambda c: c.execute(sql, args).rowcount == 1)
 
     async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:

@@ -9,6 +9,7 @@ that keep data between tests (a Cassandra keyspace) need no cleanup.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -38,6 +39,16 @@ class Clock:
 
 async def collect(records: AsyncIterator[LedgerRecord]) -> list[str]:
     return [record.task.id async for record in records]
+
+
+def needs(ledger: Ledger, method: str, parameter: str) -> None:
+    """Skip on a backend whose ``method`` has no ``parameter`` yet.
+
+    Transitional: the Cassandra ledger gains issue 12's schedule topics and kinds and claim's
+    ``older_than`` after SQLite and memory; this goes once every backend has them.
+    """
+    if parameter not in inspect.signature(getattr(ledger, method)).parameters:
+        pytest.skip(f"{type(ledger).__name__}.{method}() has no {parameter!r} yet (issue 12)")
 
 
 class LedgerContract:
@@ -141,10 +152,11 @@ class LedgerContract:
         assert await collect(ledger.outstanding(kind, 0)) == ["b", "a"]
 
     async def test_claim_race_has_one_winner(self, ledger: Ledger, clock: Clock, kind: str) -> None:
+        needs(ledger, "claim", "older_than")
         task = self.task(kind)
         await ledger.created(task)
         clock.advance(60)
-        won = await asyncio.gather(*(ledger.claim(kind, task.id, f"r{i}", 30) for i in range(2)))
+        won = await asyncio.gather(*(ledger.claim(kind, task.id, f"r{i}", 30, older_than=60) for i in range(2)))
         assert sorted(won) == [False, True]
         record = await ledger.find(kind, task.id)
         assert record is not None
@@ -153,18 +165,43 @@ class LedgerContract:
         assert await collect(ledger.outstanding(kind, 10)) == []
         # the claim blocks everyone, its holder too, until its ttl passes
         clock.advance(29)
-        assert await ledger.claim(kind, task.id, record.owner, 30) is False
+        assert await ledger.claim(kind, task.id, record.owner, 30, older_than=0) is False
         clock.advance(2)
-        assert await ledger.claim(kind, task.id, "r9", 30) is True
+        assert await ledger.claim(kind, task.id, "r9", 30, older_than=30) is True
         record = await ledger.find(kind, task.id)
         assert record is not None and (record.attempts, record.owner) == (2, "r9")
 
+    async def test_claim_fails_when_the_record_came_alive_after_it_was_listed(
+        self, ledger: Ledger, clock: Clock, kind: str
+    ) -> None:
+        needs(ledger, "claim", "older_than")
+        # Given two tasks idle for 60 s, listed as lost by a recover pass (threshold 30 s)
+        touched, restarted = self.task(kind, "touched"), self.task(kind, "restarted")
+        await ledger.started(touched)
+        await ledger.created(restarted)
+        clock.advance(60)
+        listed = [record async for record in ledger.outstanding(kind, 30)]
+        assert sorted(r.task.id for r in listed) == ["restarted", "touched"]
+        # When their workers show signs of life before the claim (a heartbeat, a start)
+        await ledger.touch(kind, "touched")
+        await ledger.started(restarted)
+        clock.advance(1)
+        # Then neither is claimed, so neither is resent, and no attempt is counted
+        for record in listed:
+            assert await ledger.claim(kind, record.task.id, "r", 30, older_than=30) is False
+            found = await ledger.find(kind, record.task.id)
+            assert found is not None and (found.attempts, found.owner) == (0, "")
+        # And once idle for the threshold again, the claim succeeds
+        clock.advance(29)
+        assert await ledger.claim(kind, "touched", "r", 30, older_than=30) is True
+
     async def test_claim_of_unknown_or_done_task_fails(self, ledger: Ledger, kind: str) -> None:
+        needs(ledger, "claim", "older_than")
         task = self.task(kind)
-        assert await ledger.claim(kind, task.id, "r", 30) is False
+        assert await ledger.claim(kind, task.id, "r", 30, older_than=0) is False
         await ledger.created(task)
         await ledger.done(kind, task.id)
-        assert await ledger.claim(kind, task.id, "r", 30) is False
+        assert await ledger.claim(kind, task.id, "r", 30, older_than=0) is False
 
     async def test_schedule_and_due_move_tasks_to_created(self, ledger: Ledger, clock: Clock, kind: str) -> None:
         later, sooner = self.task(kind, "later"), self.task(kind, "sooner")

@@ -59,7 +59,7 @@ _WRITER = textwrap.dedent("""
                 await ledger.started(Task.new("t", "x", id=f"shared-{i}"))
             won = 0
             for i in range(200):
-                won += await ledger.claim("t", f"shared-{i}", name, 3600)
+                won += await ledger.claim("t", f"shared-{i}", name, 3600, older_than=0)
             print(won)
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
