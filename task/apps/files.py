@@ -6,7 +6,9 @@ Directories are watched with watchfiles (inotify and friends; ``polling`` for ne
 filesystems and containers where events do not arrive). A file counts once its size and
 modification time have not changed for ``settle`` seconds, so a file still being written is
 not handed to a worker half done. A rule may group files: every ``group`` files, or every
-window of the cron expression ``group_cron``, make one task whose info lists them.
+window of the cron expression ``group_cron``, make one task whose info lists them. A
+``group_cron`` reads as a cron rule does (``task.apps.schedule``: 5 fields, 6 with seconds
+first as in Go's cron, or a descriptor such as ``@hourly``), in UTC.
 
 Info templates are time templates (``task.timetemplate``) rendered with the file's time (the
 one its path names, ``…/2024/01/31/05/…``, or else its modification time, in UTC) plus
@@ -32,6 +34,7 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from task import timetemplate
+from task.apps.schedule import CronSchedule, is_valid_cron, zone
 from task.apps.sender import TaskSender
 from task.banner import log_startup
 from task.bus.base import Producer
@@ -63,7 +66,9 @@ class FileRule(BaseModel):
     info: str = Field("{path}", description="info template: time placeholders, {path}, {name}, {dir}")
     topic: str = Field("", description="topic (default: the task type)")
     group: int = Field(0, ge=0, description="one task per this many files (0: one per file)")
-    group_cron: str = Field("", description="one task per window of this cron expression")
+    group_cron: str = Field(
+        "", description="one task per window of this cron expression (as cron's rules, in UTC)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -150,8 +155,12 @@ class FilesApp:
         self.clock = clock
         self.now = now
         self._status = StatusServer.for_app("files", self.stats, host=status_host, port=status_port)
-        self._cron = {i: _cron(rule.group_cron) for i, rule in enumerate(self.rules) if rule.group_cron}
-        self._next_window: dict[int, datetime] = {}
+        for rule in self.rules:
+            if rule.group_cron and not is_valid_cron(rule.group_cron):
+                raise ConfigError(f"group_cron {rule.group_cron!r} is not a cron expression "
+                                  "(e.g. '*/15 * * * *', or 6 fields with seconds first)")
+        #: the window schedule of each rule with a group_cron, made at the first tick
+        self._windows: dict[int, CronSchedule] = {}
         #: files not yet settled: path -> (size, mtime_ns, monotonic time of the last change)
         self._pending: dict[str, tuple[int, int, float]] = {}
         self._groups: dict[int, list[tuple[str, datetime]]] = {i: [] for i in range(len(self.rules))}
@@ -253,16 +262,17 @@ class FilesApp:
                 del self._pending[path]
                 self._settled(path, st.st_mtime)
         wall = self.now()
-        for index, cron in self._cron.items():
-            due = self._next_window.get(index)
-            if due is None:
-                due = self._next_window[index] = cron(wall)
+        for index, rule in enumerate(self.rules):
+            if not rule.group_cron:
+                continue
+            window = self._windows.get(index)
+            if window is None:
+                window = self._windows[index] = CronSchedule(rule.group_cron, zone("UTC"), wall)
                 self._log_window(index)
-            if wall >= due:
+            if window.pop_due(wall):  # one task for the files, however many windows passed
                 if self._groups[index]:
-                    self._make(self.rules[index], self._groups[index])
+                    self._make(rule, self._groups[index])
                     self._groups[index] = []
-                self._next_window[index] = cron(wall)
                 self._log_window(index)
         await self._send_outbox()
 
@@ -281,7 +291,7 @@ class FilesApp:
     def _log_window(self, index: int) -> None:
         rule = self.rules[index]
         logger.info("rule %d (%s): next group of files sent at %s", index + 1, rule.type,
-                    self._next_window[index].isoformat())
+                    self._windows[index].next_at.isoformat())
 
     def _seen(self, paths: Sequence[str]) -> None:
         moment = self.clock()
@@ -349,22 +359,3 @@ def _shorten(text: str, limit: int = 200) -> str:
     """``text`` cut to ``limit`` characters for a log line (a group's info lists every path)."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
-
-def _cron(expression: str) -> Callable[[datetime], datetime]:
-    """The next fire time after a moment, for ``expression``.
-
-    Raises:
-        ConfigError: the expression is not a cron expression.
-        MissingExtraError: croniter is not installed.
-    """
-    try:
-        from croniter import croniter  # type: ignore[import-untyped]
-    except ModuleNotFoundError as err:
-        raise MissingExtraError("group_cron needs croniter: pip install 'taskbus[apps]'") from err
-    if not croniter.is_valid(expression):
-        raise ConfigError(f"group_cron {expression!r} is not a cron expression (e.g. '*/15 * * * *')")
-
-    def next_after(moment: datetime) -> datetime:
-        return croniter(expression, moment).get_next(datetime)  # type: ignore[no-any-return]
-
-    return next_after
