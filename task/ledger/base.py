@@ -3,7 +3,9 @@
 A task is outstanding from ``created`` (a taskmaster made it) or ``started`` (a worker took
 it) until ``done``. A task neither done nor touched within ``older_than`` is presumed lost
 and is found by ``outstanding``; ``claim`` makes sure only one recover replica resends it.
-``schedule``/``due`` hold tasks that must be sent later (retry backoff, delayed tasks).
+``schedule``/``due`` hold tasks that must be sent later (retry backoff, delayed tasks,
+workflow steps), each with the topic it goes to and its ``ScheduleKind``, so each app
+releases only its own kind and sends each task where it belongs.
 
 Every operation is idempotent: recording a task twice makes one record, ``done`` twice is
 harmless. A task without an id cannot be recorded; backends count and skip it.
@@ -19,7 +21,15 @@ from typing import Protocol, runtime_checkable
 
 from task.task import Task
 
-__all__ = ["Ledger", "LedgerRecord", "ScheduleReader", "ScheduledTask", "State", "TaskListStats"]
+__all__ = [
+    "Ledger",
+    "LedgerRecord",
+    "ScheduleKind",
+    "ScheduleReader",
+    "ScheduledTask",
+    "State",
+    "TaskListStats",
+]
 
 
 class State(StrEnum):
@@ -45,14 +55,25 @@ class LedgerRecord:
     owner: str = ""
 
 
+class ScheduleKind(StrEnum):
+    """Why a task waits in the schedule: each app releases only its own kind with ``due``."""
+
+    RETRY = "retry"  #: a failed task waiting out its backoff (``taskbus retry``)
+    DELAY = "delay"  #: a task sent with a delay or at a given time
+    FLOW = "flow"  #: a workflow step waiting for its time
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduledTask:
-    """A task ``schedule`` holds until it is due (a retry waiting out its backoff)."""
+    """A task ``schedule`` holds until it is due, and where it goes then."""
 
     task: Task
     task_list: str
     #: when it is due, Unix seconds
     at: float
+    #: the topic the task is sent to when it is due
+    topic: str
+    kind: ScheduleKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +129,18 @@ class Ledger(Protocol):
         every owner, its holder too: each claim is one resend. False for an unknown id.
         """
 
-    async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:
-        """Hold ``task`` until ``at``. Scheduling the same id again moves it."""
+    async def schedule(
+        self, task: Task, task_list: str | None, at: datetime, *, topic: str, kind: ScheduleKind
+    ) -> None:
+        """Hold ``task`` until ``at``, then release it to be sent to ``topic``.
 
-    async def due(self, task_list: str, now: datetime) -> list[Task]:
-        """Scheduled tasks whose time has come, oldest first.
+        Scheduling the same id in the same task list again replaces it (time, topic, kind).
+        """
+
+    async def due(
+        self, task_list: str, now: datetime, *, kind: ScheduleKind | None = None
+    ) -> list[ScheduledTask]:
+        """Scheduled tasks of ``kind`` (every kind when None) whose time has come, oldest first.
 
         Each is moved from the schedule to the outstanding records (state ``created``) in
         one step, so a sender that dies before sending leaves it for ``recover`` to find.
@@ -138,6 +166,13 @@ class ScheduleReader(Protocol):
 
     async def scheduled(self, task_list: str, limit: int) -> list[ScheduledTask]:
         """Up to ``limit`` tasks of ``task_list`` waiting in the schedule, soonest first.
+
+        Raises:
+            LedgerError: the database cannot be reached.
+        """
+
+    async def find_scheduled(self, task_list: str, id: str) -> ScheduledTask | None:
+        """The scheduled task ``id`` of ``task_list`` (when, where, what kind), or None.
 
         Raises:
             LedgerError: the database cannot be reached.

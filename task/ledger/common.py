@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from task.task import Task
 
-__all__ = ["list_of", "epoch", "resendable"]
+__all__ = ["epoch", "list_of", "resendable"]
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def list_of(task: Task, task_list: str | None) -> str:
 def epoch(at: datetime) -> float:
     """Unix seconds of ``at``; a naive datetime is taken as UTC, as the wire format's times are."""
     if at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
+        at = at.replace(tzinfo=UTC)
     return at.timestamp()
 
 

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
+from typing import ClassVar, Self
 
 from task.errors import LedgerError
-from task.ledger.base import LedgerRecord, ScheduledTask, State, TaskListStats
+from task.ledger.base import LedgerRecord, ScheduledTask, ScheduleKind, State, TaskListStats
 from task.ledger.common import epoch, list_of
 from task.task import Task
 
@@ -41,12 +42,12 @@ class _Row:
 class MemoryLedger:
     """Outstanding and scheduled tasks in dictionaries of this process."""
 
-    _named: dict[str, MemoryLedger] = {}
+    _named: ClassVar[dict[str, MemoryLedger]] = {}
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._rows: dict[tuple[str, str], _Row] = {}
-        self._scheduled: dict[tuple[str, str], tuple[float, Task]] = {}
+        self._scheduled: dict[tuple[str, str], ScheduledTask] = {}
         self._faults: dict[LedgerFault, int] = {}
         self._closed = False
         #: tasks given without an id: counted, never recorded
@@ -140,37 +141,46 @@ class MemoryLedger:
         )
         return True
 
-    async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:
+    async def schedule(
+        self, task: Task, task_list: str | None, at: datetime, *, topic: str, kind: ScheduleKind
+    ) -> None:
         self._check()
         if self._no_id(task):
             return
-        self._scheduled[(list_of(task, task_list), task.id)] = (epoch(at), task)
+        name = list_of(task, task_list)
+        self._scheduled[(name, task.id)] = ScheduledTask(task, name, epoch(at), topic, ScheduleKind(kind))
 
-    async def due(self, task_list: str, now: datetime) -> list[Task]:
+    def _waiting(self, task_list: str) -> list[ScheduledTask]:
+        """The schedule of ``task_list``, soonest first (ties by id, as SQLite orders them)."""
+        waiting = [s for (name, _), s in self._scheduled.items() if name == task_list]
+        return sorted(waiting, key=lambda s: (s.at, s.task.id))
+
+    async def due(
+        self, task_list: str, now: datetime, *, kind: ScheduleKind | None = None
+    ) -> list[ScheduledTask]:
         written = self._check()
         limit = epoch(now)
-        ready = sorted(
-            (at, key) for key, (at, _) in self._scheduled.items()
-            if key[0] == task_list and at <= limit
-        )
-        tasks = []
-        for _, key in ready:
-            _, task = self._scheduled.pop(key)
+        ready = [s for s in self._waiting(task_list)
+                 if s.at <= limit and (kind is None or s.kind == kind)]
+        for entry in ready:
+            key = (task_list, entry.task.id)
+            del self._scheduled[key]
             row = self._rows.get(key)
             attempts = row.record.attempts if row else 0
             self._rows[key] = _Row(
-                LedgerRecord(task, task_list, State.CREATED, attempts, written, written)
+                LedgerRecord(entry.task, task_list, State.CREATED, attempts, written, written)
             )
-            tasks.append(task)
-        return tasks
+        return ready
 
     async def scheduled(self, task_list: str, limit: int) -> list[ScheduledTask]:
         """Up to ``limit`` tasks of ``task_list`` waiting in the schedule, soonest first."""
         self._check()
-        waiting = sorted(
-            (at, key[1], task) for key, (at, task) in self._scheduled.items() if key[0] == task_list
-        )
-        return [ScheduledTask(task, task_list, at) for at, _, task in waiting[:limit]]
+        return self._waiting(task_list)[:limit]
+
+    async def find_scheduled(self, task_list: str, id: str) -> ScheduledTask | None:
+        """The scheduled task ``id`` of ``task_list``, or None."""
+        self._check()
+        return self._scheduled.get((task_list, id))
 
     async def task_lists(self) -> list[str]:
         self._check()
@@ -197,7 +207,7 @@ class MemoryLedger:
         """Forget nothing but refuse further use. Idempotent."""
         self._closed = True
 
-    async def __aenter__(self) -> MemoryLedger:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -9,10 +9,12 @@ taskmaster and ``taskbus recover`` can share it. Every statement runs in one wor
 per ledger (sqlite3 blocks), so the event loop never waits on the disk. Multi-statement
 writes take the write lock up front (``BEGIN IMMEDIATE``): a read-then-write transaction
 that upgrades later can fail at once under WAL when another process wrote in between.
-The file, its directory and the schema are created on first use, except with
-``create=False`` (what ``taskbus ledger ls/show/stats`` use): then the file is opened
-read-only (``mode=ro``) and a missing one is a ConfigError, so looking at a mistyped path
-reports it instead of leaving an empty database behind.
+The file, its directory and the schema are created on first use, and an older schema is
+upgraded in place (``task.ledger.sqlite_schema``), except with ``create=False`` (what
+``taskbus ledger ls/show/stats`` use): then the file is opened read-only (``mode=ro``) and a
+missing one is a ConfigError, so looking at a mistyped path reports it instead of leaving an
+empty database behind. A read-only open never upgrades: it reads an older file as it is, and
+any writing command (or ``taskbus ledger init``) upgrades it.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Self, TypeVar
 
 from task.bus.url import parse_url
 from task.errors import ConfigError, LedgerError
-from task.ledger.base import LedgerRecord, ScheduledTask, State, TaskListStats
+from task.ledger import sqlite_schema
+from task.ledger.base import LedgerRecord, ScheduledTask, ScheduleKind, State, TaskListStats
 from task.ledger.common import epoch, list_of
 from task.task import Task
 
@@ -41,21 +45,6 @@ T = TypeVar("T")
 
 #: records read per round trip to the worker thread while iterating ``outstanding``
 _PAGE = 500
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS task_records (
-    task_list TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, task TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, updated_at REAL NOT NULL,
-    owner TEXT NOT NULL DEFAULT '', claim_until REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (task_list, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS task_records_idle ON task_records (task_list, updated_at, id);
-CREATE TABLE IF NOT EXISTS task_schedule (
-    task_list TEXT NOT NULL, id TEXT NOT NULL, at REAL NOT NULL, task TEXT NOT NULL,
-    PRIMARY KEY (task_list, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS task_schedule_at ON task_schedule (task_list, at, id);
-"""
 
 _COLUMNS = "task, task_list, state, attempts, created_at, updated_at, owner"
 _UPSERT_CREATED = """
@@ -69,6 +58,17 @@ ON CONFLICT (task_list, id) DO UPDATE SET state = 'created', task = excluded.tas
 def _record(row: tuple[str, str, str, int, float, float, str]) -> LedgerRecord:
     task, task_list, state, attempts, created_at, updated_at, owner = row
     return LedgerRecord(Task.from_json(task), task_list, State(state), attempts, created_at, updated_at, owner)
+
+
+def _fetch_all(sql: str, args: tuple[object, ...], conn: sqlite3.Connection) -> list[Any]:
+    return conn.execute(sql, args).fetchall()
+
+
+def _scheduled(task_list: str, row: tuple[str, float, str, str]) -> ScheduledTask:
+    body, at, topic, kind = row
+    task = Task.from_json(body)
+    # '' is a row a taskbus 0.2 process wrote after the upgrade: it sent to the task's type
+    return ScheduledTask(task, task_list, at, topic or task.type, ScheduleKind(kind))
 
 
 class SqliteLedger:
@@ -91,6 +91,8 @@ class SqliteLedger:
         self.create = create
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only in the worker thread
+        #: schema version of the open file (older than the code's only when read-only)
+        self._version = sqlite_schema.VERSION
         self._closed = False
         #: tasks given without an id: counted, never recorded
         self.skipped_no_id = 0
@@ -121,6 +123,17 @@ class SqliteLedger:
         if tables < 2:
             conn.close()
             raise self._missing(" (the file has no ledger tables)")
+        found = sqlite_schema.version(conn)
+        try:
+            sqlite_schema.check_version(found, self.path)
+        except LedgerError:
+            conn.close()
+            raise
+        if found < sqlite_schema.VERSION:
+            logger.info("ledger %s has schema version %d (this taskbus writes %d): read as it is; "
+                        "any writing command or `taskbus ledger init` upgrades it",
+                        self.path, found, sqlite_schema.VERSION)
+        self._version = found
         return conn
 
     def _connect(self) -> sqlite3.Connection:
@@ -135,7 +148,8 @@ class SqliteLedger:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: survives a process crash
-                conn.executescript(_SCHEMA)
+                sqlite_schema.migrate(conn, self.path)
+                self._version = sqlite_schema.VERSION
                 return conn
             except sqlite3.OperationalError as err:
                 # Switching a new file to WAL while another process does the same can fail at
@@ -231,7 +245,7 @@ class SqliteLedger:
         after: tuple[float, str] = (float("-inf"), "")
         while True:
             args = (task_list, cutoff, *after, _PAGE)
-            rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+            rows = await self._run(partial(_fetch_all, sql, args))
             for row in rows:
                 yield _record(row[:7])
             if len(rows) < _PAGE:
@@ -247,33 +261,56 @@ class SqliteLedger:
         args = (owner, now + ttl, now, task_list, id, now, now - older_than)
         return await self._run(lambda c: c.execute(sql, args).rowcount == 1)
 
-    async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:
+    async def schedule(
+        self, task: Task, task_list: str | None, at: datetime, *, topic: str, kind: ScheduleKind
+    ) -> None:
         if self._no_id(task):
             return
-        args = (list_of(task, task_list), task.id, epoch(at), task.to_json().decode())
-        sql = "INSERT OR REPLACE INTO task_schedule (task_list, id, at, task) VALUES (?, ?, ?, ?)"
+        args = (list_of(task, task_list), task.id, epoch(at), task.to_json().decode(), topic,
+                ScheduleKind(kind).value)
+        sql = ("INSERT OR REPLACE INTO task_schedule (task_list, id, at, task, topic, kind) "
+               "VALUES (?, ?, ?, ?, ?, ?)")
         await self._run(lambda c: c.execute(sql, args))
 
-    async def due(self, task_list: str, now: datetime) -> list[Task]:
+    async def due(
+        self, task_list: str, now: datetime, *, kind: ScheduleKind | None = None
+    ) -> list[ScheduledTask]:
         limit, written = epoch(now), self.clock()
+        sql = ("SELECT id, task, at, topic, kind FROM task_schedule WHERE task_list = ? AND at <= ?"
+               + ("" if kind is None else " AND kind = ?") + " ORDER BY at, id")
+        args = (task_list, limit) if kind is None else (task_list, limit, ScheduleKind(kind).value)
 
-        def move(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(
-                "SELECT id, task FROM task_schedule WHERE task_list = ? AND at <= ? ORDER BY at, id",
-                (task_list, limit),
-            ).fetchall()
-            conn.executemany(_UPSERT_CREATED, [(task_list, i, t, written, written) for i, t in rows])
-            conn.execute("DELETE FROM task_schedule WHERE task_list = ? AND at <= ?", (task_list, limit))
-            return [body for _, body in rows]
+        def move(conn: sqlite3.Connection) -> list[tuple[str, float, str, str]]:
+            rows = conn.execute(sql, args).fetchall()
+            conn.executemany(_UPSERT_CREATED, [(task_list, r[0], r[1], written, written) for r in rows])
+            conn.executemany("DELETE FROM task_schedule WHERE task_list = ? AND id = ?",
+                             [(task_list, r[0]) for r in rows])
+            return [r[1:] for r in rows]
 
-        bodies = await self._run(lambda c: self._in_write(c, lambda: move(c)))
-        return [Task.from_json(body) for body in bodies]
+        rows = await self._run(lambda c: self._in_write(c, lambda: move(c)))
+        return [_scheduled(task_list, row) for row in rows]
 
     async def scheduled(self, task_list: str, limit: int) -> list[ScheduledTask]:
         """Up to ``limit`` tasks of ``task_list`` waiting in the schedule, soonest first."""
-        sql = "SELECT task, at FROM task_schedule WHERE task_list = ? ORDER BY at, id LIMIT ?"
-        rows = await self._run(lambda c: c.execute(sql, (task_list, limit)).fetchall())
-        return [ScheduledTask(Task.from_json(body), task_list, at) for body, at in rows]
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, float, str, str]]:
+            sql = (f"SELECT task, at, {sqlite_schema.schedule_columns(self._version)} "
+                   "FROM task_schedule WHERE task_list = ? ORDER BY at, id LIMIT ?")
+            return conn.execute(sql, (task_list, limit)).fetchall()
+
+        return [_scheduled(task_list, row) for row in await self._run(read)]
+
+    async def find_scheduled(self, task_list: str, id: str) -> ScheduledTask | None:
+        """The scheduled task ``id`` of ``task_list``, or None."""
+
+        def read(conn: sqlite3.Connection) -> tuple[str, float, str, str] | None:
+            sql = (f"SELECT task, at, {sqlite_schema.schedule_columns(self._version)} "
+                   "FROM task_schedule WHERE task_list = ? AND id = ?")
+            row: tuple[str, float, str, str] | None = conn.execute(sql, (task_list, id)).fetchone()
+            return row
+
+        row = await self._run(read)
+        return None if row is None else _scheduled(task_list, row)
 
     async def task_lists(self) -> list[str]:
         sql = "SELECT task_list FROM task_records UNION SELECT task_list FROM task_schedule ORDER BY 1"
@@ -298,9 +335,10 @@ class SqliteLedger:
                              scheduled, max(0.0, now - oldest))
 
     async def init_schema(self, replication: str = "") -> str:
-        """Create the file and its tables (also done on first use); safe to run twice."""
+        """Create the file and its tables, or upgrade an older schema (both also done on first
+        use); safe to run twice."""
         await self._run(lambda c: None)
-        return f"sqlite ledger ready at {self.path}"
+        return f"sqlite ledger ready at {self.path} (schema version {self._version})"
 
     async def close(self) -> None:
         """Close the file and stop the worker thread. Idempotent."""
@@ -321,7 +359,7 @@ class SqliteLedger:
         finally:
             executor.shutdown(wait=False)
 
-    async def __aenter__(self) -> SqliteLedger:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

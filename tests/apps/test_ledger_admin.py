@@ -12,6 +12,7 @@ import pytest
 
 from task.apps.ledger_admin import ACTIONS, LedgerAdmin
 from task.cli import main
+from task.ledger.base import ScheduleKind
 from task.ledger.memory import MemoryLedger
 from task.ledger.sqlite import SqliteLedger
 from task.task import Task
@@ -27,7 +28,8 @@ def db(tmp_path: Path) -> str:
             await ledger.created(Task.new("fetch", "old", id="a"))
         async with SqliteLedger(path, clock=lambda: time.time() - 30) as ledger:
             await ledger.started(Task.new("load", "running", id="b"))
-            await ledger.schedule(Task.new("load", "later", id="c"), None, datetime.now(UTC))
+            await ledger.schedule(Task.new("load", "later", id="c"), None, datetime.now(UTC),
+                                  topic="load", kind=ScheduleKind.RETRY)
 
     asyncio.run(fill())
     return f"sqlite:{path}"
@@ -75,8 +77,10 @@ async def test_ls_prints_every_duration_with_a_unit(capsys: pytest.CaptureFixtur
     await memory.created(Task.new("fetch", "x", id="a"))
     clock["now"] = now - 300
     await memory.touch("fetch", "a")
-    await memory.schedule(Task.new("fetch", "y", id="r1"), None, datetime.fromtimestamp(now + 30, UTC))
-    await memory.schedule(Task.new("fetch", "z", id="r2"), None, datetime.fromtimestamp(now - 90, UTC))
+    await memory.schedule(Task.new("fetch", "y", id="r1"), None, datetime.fromtimestamp(now + 30, UTC),
+                          topic="fetch", kind=ScheduleKind.RETRY)
+    await memory.schedule(Task.new("fetch", "z", id="r2"), None, datetime.fromtimestamp(now - 90, UTC),
+                          topic="fetch", kind=ScheduleKind.RETRY)
     clock["now"] = now
     # When an operator lists it
     assert await LedgerAdmin(ledger=memory, action="ls", clock=lambda: now).run() == 0

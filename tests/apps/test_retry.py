@@ -199,7 +199,7 @@ async def test_a_ledger_that_refuses_the_retry_gets_the_done_task_back_on_the_bu
     assert again.settled == [("ack", 0.0)]
     assert app.counts["scheduled"] == 1 and app.counts["duplicates"] == 0
     clock.advance(10)
-    assert [t.get_meta("retry") for t in await ledger.due("fetch", clock())] == ["1"]
+    assert [e.task.get_meta("retry") for e in await ledger.due("fetch", clock())] == ["1"]
 
 
 async def test_without_a_ledger_the_retry_is_held_in_memory() -> None:

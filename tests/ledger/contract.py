@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from task.ledger.base import Ledger, LedgerRecord, State
+from task.ledger.base import Ledger, LedgerRecord, ScheduledTask, ScheduleKind, State
 from task.task import Task
 
 
@@ -39,6 +39,10 @@ class Clock:
 
 async def collect(records: AsyncIterator[LedgerRecord]) -> list[str]:
     return [record.task.id async for record in records]
+
+
+def ids(entries: list[ScheduledTask]) -> list[str]:
+    return [entry.task.id for entry in entries]
 
 
 def needs(ledger: Ledger, method: str, parameter: str) -> None:
@@ -124,11 +128,12 @@ class LedgerContract:
         assert await ledger.find(kind, other.id) is not None
 
     async def test_task_without_id_is_counted_not_recorded(self, ledger: Ledger, clock: Clock, kind: str) -> None:
+        needs(ledger, "schedule", "topic")
         task = Task.new(kind, "no id", id="")
         assert await ledger.created(task) is False
         await ledger.started(task)
-        await ledger.schedule(task, None, clock.at(-1))
-        assert getattr(ledger, "skipped_no_id") == 3
+        await ledger.schedule(task, None, clock.at(-1), topic=kind, kind=ScheduleKind.RETRY)
+        assert ledger.skipped_no_id == 3  # type: ignore[attr-defined]  # not in the protocol
         assert await ledger.due(kind, clock.at()) == []
         assert await collect(ledger.outstanding(kind, 0)) == []
         assert kind not in await ledger.task_lists()
@@ -156,7 +161,8 @@ class LedgerContract:
         task = self.task(kind)
         await ledger.created(task)
         clock.advance(60)
-        won = await asyncio.gather(*(ledger.claim(kind, task.id, f"r{i}", 30, older_than=60) for i in range(2)))
+        won = await asyncio.gather(
+            *(ledger.claim(kind, task.id, f"r{i}", 30, older_than=60) for i in range(2)))
         assert sorted(won) == [False, True]
         record = await ledger.find(kind, task.id)
         assert record is not None
@@ -204,46 +210,74 @@ class LedgerContract:
         assert await ledger.claim(kind, task.id, "r", 30, older_than=0) is False
 
     async def test_schedule_and_due_move_tasks_to_created(self, ledger: Ledger, clock: Clock, kind: str) -> None:
+        needs(ledger, "schedule", "topic")
         later, sooner = self.task(kind, "later"), self.task(kind, "sooner")
-        await ledger.schedule(later, None, clock.at(60))
-        await ledger.schedule(sooner, kind, clock.at(30))
+        await ledger.schedule(later, None, clock.at(60), topic="retry-topic", kind=ScheduleKind.RETRY)
+        await ledger.schedule(sooner, kind, clock.at(30), topic=kind, kind=ScheduleKind.RETRY)
         assert (await ledger.stats(kind)).scheduled == 2
         assert kind in await ledger.task_lists()
         assert await ledger.due(kind, clock.at(10)) == []
         assert await ledger.find(kind, "sooner") is None
         clock.advance(45)
-        assert await ledger.due(kind, clock.at()) == [sooner]
+        assert await ledger.due(kind, clock.at()) == [
+            ScheduledTask(sooner, kind, clock.now - 15, kind, ScheduleKind.RETRY)]
         record = await ledger.find(kind, "sooner")
         assert record is not None and record.state is State.CREATED
         assert record.updated_at == clock.now
         assert await ledger.due(kind, clock.at()) == []
-        assert await ledger.due(kind, clock.at(100)) == [later]
+        assert await ledger.due(kind, clock.at(100)) == [
+            ScheduledTask(later, kind, clock.now + 15, "retry-topic", ScheduleKind.RETRY)]
         assert (await ledger.stats(kind)).scheduled == 0
 
+    async def test_due_releases_only_the_kind_asked_for(self, ledger: Ledger, clock: Clock, kind: str) -> None:
+        needs(ledger, "schedule", "topic")
+        # Given a retry, a delayed task and a workflow step of one task list, all due, and a
+        # retry not due yet, each bound for its own topic
+        for id, at, sk in (("r1", -30, ScheduleKind.RETRY), ("d1", -20, ScheduleKind.DELAY),
+                           ("f1", -10, ScheduleKind.FLOW), ("r2", 100, ScheduleKind.RETRY)):
+            await ledger.schedule(self.task(kind, id), None, clock.at(at), topic=f"to-{id}", kind=sk)
+        # When the retry app asks for due retries, it gets only the retry, with its topic
+        retries = await ledger.due(kind, clock.at(), kind=ScheduleKind.RETRY)
+        assert [(e.task.id, e.topic, e.kind) for e in retries] == [("r1", "to-r1", ScheduleKind.RETRY)]
+        # Then the delayed task and the step stay scheduled for their own apps
+        assert (await ledger.stats(kind)).scheduled == 3
+        assert await ledger.find(kind, "d1") is None
+        assert ids(await ledger.due(kind, clock.at(), kind=ScheduleKind.DELAY)) == ["d1"]
+        assert ids(await ledger.due(kind, clock.at(), kind=ScheduleKind.RETRY)) == []
+        # And without a kind, every kind that is due is released
+        every = await ledger.due(kind, clock.at(200))
+        assert [(e.task.id, e.topic, e.kind) for e in every] == [
+            ("f1", "to-f1", ScheduleKind.FLOW), ("r2", "to-r2", ScheduleKind.RETRY)]
+
     async def test_scheduling_again_moves_the_time(self, ledger: Ledger, clock: Clock, kind: str) -> None:
+        needs(ledger, "schedule", "topic")
         task = self.task(kind)
-        await ledger.schedule(task, None, clock.at(600))
-        await ledger.schedule(task, None, clock.at(10))
-        assert await ledger.due(kind, clock.at(20)) == [task]
+        await ledger.schedule(task, None, clock.at(600), topic="first", kind=ScheduleKind.RETRY)
+        await ledger.schedule(task, None, clock.at(10), topic="second", kind=ScheduleKind.DELAY)
+        assert await ledger.due(kind, clock.at(20), kind=ScheduleKind.RETRY) == []
+        assert await ledger.due(kind, clock.at(20)) == [
+            ScheduledTask(task, kind, clock.now + 10, "second", ScheduleKind.DELAY)]
         assert await ledger.due(kind, clock.at(1000)) == []
 
     async def test_due_is_taken_once_by_concurrent_callers(self, ledger: Ledger, clock: Clock, kind: str) -> None:
+        needs(ledger, "schedule", "topic")
         tasks = [self.task(kind, f"t{i}") for i in range(5)]
         for i, task in enumerate(tasks):
-            await ledger.schedule(task, None, clock.at(i))
+            await ledger.schedule(task, None, clock.at(i), topic=kind, kind=ScheduleKind.RETRY)
         got = await asyncio.gather(ledger.due(kind, clock.at(10)), ledger.due(kind, clock.at(10)))
-        assert sorted(t.id for t in got[0] + got[1]) == [t.id for t in tasks]
+        assert sorted(ids(got[0] + got[1])) == [t.id for t in tasks]
         for batch in got:  # each caller gets its share oldest first
-            assert [t.id for t in batch] == sorted(t.id for t in batch)
+            assert ids(batch) == sorted(ids(batch))
 
     async def test_stats_count_states_and_oldest_age(self, ledger: Ledger, clock: Clock, kind: str) -> None:
         empty = await ledger.stats(kind)
         assert (empty.created, empty.started, empty.scheduled, empty.oldest_age) == (0, 0, 0, 0)
         a, b, c = self.task(kind), self.task(kind), self.task(kind)
+        needs(ledger, "schedule", "topic")
         await ledger.created(a)
         clock.advance(100)
         await ledger.started(b)
-        await ledger.schedule(c, None, clock.at(50))
+        await ledger.schedule(c, None, clock.at(50), topic=kind, kind=ScheduleKind.DELAY)
         clock.advance(20)
         stats = await ledger.stats(kind)
         assert (stats.task_list, stats.created, stats.started, stats.scheduled) == (kind, 1, 1, 1)
