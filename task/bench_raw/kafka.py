@@ -15,7 +15,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 
-from task.bus.kafka import KafkaOptions, ensure_topic
+from task.bus.kafka_options import KafkaOptions, ensure_topic
 from task.bus.registry import Credentials
 from task.task import Task
 

@@ -6,7 +6,7 @@ and crashing would skip task 5 forever. So the commit of a partition stops at it
 unfinished offset, and only moves past it once it is done. Commits are batched (by count and
 by time) because one commit per task would cost a broker round trip per task.
 
-Pure bookkeeping, no I/O: ``task.bus.kafka`` feeds it and sends the commits.
+Pure bookkeeping, no I/O: ``task.bus.kafka_consumer`` feeds it and sends the commits.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
-__all__ = ["PartitionOffsets", "OffsetBook"]
+__all__ = ["OffsetBook", "PartitionOffsets"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -30,7 +30,7 @@ class PartitionOffsets:
     reads from the committed offset and will run those tasks itself.
     """
 
-    __slots__ = ("_order", "_open", "_next", "_committed", "revoked")
+    __slots__ = ("_committed", "_next", "_open", "_order", "revoked")
 
     def __init__(self) -> None:
         self._order: deque[int] = deque()  # handed-out offsets, oldest first; head unfinished

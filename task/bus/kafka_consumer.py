@@ -1,0 +1,350 @@
+"""The Kafka consumer: a member of the group ``channel``, prefetch-bounded, safe commits.
+
+Several messages of one partition may run at once (``prefetch`` > 1), so the offset
+committed for a partition is its lowest unfinished message (see ``task.bus.kafka_offsets``):
+a crash redelivers every unfinished task and never skips one. Commits are batched by count
+and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
+
+from task.bus.base import BusInfo, BusPart
+from task.bus.kafka_offsets import OffsetBook, PartitionOffsets
+from task.bus.kafka_options import KafkaOptions, ensure_topic, unreachable
+from task.bus.kafka_producer import start_producer
+from task.errors import BusClosedError, BusError
+
+__all__ = ["ATTEMPT_HEADER", "KafkaConsumer", "KafkaMessage"]
+
+logger = logging.getLogger(__name__)
+
+#: header a ``nack`` re-publish carries: how many deliveries the message already had
+ATTEMPT_HEADER = "taskbus-attempt"
+#: a full consumer waits this long for a free slot before pausing its partitions outright
+PAUSE_AFTER = 2.0
+
+
+class KafkaMessage:
+    """One record handed out by a ``KafkaConsumer``."""
+
+    __slots__ = ("_consumer", "_offset", "_part", "_settled", "_tp", "attempt", "body", "key")
+
+    def __init__(
+        self, consumer: KafkaConsumer, record: Any, part: PartitionOffsets, attempt: int
+    ) -> None:
+        self.body: bytes = record.value or b""
+        self.attempt = attempt
+        self.key: bytes | None = record.key
+        self._consumer = consumer
+        self._tp = TopicPartition(record.topic, record.partition)
+        self._part = part
+        self._offset: int = record.offset
+        self._settled = False
+
+    async def ack(self) -> None:
+        """Done: its offset may be committed once every earlier one of its partition is."""
+        if not self._settled:
+            self._settled = True
+            self._consumer._finish(self)
+
+    async def nack(self, delay: float = 0) -> None:
+        """Re-publish the body after ``delay`` seconds with attempt + 1, then count this one done.
+
+        Returns at once; the re-publish runs in the background. A stopping consumer publishes
+        waiting re-publishes at once. After ``stop()`` the message is only left uncommitted,
+        so the group's next member gets it again.
+        """
+        if not self._settled:
+            self._settled = True
+            self._consumer._redeliver(self, delay)
+
+    async def in_progress(self) -> None:
+        """Nothing to extend: Kafka has no lease and the consumer keeps polling meanwhile."""
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer._revoke(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        logger.info("kafka group %s: assigned %s", self._consumer.channel, sorted(assigned))
+
+
+class KafkaConsumer(BusPart):
+    """A member of the consumer group ``channel`` on ``topic``, holding up to ``prefetch``.
+
+    A background loop fetches while fewer than ``prefetch`` messages are held (queued or
+    handed out and not settled); when full it stops taking records (aiokafka then stops
+    fetching after one batch), and when still full after ``PAUSE_AFTER`` seconds it pauses
+    its partitions and keeps polling, so the group never takes long tasks for a dead member.
+    """
+
+    def __init__(self, options: KafkaOptions, topic: str, channel: str, prefetch: int = 1) -> None:
+        self.options = options
+        self.topic = topic
+        self.channel = channel or topic
+        self.prefetch = max(1, prefetch)
+        self._book: OffsetBook[TopicPartition] = OffsetBook(
+            every=options.commit_every, interval=options.commit_interval
+        )
+        self._queue: deque[KafkaMessage] = deque()
+        self._in_hand = 0
+        self._client: Any = None
+        self._republisher: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._redeliveries: dict[asyncio.Task[None], KafkaMessage] = {}
+        self._hurry: asyncio.Event = asyncio.Event()
+        self._ready = asyncio.Event()  # messages queued, a failure, or stop
+        self._settled = asyncio.Event()  # a handed-out message was settled
+        self._commit_now = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
+        self._republisher_lock = asyncio.Lock()
+        self._failure: BusError | None = None
+        self._stopped = False
+        self._received = self._acked = self._commits = 0
+
+    async def start(self) -> None:
+        """Create the topic if missing, join the group and start fetching.
+
+        Raises:
+            BusError: the brokers cannot be reached.
+            BusClosedError: called after ``stop()``.
+        """
+        async with self._start_lock:  # concurrent msg() callers start it once
+            await self._start()
+
+    async def _start(self) -> None:
+        if self._stopped:
+            raise BusClosedError("Kafka consumer used after stop()")
+        if self._client is not None:
+            return
+        await ensure_topic(self.options, self.topic)
+        client = AIOKafkaConsumer(
+            group_id=self.channel, enable_auto_commit=False,
+            auto_offset_reset=self.options.offset_reset,
+            session_timeout_ms=int(self.options.session_timeout * 1000),
+            heartbeat_interval_ms=int(self.options.session_timeout * 1000 / 3),
+            # the group waits for our revocation drain rather than evicting us meanwhile
+            rebalance_timeout_ms=int((self.options.drain_timeout + self.options.session_timeout) * 1000),
+            **self.options.client_args(),
+        )
+        try:
+            await client.start()
+        except KafkaError as err:
+            await client.stop()
+            raise unreachable(self.options, err) from err
+        client.subscribe([self.topic], listener=_Listener(self))
+        self._client = client
+        self._tasks = [asyncio.create_task(self._fetch_loop()), asyncio.create_task(self._commit_loop())]
+
+    async def msg(self) -> KafkaMessage | None:
+        """The next message; None after ``stop()``.
+
+        Raises:
+            BusError: fetching failed for good (the message says why).
+        """
+        if self._client is None and not self._stopped:
+            await self.start()
+        while not self._stopped:
+            if self._queue:
+                message = self._queue.popleft()
+                if message._part.revoked:
+                    continue
+                message._part.handed(message._offset)
+                self._in_hand += 1
+                return message
+            if self._failure is not None:
+                raise self._failure
+            self._ready.clear()
+            await self._ready.wait()
+        return None
+
+    def _room(self) -> int:
+        return self.prefetch - len(self._queue) - self._in_hand
+
+    async def _fetch_loop(self) -> None:
+        client, paused = self._client, False
+        while not self._stopped:
+            try:
+                if self._room() <= 0:
+                    if not paused and await self._wait_settled(PAUSE_AFTER):
+                        continue
+                    paused = True
+                    client.pause(*client.assignment())
+                    batches = await client.getmany(timeout_ms=200)  # keeps the member alive
+                else:
+                    if paused:
+                        client.resume(*client.paused())
+                        paused = False
+                    batches = await client.getmany(timeout_ms=1000, max_records=self._room())
+            except KafkaError as err:
+                if getattr(err, "retriable", False):
+                    logger.warning("kafka fetch on %s failed, retrying: %r", self.topic, err)
+                    await asyncio.sleep(1)
+                    continue
+                self._failure = BusError(f"Kafka consumer of {self.topic!r} failed: {err!r}")
+                self._ready.set()
+                return
+            for tp, records in batches.items():
+                part = self._book.partition(tp)
+                for record in records:
+                    self._queue.append(KafkaMessage(self, record, part, _attempt(record.headers)))
+                self._received += len(records)
+            if batches:
+                self._ready.set()
+
+    async def _wait_settled(self, timeout: float) -> bool:
+        self._settled.clear()
+        try:
+            async with asyncio.timeout(timeout):  # not wait_for: in 3.11 it can eat a cancel
+                await self._settled.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _finish(self, message: KafkaMessage) -> None:
+        self._in_hand -= 1
+        self._acked += 1
+        self._book.finished(message._part, message._offset)
+        self._settled.set()
+        if self._book.count_due():
+            self._commit_now.set()
+
+    def _redeliver(self, message: KafkaMessage, delay: float) -> None:
+        self._in_hand -= 1
+        self._settled.set()
+        if self._stopped:
+            return  # left uncommitted: the next member of the group gets it again
+        task = asyncio.create_task(self._republish(message, delay))
+        self._redeliveries[task] = message
+        task.add_done_callback(self._redeliveries.pop)
+
+    async def _republish(self, message: KafkaMessage, delay: float) -> None:
+        if delay > 0:
+            try:
+                async with asyncio.timeout(delay):
+                    await self._hurry.wait()
+            except TimeoutError:
+                pass
+        try:
+            async with self._republisher_lock:  # one re-publisher, even when nacks race
+                if self._republisher is None:
+                    self._republisher = await start_producer(self.options)
+            headers = [(ATTEMPT_HEADER, str(message.attempt).encode())]
+            await self._republisher.send_and_wait(
+                self.topic, message.body, key=message.key, partition=message._tp.partition,
+                headers=headers,
+            )
+        except (KafkaError, BusError) as err:
+            logger.error("kafka nack of %s@%d could not re-publish, leaving it uncommitted: %r",
+                         message._tp, message._offset, err)
+            return
+        self._book.finished(message._part, message._offset)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.options.commit_interval):
+                    await self._commit_now.wait()
+            except TimeoutError:
+                pass
+            self._commit_now.clear()
+            await self._commit()
+
+    async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        async with self._commit_lock:
+            offsets = self._book.to_commit(partitions)
+            if partitions is None:
+                self._book.taken()
+            if not offsets or self._client is None:
+                return
+            try:
+                await self._client.commit(offsets)
+            except KafkaError as err:  # a rebalance: the revocation path commits what is safe
+                logger.warning("kafka commit on %s failed: %r", self.topic, err)
+                return
+            self._book.committed(offsets)
+            self._commits += 1
+
+    async def _drain(self, partitions: set[TopicPartition] | None, what: str) -> None:
+        """Wait up to ``drain_timeout`` for handed-out messages of ``partitions`` to settle."""
+        self._hurry.set()  # waiting re-publishes go now rather than after their delay
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.drain_timeout
+        while self._unsettled(partitions) and loop.time() < deadline:
+            await self._wait_settled(min(0.5, max(0.0, deadline - loop.time())))
+        if self._redeliveries:
+            await asyncio.wait(list(self._redeliveries), timeout=max(0.1, deadline - loop.time()))
+        self._hurry.clear()
+        left = self._unsettled(partitions)
+        if left:
+            logger.warning("kafka %s: %d tasks still running after drain_timeout=%.1fs; "
+                           "they will run again on the partition's next owner",
+                           what, left, self.options.drain_timeout)
+
+    def _unsettled(self, partitions: set[TopicPartition] | None) -> int:
+        if partitions is None:
+            return self._in_hand
+        return self._book.unfinished(partitions)
+
+    async def _revoke(self, partitions: set[TopicPartition]) -> None:
+        """Rebalance: drop their queued messages, let running ones finish, commit, release."""
+        self._queue = deque(m for m in self._queue if m._tp not in partitions)
+        await self._drain(partitions, f"revoking {sorted(partitions)}")
+        await self._commit(partitions)
+        self._book.revoke(partitions)
+
+    async def stop(self) -> None:
+        """Stop fetching; queued messages stay uncommitted (the group's next member gets them);
+        running ones get ``drain_timeout`` to finish and be committed; then leave the group.
+        Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._ready.set()
+        if self._client is None:
+            return
+        fetcher, committer = self._tasks
+        fetcher.cancel()
+        await asyncio.gather(fetcher, return_exceptions=True)
+        self._queue.clear()
+        await self._drain(None, "stopping")
+        committer.cancel()
+        await asyncio.gather(committer, return_exceptions=True)
+        await self._commit()
+        client, self._client = self._client, None
+        await client.stop()
+        if self._republisher is not None:
+            await self._republisher.stop()
+
+    def info(self) -> BusInfo:
+        client = self._client
+        return {
+            "bus": "kafka", "topic": self.topic, "channel": self.channel,
+            "received": self._received, "acked": self._acked, "in_flight": self._in_hand,
+            "queued": len(self._queue), "commits": self._commits,
+            "partitions": sorted(tp.partition for tp in client.assignment()) if client else [],
+        }
+
+
+def _attempt(headers: Any) -> int:
+    for name, value in headers or ():
+        if name == ATTEMPT_HEADER:
+            try:
+                return int(value) + 1
+            except ValueError:
+                return 1
+    return 1
