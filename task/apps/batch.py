@@ -15,11 +15,12 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar, Self, TextIO
+from typing import ClassVar, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field
 
+from task.apps.lifecycle import Lifecycle, LifecycleApp
 from task.apps.send import parse_meta_pairs
 from task.apps.sender import TaskSender
 from task.bus.base import Producer
@@ -29,7 +30,6 @@ from task.ledger.base import Ledger
 from task.ledger.registry import open_ledger
 from task.progress import Progress
 from task.settings import AppSettings, BusSettings
-from task.status import StatusServer
 from task.task import Task
 from task.timetemplate import parse_offset, parse_time, render, shift
 
@@ -181,7 +181,7 @@ def make_plan(
     return plan
 
 
-class BatchApp:
+class BatchApp(LifecycleApp):
     """Creates the tasks of a ``BatchPlan``: sends them, or prints them on a dry run.
 
     The app takes ownership of the producer and ledger it is given: it starts and stops
@@ -207,9 +207,12 @@ class BatchApp:
         self.dry_run = dry_run
         self.out = out or sys.stdout
         self.progress_stream = progress if progress is not None else sys.stderr
-        self._status = StatusServer.for_app("batch", self.stats, host=status_host, port=status_port)
         self._stopping = False
-        self._opened = False
+        # a dry run touches no bus, ledger or port
+        self.lifecycle = Lifecycle("batch", self.stats, logger=logger,
+                                   parts=[] if dry_run else [producer],
+                                   ledger=None if dry_run else ledger, status_host=status_host,
+                                   status_port=0 if dry_run else status_port)
         self.total = plan.count()
         self.created = 0
         self.last_at: datetime | None = None
@@ -246,30 +249,9 @@ class BatchApp:
             status_host=settings.status_host,
         )
 
-    async def __aenter__(self) -> Self:
-        if not self.dry_run:  # a dry run touches no bus, ledger or port
-            if self._status is not None:
-                await self._status.start()
-            await self.sender.producer.start()
-        self._opened = True
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._opened = False
-        if self.dry_run:
-            return
-        await self.sender.producer.stop()
-        if self.sender.ledger is not None:
-            await self.sender.ledger.close()
-        if self._status is not None:
-            await self._status.stop()
-
-    async def run(self) -> int:
+    async def work(self) -> int:
         """Create every task of the plan; 0 when all went out, 1 when the bus failed or
         the app was stopped (the message says where to resume)."""
-        if not self._opened:
-            async with self:
-                return await self.run()
         if self.dry_run:
             for _, task in self.plan.tasks():
                 self.out.write(f"{task}\n")

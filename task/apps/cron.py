@@ -33,15 +33,15 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from task import rfc3339
 from task.apps.fire_keys import FireKeys
+from task.apps.lifecycle import Lifecycle, LifecycleApp, wait_or_stop
 from task.apps.schedule import Clock, CronSchedule, SystemClock, is_valid_cron, zone
 from task.apps.sender import TaskSender
-from task.banner import log_startup
 from task.bus.base import Producer
 from task.bus.registry import open_producer
 from task.duration import Duration
@@ -49,7 +49,6 @@ from task.errors import BusError, ConfigError
 from task.ledger.base import Ledger
 from task.ledger.registry import open_ledger
 from task.settings import AppSettings, BusSettings
-from task.status import StatusServer
 from task.task import Task
 from task.timetemplate import parse_offset, render, shift, unknown_placeholders
 
@@ -156,7 +155,7 @@ def task_id(rule: CronRule, at: datetime) -> str:
     return str(uuid.uuid5(CRON_NAMESPACE, f"{rule.key}@{rfc3339.format_utc(at)}"))
 
 
-class CronApp:
+class CronApp(LifecycleApp):
     """Sends the tasks of ``rules`` at their scheduled times until stopped.
 
     The app takes ownership of the producer and ledger it is given: it starts and stops
@@ -193,10 +192,8 @@ class CronApp:
         self.clock: Clock = clock or SystemClock()
         self.sender = TaskSender(producer, ledger)
         self.fire_keys = None if ledger is None else FireKeys(ledger, ttl=fire_key_ttl)
-        self._status = StatusServer.for_app("cron", self.stats, host=status_host, port=status_port)
         self._schedules: list[tuple[CronRule, CronSchedule]] = []
         self._stopping = asyncio.Event()
-        self._opened = False
         self._started = time.monotonic()
         self.missed = 0
         self.send_errors = 0
@@ -209,6 +206,9 @@ class CronApp:
             "status_port": status_port or None, "timezone": timezone, "catch_up": catch_up,
             "state_file": str(state_file or ""), "rules": len(self.rules),
         }
+        self.lifecycle = Lifecycle("cron", self.stats, logger=logger, parts=[producer],
+                                   ledger=ledger, status_host=status_host,
+                                   status_port=status_port, startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> CronApp:
@@ -232,42 +232,25 @@ class CronApp:
         app.startup.update(bus=settings.producer_url, ledger=settings.ledger)
         return app
 
-    async def __aenter__(self) -> Self:
-        await self.sender.producer.start()
-        if self._status is not None:
-            await self._status.start()
-        self._opened = True
+    async def opened(self) -> None:
+        """Warn when catch-up cannot know what was missed."""
         if self.catch_up == "all" and self.state_file is None:
             logger.warning(
                 "catch_up = 'all' without state_file: runs missed while down are not known"
             )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-        if self._status is not None:
-            await self._status.stop()
-        await self.sender.producer.stop()
-        if self.sender.ledger is not None:
-            await self.sender.ledger.close()
-        self._opened = False
 
     async def stop(self) -> None:
         """Stop after the task being sent now, if any. Idempotent."""
         self._stopping.set()
 
-    async def run(self) -> int:
+    async def work(self) -> int:
         """Send tasks at their times until ``stop()``; returns 0."""
-        if not self._opened:
-            async with self:
-                return await self.run()
         state = await asyncio.to_thread(self._load_state)
         now = self.clock.now()
         self._schedules = [
             (r, CronSchedule(r.cron, self.tz, self._resume_after(r, now, state)))
             for r in self.rules
         ]
-        log_startup(logger, "cron", **self.startup)
         for rule, schedule in self._schedules:
             logger.info("rule %s (%s): next run at %s", rule.cron, rule.type, self._local(schedule.next_at))
         while not self._stopping.is_set():
@@ -288,7 +271,8 @@ class CronApp:
             if fired and self.state_file is not None:
                 await asyncio.to_thread(self._save_state, dict(state))
             wait = min(s.next_at for _, s in self._schedules) - self.clock.now()
-            await self._sleep(min(max(wait.total_seconds(), 0.0), MAX_SLEEP))
+            await wait_or_stop(self._stopping, min(max(wait.total_seconds(), 0.0), MAX_SLEEP),
+                               self.clock.sleep)
         return 0
 
     def _resume_after(self, rule: CronRule, now: datetime, state: dict[str, str]) -> datetime:
@@ -330,15 +314,6 @@ class CronApp:
         logger.info("rule %s (%s) for %s: %s; next run at %s", rule.cron, rule.type,
                     self._local(at), what, self._local(next_at))
         return True
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep on the clock, waking early when stopped."""
-        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
-        stopper = asyncio.ensure_future(self._stopping.wait())
-        _, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in pending:
-            waiter.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
 
     def _load_state(self) -> dict[str, str]:
         if self.state_file is None or not self.state_file.exists():

@@ -34,9 +34,9 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from task import timetemplate
+from task.apps.lifecycle import Lifecycle, LifecycleApp
 from task.apps.schedule import CronSchedule, is_valid_cron, zone
 from task.apps.sender import TaskSender
-from task.banner import log_startup
 from task.bus.base import Producer
 from task.bus.registry import open_producer
 from task.duration import Duration, format_duration
@@ -44,7 +44,6 @@ from task.errors import BusError, ConfigError, MissingExtraError
 from task.ledger.base import Ledger
 from task.ledger.registry import open_ledger
 from task.settings import AppSettings, BusSettings
-from task.status import StatusServer
 from task.task import Task
 
 __all__ = ["FileRule", "FilesApp", "FilesSettings"]
@@ -118,7 +117,7 @@ class FilesSettings(BusSettings):
     existing: bool = Field(False, description="also create tasks for files already there at start")
 
 
-class FilesApp:
+class FilesApp(LifecycleApp):
     """Watches the rules' directories and sends a task per settled new file (or group).
 
     The app starts and stops the producer it is given and closes its ledger. ``clock``
@@ -154,7 +153,6 @@ class FilesApp:
         self.existing = existing
         self.clock = clock
         self.now = now
-        self._status = StatusServer.for_app("files", self.stats, host=status_host, port=status_port)
         for rule in self.rules:
             if rule.group_cron and not is_valid_cron(rule.group_cron):
                 raise ConfigError(f"group_cron {rule.group_cron!r} is not a cron expression "
@@ -180,6 +178,9 @@ class FilesApp:
             "polling": format_duration(poll_interval) if polling else None,
             "existing": existing or None, "rules": "; ".join(map(str, self.rules)),
         }
+        self.lifecycle = Lifecycle("files", self.stats, logger=logger, parts=[producer],
+                                   ledger=ledger, status_host=status_host,
+                                   status_port=status_port, startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> FilesApp:
@@ -200,17 +201,18 @@ class FilesApp:
         return app
 
     async def __aenter__(self) -> Self:
+        """Check the watched directories exist, then open.
+
+        Raises:
+            ConfigError: a watched directory does not exist.
+        """
         for rule in self.rules:
             if not os.path.isdir(rule.dir):
                 raise ConfigError(f"watched directory {rule.dir!r} does not exist; create it or fix the rule")
-        await self.producer.start()
-        if self._status is not None:
-            await self._status.start()
-        log_startup(logger, "files", **self.startup)
-        return self
+        return await super().__aenter__()
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    async def closing(self) -> None:
+        """Send the partial groups and whatever is still unsent."""
         for index, files in self._groups.items():
             if files:
                 logger.info("sending the partial group of %d files of rule %d on shutdown", len(files), index)
@@ -219,28 +221,21 @@ class FilesApp:
         if self._outbox:
             logger.error("%d tasks could not be sent before shutdown%s", len(self._outbox),
                          "; the ledger holds them for recover" if self.ledger else " and are lost")
-        if self._status is not None:
-            await self._status.stop()
-        await self.producer.stop()
-        if self.ledger is not None:
-            await self.ledger.close()
 
-    async def run(self) -> int:
+    async def work(self) -> int:
         """Watch until stopped, creating tasks as files settle.
 
         Raises:
-            ConfigError: a watched directory does not exist.
             MissingExtraError: watchfiles is not installed.
         """
-        async with self:
-            if self.existing:
-                for rule in self.rules:
-                    for folder, _, names in os.walk(os.path.abspath(rule.dir)):
-                        self._seen([os.path.join(folder, n) for n in names])
-            async for added in self._watch():
-                self.watching.set()
-                self._seen(added)
-                await self.tick()
+        if self.existing:
+            for rule in self.rules:
+                for folder, _, names in os.walk(os.path.abspath(rule.dir)):
+                    self._seen([os.path.join(folder, n) for n in names])
+        async for added in self._watch():
+            self.watching.set()
+            self._seen(added)
+            await self.tick()
         return 0
 
     async def stop(self) -> None:

@@ -20,21 +20,20 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from task.apps.batch import make_plan
+from task.apps.lifecycle import Lifecycle, LifecycleApp
 from task.apps.sender import TaskSender
-from task.banner import log_startup
 from task.bus.base import Producer
 from task.bus.registry import open_producer
 from task.errors import BusError, ConfigError
 from task.ledger.base import Ledger
 from task.ledger.registry import open_ledger
 from task.settings import AppSettings, BusSettings
-from task.status import StatusServer
 from task.task import Task
 
 __all__ = ["BatchRequest", "HttpApp", "HttpSettings", "TaskRequest"]
@@ -105,7 +104,7 @@ def _json_error(status: int, message: str, **extra: object) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-class HttpApp:
+class HttpApp(LifecycleApp):
     """Serves ``/task``, ``/batch``, ``/healthz`` and ``/stats`` until stopped.
 
     The app takes ownership of the producer and ledger it is given: it starts and stops
@@ -135,18 +134,21 @@ class HttpApp:
         self.max_body = max_body
         self.max_tasks = max_tasks
         self.timezone = timezone
-        self._status = StatusServer.for_app("http", self.stats, host=status_host, port=status_port)
-        self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
         self.counts = {"requests": 0, "rejected": 0, "unauthorized": 0, "bus_errors": 0}
         #: what the start-up log line names; ``from_settings`` puts the URLs in
         self.startup: dict[str, object] = {
+            "listen": "",  # known once listening
             "bus": producer.info().get("bus"),
             "ledger": "" if ledger is None else type(ledger).__name__,
             "status_port": status_port or None, "token": "set" if token else "none",
             "max_tasks": max_tasks, "timezone": timezone,
         }
+        self.lifecycle = Lifecycle("http", self.stats, logger=logger,
+                                   parts=[producer, _Server(self)], ledger=ledger,
+                                   status_host=status_host, status_port=status_port,
+                                   startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> HttpApp:
@@ -180,39 +182,16 @@ class HttpApp:
         app.router.add_get("/stats", self._stats)
         return app
 
-    async def __aenter__(self) -> Self:
-        await self.sender.producer.start()
-        if self._status is not None:
-            await self._status.start()
+    async def opened(self) -> None:
+        """Warn when anyone on the network may create tasks."""
         if not self.token and not _is_loopback(self.host):
             logger.warning(
                 "listening on %s without a token: anyone who can reach it can create tasks",
                 self.host,
             )
-        self._runner = web.AppRunner(self.web_app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        log_startup(logger, "http", listen=f"http://{self.host}:{self.port}/task", **self.startup)
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._status is not None:
-            await self._status.stop()
-        await self.sender.producer.stop()
-        if self.sender.ledger is not None:
-            await self.sender.ledger.close()
-
-    async def run(self) -> int:
+    async def work(self) -> int:
         """Serve until ``stop()``; returns 0."""
-        if self._runner is None:
-            async with self:
-                return await self.run()
         await self._stopping.wait()
         return 0
 
@@ -341,6 +320,28 @@ class HttpApp:
             **self.counts,
             **self.sender.stats(),
         }
+
+
+
+class _Server:
+    """The app's aiohttp server as a lifecycle part; ``start`` puts the real port in the app."""
+
+    def __init__(self, app: HttpApp) -> None:
+        self.app = app
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app.web_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.app.host, self.app.port).start()
+        self.app.port = int(self._runner.addresses[0][1])
+        self.app.startup["listen"] = f"http://{self.app.host}:{self.app.port}/task"
+
+    async def stop(self) -> None:
+        """Stop listening; requests in flight finish first. Idempotent."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
 
 def _is_loopback(host: str) -> bool:

@@ -20,17 +20,16 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, ClassVar, Self
+from typing import BinaryIO, ClassVar
 
 from pydantic import Field
 
 from task import timetemplate
-from task.banner import log_startup
+from task.apps.lifecycle import Lifecycle, LifecycleApp
 from task.bus.base import Consumer, Message
 from task.bus.registry import open_consumer
 from task.errors import BusError, ConfigError
 from task.settings import AppSettings, BusSettings
-from task.status import StatusServer
 
 __all__ = ["DEFAULT_TEMPLATE", "LoggerApp", "LoggerSettings"]
 
@@ -52,7 +51,7 @@ class LoggerSettings(BusSettings):
     fsync: bool = Field(False, description="fsync each line before acknowledging (slower, survives power loss)")
 
 
-class LoggerApp:
+class LoggerApp(LifecycleApp):
     """Appends each message of ``consumer`` to the hour's file under ``directory``.
 
     ``clock`` (aware datetimes) is injectable for tests; the app starts and stops the
@@ -83,7 +82,6 @@ class LoggerApp:
         self.template = template.replace("{topic}", topic.replace("/", "_").replace("..", "_"))
         self.fsync = fsync
         self.clock = clock
-        self._status = StatusServer.for_app("logger", self.stats, host=status_host, port=status_port)
         self._path: Path | None = None
         self._file: BinaryIO | None = None
         self._started = time.monotonic()
@@ -96,6 +94,9 @@ class LoggerApp:
             "status_port": status_port or None, "dir": str(self.directory),
             "template": template, "fsync": fsync or None,
         }
+        self.lifecycle = Lifecycle("logger", self.stats, logger=logger, parts=[consumer],
+                                   status_host=status_host, status_port=status_port,
+                                   startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> LoggerApp:
@@ -113,28 +114,18 @@ class LoggerApp:
         app.startup.update(bus=settings.bus, channel=settings.channel)
         return app
 
-    async def __aenter__(self) -> Self:
-        await self.consumer.start()
-        if self._status is not None:
-            await self._status.start()
-        log_startup(logger, "logger", **self.startup)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-        if self._status is not None:
-            await self._status.stop()
+    async def closing(self) -> None:
+        """Close the archive file."""
         self._close_file()
 
-    async def run(self) -> int:
+    async def work(self) -> int:
         """Archive messages until the topic is finished or the app is stopped."""
-        async with self:
-            while (message := await self.consumer.msg()) is not None:
-                try:
-                    await self.handle(message)
-                except BusError as err:  # ack failed: the bus redelivers, the line is written twice
-                    self.counts["ack_errors"] += 1
-                    logger.error("acknowledging an archived message failed: %s", err)
+        while (message := await self.consumer.msg()) is not None:
+            try:
+                await self.handle(message)
+            except BusError as err:  # ack failed: the bus redelivers, the line is written twice
+                self.counts["ack_errors"] += 1
+                logger.error("acknowledging an archived message failed: %s", err)
         return 0
 
     async def stop(self) -> None:

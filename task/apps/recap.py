@@ -18,17 +18,16 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, ClassVar, Self, TextIO
+from typing import BinaryIO, ClassVar, TextIO
 
 from pydantic import Field
 
-from task.banner import log_startup
+from task.apps.lifecycle import Lifecycle, LifecycleApp
 from task.bus.base import Consumer
 from task.bus.registry import open_consumer
 from task.errors import BusError, ConfigError, InvalidTaskError
 from task.result import Result
 from task.settings import AppSettings, BusSettings, positional
-from task.status import StatusServer
 from task.task import Task
 
 __all__ = ["Recap", "RecapApp", "RecapSettings", "TypeRecap"]
@@ -145,7 +144,7 @@ class Recap:
         return "\n".join(lines) + "\n"
 
 
-class RecapApp:
+class RecapApp(LifecycleApp):
     """Reads done tasks from ``files`` (or ``consumer``) and prints a ``Recap``."""
 
     Settings: ClassVar[type[AppSettings]] = RecapSettings
@@ -168,7 +167,6 @@ class RecapApp:
         self.as_json = as_json
         self.out = out
         self.recap = Recap(errors)
-        self._status = StatusServer.for_app("recap", self.stats, host=status_host, port=status_port)
         self._stopping = threading.Event()  # read by the file-reading thread
         self._started = time.monotonic()
         info = consumer.info() if consumer is not None else {}
@@ -177,6 +175,10 @@ class RecapApp:
             "bus": info.get("bus"), "topic": info.get("topic"), "channel": info.get("channel"),
             "status_port": status_port or None,
         }
+        reads_bus = consumer is not None and not self.files
+        self.lifecycle = Lifecycle("recap", self.stats, logger=logger, parts=[consumer],
+                                   status_host=status_host, status_port=status_port,
+                                   startup=self.startup if reads_bus else None)  # a long read: say what is read
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> RecapApp:
@@ -196,36 +198,21 @@ class RecapApp:
         app.startup.update(bus=settings.bus, topic=settings.topic, channel=settings.channel)
         return app
 
-    async def __aenter__(self) -> Self:
-        if self.consumer is not None:
-            await self.consumer.start()
-        if self._status is not None:
-            await self._status.start()
-        if self.consumer is not None and not self.files:  # a long read: say what is read
-            log_startup(logger, "recap", **self.startup)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-        if self._status is not None:
-            await self._status.stop()
-
-    async def run(self) -> int:
+    async def work(self) -> int:
         """Read everything (or until stopped), then print the recap.
 
         Raises:
             ConfigError: a file cannot be read.
         """
-        async with self:
-            for name in self.files:
-                await asyncio.to_thread(self._read_file, name)
-            if self.consumer is not None and not self.files:
-                while (message := await self.consumer.msg()) is not None:
-                    self.recap.add_body(message.body)
-                    try:
-                        await message.ack()
-                    except BusError as err:  # the recap is read-only: a lost ack only repeats a line
-                        logger.warning("acknowledging a done task failed: %s", err)
+        for name in self.files:
+            await asyncio.to_thread(self._read_file, name)
+        if self.consumer is not None and not self.files:
+            while (message := await self.consumer.msg()) is not None:
+                self.recap.add_body(message.body)
+                try:
+                    await message.ack()
+                except BusError as err:  # the recap is read-only: a lost ack only repeats a line
+                    logger.warning("acknowledging a done task failed: %s", err)
         out = self.out or sys.stdout
         out.write(json.dumps(self.recap.to_dict(), indent=1) + "\n" if self.as_json else self.recap.text())
         out.flush()

@@ -21,14 +21,14 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import ClassVar, Self
+from typing import ClassVar
 
 from pydantic import Field
 
 from task.apps.fire_keys import is_key_list, replica_name
-from task.banner import log_startup
+from task.apps.lifecycle import Lifecycle, LifecycleApp, wait_or_stop
 from task.bus.base import Producer
 from task.bus.registry import open_producer
 from task.bus.url import redact_url
@@ -40,7 +40,6 @@ from task.ledger.registry import open_ledger
 from task.progress import Progress
 from task.result import Result
 from task.settings import AppSettings, BusSettings
-from task.status import StatusServer
 from task.task import Task
 
 __all__ = ["RecoverApp", "RecoverSettings"]
@@ -65,11 +64,12 @@ class RecoverSettings(BusSettings):
     once: bool = Field(False, description="one pass, then exit (for cron)")
 
 
-class RecoverApp:
+class RecoverApp(LifecycleApp):
     """Finds lost tasks in ``ledger`` and resends them on ``producer``.
 
     The app takes ownership of the ledger and producer it is given: it starts, stops and
-    closes them. ``clock`` (Unix seconds) decides which scheduled tasks are due.
+    closes them. ``clock`` (Unix seconds) decides which scheduled tasks are due and how long
+    a record has been idle; ``sleep`` waits between passes. Both are injectable for tests.
     """
 
     Settings: ClassVar[type[AppSettings]] = RecoverSettings
@@ -91,6 +91,7 @@ class RecoverApp:
         status_port: int = 0,
         status_host: str = "127.0.0.1",
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if older_than <= 0 or created_older_than <= 0 or interval <= 0 or max_attempts < 0:
             raise ConfigError("recover needs interval > 0, older_than > 0, created_older_than > 0 "
@@ -107,9 +108,8 @@ class RecoverApp:
         self.owner = owner or replica_name()
         self.once = once
         self.clock = clock
-        self._status = StatusServer.for_app("recover", self.stats, host=status_host, port=status_port)
+        self.sleep = sleep
         self._stopped = asyncio.Event()
-        self._opened = False
         self._started = time.monotonic()
         self.counts = {k: 0 for k in ("passes", "seen", "queued", "resent", "gave_up", "released",
                                       "claimed_elsewhere", "send_errors", "ledger_errors")}
@@ -122,6 +122,9 @@ class RecoverApp:
             "max_attempts": max_attempts, "owner": self.owner, "once": once or None,
             "status_port": status_port or None,
         }
+        self.lifecycle = Lifecycle("recover", self.stats, logger=logger, parts=[producer],
+                                   ledger=ledger, status_host=status_host,
+                                   status_port=status_port, startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> RecoverApp:
@@ -145,30 +148,11 @@ class RecoverApp:
         app.startup.update(bus=settings.producer_url, ledger=settings.ledger)
         return app
 
-    async def __aenter__(self) -> Self:
-        await self.producer.start()
-        if self._status is not None:
-            await self._status.start()
-        self._opened = True
-        log_startup(logger, "recover", **self.startup)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-        if self._status is not None:
-            await self._status.stop()
-        await self.producer.stop()
-        await self.ledger.close()
-        self._opened = False
-
-    async def run(self) -> int:
+    async def work(self) -> int:
         """A pass every ``interval`` until stopped (one pass with ``once``).
 
         Returns 1 when ``once`` and the pass met a ledger or bus failure, else 0.
         """
-        if not self._opened:
-            async with self:
-                return await self.run()
         while True:
             before = self._work_done()
             clean = await self.run_pass()
@@ -179,11 +163,8 @@ class RecoverApp:
                            redact_url(str(self.startup["ledger"])))
             if self.once:
                 return 0 if clean else 1
-            try:
-                await asyncio.wait_for(self._stopped.wait(), self.interval)
+            if await wait_or_stop(self._stopped, self.interval, self.sleep):
                 return 0
-            except TimeoutError:
-                continue
 
     def _work_done(self) -> int:
         """Tasks resent, released or given up so far: what a pass with work changes."""

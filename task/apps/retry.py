@@ -28,11 +28,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from task.banner import log_startup
+from task.apps.lifecycle import Lifecycle, LifecycleApp, wait_or_stop
 from task.bus.base import Consumer, Message, Producer
 from task.bus.registry import open_consumer, open_producer
 from task.duration import Duration, format_duration
@@ -41,7 +41,6 @@ from task.ledger.base import Ledger
 from task.ledger.registry import open_ledger
 from task.result import Result
 from task.settings import AppSettings, BusSettings
-from task.status import StatusServer
 from task.task import Task
 
 __all__ = ["RetryApp", "RetryRule", "RetrySettings"]
@@ -110,7 +109,7 @@ class RetrySettings(BusSettings):
         return rules
 
 
-class RetryApp:
+class RetryApp(LifecycleApp):
     """Consumes done tasks and resends failed ones per ``rules``.
 
     The app takes ownership of the consumer, producer and ledger it is given: it starts and
@@ -144,14 +143,12 @@ class RetryApp:
         self.poll_interval = poll_interval
         self.clock = clock
         self.rng = rng or random.Random()
-        self._status = StatusServer.for_app("retry", self.stats, host=status_host, port=status_port)
         #: retries held here without a ledger (or when the ledger refused one): (at, seq, task)
         self._heap: list[tuple[datetime, int, Task]] = []
         self._seq = 0
         #: highest retry number this run scheduled, per (type, id); the newest MAX_REMEMBERED
         self._scheduled: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._stopped = asyncio.Event()
-        self._opened = False
         self._started = time.monotonic()
         self.counts = {k: 0 for k in ("consumed", "invalid", "ignored", "scheduled", "resent",
                                       "failed", "duplicates", "send_errors", "ledger_errors",
@@ -165,6 +162,9 @@ class RetryApp:
             "poll_interval": format_duration(poll_interval),
             "rules": "; ".join(map(str, rules)),
         }
+        self.lifecycle = Lifecycle("retry", self.stats, logger=logger, parts=[consumer, producer],
+                                   ledger=ledger, status_host=status_host,
+                                   status_port=status_port, startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> RetryApp:
@@ -190,30 +190,18 @@ class RetryApp:
                            channel=settings.channel, ledger=settings.ledger)
         return app
 
-    async def __aenter__(self) -> Self:
-        await self.consumer.start()
-        await self.producer.start()
-        if self._status is not None:
-            await self._status.start()
-        self._opened = True
-        log_startup(logger, "retry", **self.startup)
+    async def opened(self) -> None:
+        """Say so when pending retries can only live in memory."""
         if self.ledger is None:
             logger.warning("no ledger configured: pending retries live in memory only and are "
                            "lost on restart; set --ledger sqlite:PATH to keep them")
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-        if self._status is not None:
-            await self._status.stop()
-        await self.producer.stop()
-        if self.ledger is not None:
-            await self.ledger.close()
-        self._opened = False
+    async def closing(self) -> None:
+        """Say how many retries held in memory are dropped."""
         if self._heap:
             logger.warning("%d pending retries held in memory are dropped", len(self._heap))
 
-    async def run(self) -> int:
+    async def work(self) -> int:
         """Send the retries due since the last run, then handle done tasks and release due
         retries until stopped.
 
@@ -221,9 +209,6 @@ class RetryApp:
         until every retry it holds in memory is sent, and returns; retries in the ledger
         that are not due yet wait for the next run.
         """
-        if not self._opened:
-            async with self:
-                return await self.run()
         await self.release_due()
         releaser = asyncio.create_task(self._release_loop())
         try:
@@ -418,10 +403,7 @@ class RetryApp:
     async def _release_loop(self) -> None:
         while not self._stopped.is_set():
             await self.release_due()
-            try:
-                await asyncio.wait_for(self._stopped.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
+            await wait_or_stop(self._stopped, self.poll_interval)
 
 
 def rule_from_text(text: str, first: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ import pytest
 
 from task.apps.recover import RecoverApp, RecoverSettings
 from task.bus.memory import Fault, MemoryBroker, MemoryProducer
-from task.bus.registry import open_consumer
+from task.bus.registry import open_consumer, open_producer
 from task.cli import run_command
 from task.errors import ConfigError
 from task.ledger.base import Ledger
@@ -184,14 +184,26 @@ async def test_once_exits_1_when_the_ledger_is_down() -> None:
     assert app.counts["ledger_errors"] == 1
 
 
-async def test_run_passes_until_stopped() -> None:
+async def test_run_passes_every_interval_until_stopped() -> None:
+    # Given a task whose worker has just died, and recover passing every 30s on a clock the
+    # test owns (its sleep moves the clock, and stops the app after the third wait)
     clock, broker = Clock(), MemoryBroker()
-    app = make_app(MemoryLedger(clock=clock), broker, clock, interval=0.01)
-    runner = asyncio.create_task(app.run())
-    while app.counts["passes"] < 3:
-        await asyncio.sleep(0.01)
-    await app.stop()
-    assert await asyncio.wait_for(runner, 5) == 0
+    ledger = MemoryLedger(clock=clock)
+    await ledger.started(Task.new("fetch", "x", id="a"))
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.advance(seconds)
+        if len(waits) == 3:
+            await app.stop()
+
+    app = make_app(ledger, broker, clock, interval=30, sleep=sleep)
+    # When it runs
+    assert await asyncio.wait_for(app.run(), 5) == 0
+    # Then it passed at 0s, 30s and 60s, and resent the task once it was idle for 60s
+    assert waits == [30, 30, 30] and app.counts["passes"] == 3
+    assert [t.id for t in sent(broker, "fetch")] == ["a"]
 
 
 def test_settings_need_a_ledger_and_read_durations() -> None:
@@ -281,10 +293,27 @@ async def test_a_task_lost_with_its_worker_is_recovered_on_core_nats(
         workers[0].kill()
         await workers[0].wait()
         workers[0] = await _worker(url, lost_type, ledger_url, 0)  # a fresh worker, fast now
-        await asyncio.sleep(1.5)  # the lost task goes idle; the slow one keeps touching
-        # And recover makes one pass for tasks idle more than a second
-        assert await _taskbus("recover", "--once", "--ledger", ledger_url, "--bus", url,
-                              "--older-than", "1") == 0
+        # And the slow task's heartbeat has been written since the lost one's last write
+
+        async def idle_times() -> tuple[float, float]:
+            lost, slow = await ledger.find(lost_type, "lost-1"), await ledger.find(slow_type, "slow-1")
+            assert lost is not None and slow is not None
+            return lost.updated_at, slow.updated_at
+
+        async def heartbeat_after_the_kill() -> bool:
+            lost_at, slow_at = await idle_times()
+            return slow_at > lost_at
+
+        await _until(heartbeat_after_the_kill, "the slow task's next heartbeat")
+        # And recover makes one pass, on a clock set so that a second of idling falls
+        # between the two: the lost task is idle longer, the slow one not
+        lost_at, slow_at = await idle_times()
+        now = (lost_at + slow_at) / 2 + 1
+        recover = RecoverApp(ledger=SqliteLedger(str(tmp_path / "ledger.db"), clock=lambda: now),
+                             producer=open_producer(url), older_than=1, clock=lambda: now,
+                             once=True)
+        assert await recover.run() == 0
+        assert recover.counts["resent"] == 1
         # Then the lost task runs again and ends done
         message = await asyncio.wait_for(done_tasks.msg(), 20)
         assert message is not None
@@ -312,8 +341,8 @@ async def test_stats_are_served_when_a_status_port_is_set() -> None:
     app = make_app(MemoryLedger(clock=clock), broker, clock, status_port=free_port())
     async with app:
         await app.run_pass()
-        assert app._status is not None
-        reader, writer = await asyncio.open_connection("127.0.0.1", app._status.port)
+        assert app.lifecycle.status is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.lifecycle.status.port)
         writer.write(b"GET /stats HTTP/1.1\r\n\r\n")
         body = (await reader.read()).partition(b"\r\n\r\n")[2]
         writer.close()
