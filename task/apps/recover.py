@@ -207,8 +207,8 @@ class RecoverApp(LifecycleApp):
 
     async def _release(self, task_list: str) -> None:
         now = datetime.fromtimestamp(self.clock(), UTC)
-        for task in await self.ledger.due(task_list, now):
-            topic = self.topic or task.type
+        for entry in await self.ledger.due(task_list, now):  # every kind, each to its topic
+            task, topic = entry.task, entry.topic
             if await self._send(topic, task, "scheduled task"):
                 self.counts["released"] += 1
                 logger.info("task %s (%s) scheduled for now: sent to %r", task.id, task_list, topic)

@@ -37,7 +37,7 @@ from task.bus.base import Consumer, Message, Producer
 from task.bus.registry import open_consumer, open_producer
 from task.duration import Duration, format_duration
 from task.errors import BusError, ConfigError, InvalidTaskError, LedgerError
-from task.ledger.base import Ledger
+from task.ledger.base import Ledger, ScheduleKind
 from task.ledger.registry import open_ledger
 from task.result import Result
 from task.settings import AppSettings, BusSettings
@@ -291,20 +291,20 @@ class RetryApp(LifecycleApp):
     async def release_due(self) -> int:
         """Send every retry whose time has come; returns how many were sent."""
         now = self.clock()
-        due: list[Task] = []
+        due: list[tuple[Task, str]] = []
         while self._heap and self._heap[0][0] <= now:
-            due.append(heapq.heappop(self._heap)[2])
+            task = heapq.heappop(self._heap)[2]
+            due.append((task, self._topic(task)))
         if self.ledger is not None:
             for task_type in self.rules:
                 try:
-                    due.extend(await self.ledger.due(task_type, now))
+                    due.extend((entry.task, entry.topic) for entry in
+                               await self.ledger.due(task_type, now, kind=ScheduleKind.RETRY))
                 except LedgerError as err:
                     self.counts["ledger_errors"] += 1
                     logger.error("cannot read due retries of %r from the ledger: %s", task_type, err)
         sent = 0
-        for task in due:
-            rule = self.rules.get(task.type)
-            topic = (rule.topic if rule else "") or task.type
+        for task, topic in due:
             try:
                 await self.producer.send(topic, task.to_json())
             except BusError as err:
@@ -360,6 +360,11 @@ class RetryApp(LifecycleApp):
             return False
         return record is not None and _retry_count(record.task) >= retry
 
+    def _topic(self, task: Task) -> str:
+        """Where a retry of ``task`` is sent: its rule's topic, else its type."""
+        rule = self.rules.get(task.type)
+        return (rule.topic if rule else "") or task.type
+
     async def _schedule(self, task: Task, at: datetime, *, hold_if_refused: bool = True) -> bool:
         """Hold ``task`` until ``at``: in the ledger when there is one, else in memory.
 
@@ -369,7 +374,8 @@ class RetryApp(LifecycleApp):
         """
         if self.ledger is not None and task.id:
             try:
-                await self.ledger.schedule(task, None, at)
+                await self.ledger.schedule(task, None, at, topic=self._topic(task),
+                                           kind=ScheduleKind.RETRY)
                 self._remember(task)
                 return True
             except LedgerError as err:

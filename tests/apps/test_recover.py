@@ -23,7 +23,7 @@ from task.bus.memory import Fault, MemoryBroker, MemoryProducer
 from task.bus.registry import open_consumer, open_producer
 from task.cli import run_command
 from task.errors import ConfigError
-from task.ledger.base import Ledger
+from task.ledger.base import Ledger, ScheduleKind
 from task.ledger.memory import LedgerFault, MemoryLedger
 from task.ledger.sqlite import SqliteLedger
 from task.settings import load_settings
@@ -150,7 +150,7 @@ async def test_due_scheduled_tasks_are_released() -> None:
     clock, broker = Clock(), MemoryBroker()
     ledger = MemoryLedger(clock=clock)
     task = Task.new("fetch", "later")
-    await ledger.schedule(task, None, clock.at(30))
+    await ledger.schedule(task, None, clock.at(30), topic="fetch", kind=ScheduleKind.RETRY)
     app = make_app(ledger, broker, clock, task_lists=["fetch"])
     await app.run_pass()
     assert broker.bodies("fetch") == []
@@ -372,7 +372,7 @@ async def test_start_and_each_resend_and_release_are_logged(caplog: pytest.LogCa
     ledger = MemoryLedger(clock=clock)
     await ledger.started(Task.new("fetch", "lost", id="lost-1"))
     await ledger.schedule(Task.new("fetch", "later", id="later-1"), None,
-                          datetime.fromtimestamp(clock() + 10, UTC))
+                          datetime.fromtimestamp(clock() + 10, UTC), topic="fetch", kind=ScheduleKind.DELAY)
     clock.advance(70)
     # When a recover pass runs
     with caplog.at_level(logging.INFO, "task.apps.recover"):
