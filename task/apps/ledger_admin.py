@@ -186,6 +186,7 @@ class LedgerAdmin:
 
     def _scheduled(self, item: ScheduledTask) -> dict[str, object]:
         return {"task_list": item.task_list, "id": item.task.id, "state": "scheduled",
+                "kind": str(item.kind), "topic": item.topic,
                 "due_in": round(item.at - self.clock(), 3), "task": json.loads(item.task.to_json())}
 
     async def _ls(self) -> int:
@@ -207,10 +208,11 @@ class LedgerAdmin:
         now = self.clock()
         rows: list[tuple[object, ...]] = [
             (r.task_list, r.task.id, r.state, r.attempts, _since(now - r.created_at),
-             f"idle {_since(now - r.updated_at)}", r.owner or "-") for r in records]
-        rows += [(s.task_list, s.task.id, "scheduled", "-", "-", _due(s.at, now), "-") for s in waiting]
+             f"idle {_since(now - r.updated_at)}", r.owner or "-", "-") for r in records]
+        rows += [(s.task_list, s.task.id, "scheduled", "-", "-", _due(s.at, now), "-", f"{s.kind}:{s.topic}")
+                 for s in waiting]
         rows.sort(key=lambda row: str(row[0]))  # stable: each list's outstanding, then its scheduled
-        header = ("TASK_LIST", "ID", "STATE", "ATTEMPTS", "AGE", "WHEN", "OWNER")
+        header = ("TASK_LIST", "ID", "STATE", "ATTEMPTS", "AGE", "WHEN", "OWNER", "SENDS")
         data = [self._record(r) for r in records] + [self._scheduled(s) for s in waiting]
         data.sort(key=lambda item: str(item["task_list"]))
         self._print(data, _table(header, rows) if rows else "no outstanding or scheduled tasks")

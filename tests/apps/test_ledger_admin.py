@@ -53,7 +53,7 @@ def test_init_is_safe_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_ls_shows_outstanding_and_scheduled_tasks_with_units(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = ledger(capsys, "ls", "--ledger", db)
     lines = out.splitlines()
-    assert status == 0 and lines[0].split() == ["TASK_LIST", "ID", "STATE", "ATTEMPTS", "AGE", "WHEN", "OWNER"]
+    assert status == 0 and lines[0].split() == ["TASK_LIST", "ID", "STATE", "ATTEMPTS", "AGE", "WHEN", "OWNER", "SENDS"]
     assert lines[1].split()[:4] == ["fetch", "a", "created", "0"] and lines[1].split()[4].startswith("2m")
     assert lines[1].split()[5] == "idle" and lines[1].split()[6].startswith("2m")
     assert lines[2].split()[:3] == ["load", "b", "started"]
@@ -63,6 +63,7 @@ def test_ls_shows_outstanding_and_scheduled_tasks_with_units(db: str, capsys: py
     assert (running["id"], running["state"], running["task"]["info"]) == ("b", "started", "running")
     assert 29 <= running["idle"] < 60
     assert (waiting["id"], waiting["state"], waiting["task"]["info"]) == ("c", "scheduled", "later")
+    assert (waiting["kind"], waiting["topic"]) == ("retry", "load")
     # --older-than takes a duration; scheduled tasks are not idle, so they are left out
     for older_than in ("60", "1m"):
         idle = json.loads(ledger(capsys, "ls", "--ledger", db, "--older-than", older_than, "--json")[1])
@@ -87,9 +88,9 @@ async def test_ls_prints_every_duration_with_a_unit(capsys: pytest.CaptureFixtur
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     # Then ages say their unit, and each retry says when it is due
     assert rows == [
-        ["fetch", "a", "created", "0", "10m", "idle", "5m", "-"],
-        ["fetch", "r2", "scheduled", "-", "-", "due", "1m30s", "ago", "-"],
-        ["fetch", "r1", "scheduled", "-", "-", "due", "in", "30s", "-"],
+        ["fetch", "a", "created", "0", "10m", "idle", "5m", "-", "-"],
+        ["fetch", "r2", "scheduled", "-", "-", "due", "1m30s", "ago", "-", "retry:fetch"],
+        ["fetch", "r1", "scheduled", "-", "-", "due", "in", "30s", "-", "retry:fetch"],
     ]
 
 
