@@ -204,15 +204,15 @@ class BatchApp(LifecycleApp):
     ) -> None:
         self.plan = plan
         self.sender = TaskSender(producer, ledger)
-        self.dry_run = dry_run
-        self.out = out or sys.stdout
-        self.progress_stream = progress if progress is not None else sys.stderr
-        self._stopping = False
         # a dry run touches no bus, ledger or port
         self.lifecycle = Lifecycle("batch", self.stats, logger=logger,
                                    parts=[] if dry_run else [producer],
                                    ledger=None if dry_run else ledger, status_host=status_host,
                                    status_port=0 if dry_run else status_port)
+        self.dry_run = dry_run
+        self.out = out or sys.stdout
+        self.progress_stream = progress if progress is not None else sys.stderr
+        self._stopping = False
         self.total = plan.count()
         self.created = 0
         self.last_at: datetime | None = None

@@ -191,6 +191,9 @@ class CronApp(LifecycleApp):
         self.state_file = Path(state_file) if state_file else None
         self.clock: Clock = clock or SystemClock()
         self.sender = TaskSender(producer, ledger)
+        self.lifecycle = Lifecycle("cron", self.stats, logger=logger, parts=[producer],
+                                   ledger=ledger, status_host=status_host,
+                                   status_port=status_port)
         self.fire_keys = None if ledger is None else FireKeys(ledger, ttl=fire_key_ttl)
         self._schedules: list[tuple[CronRule, CronSchedule]] = []
         self._stopping = asyncio.Event()
@@ -206,9 +209,6 @@ class CronApp(LifecycleApp):
             "status_port": status_port or None, "timezone": timezone, "catch_up": catch_up,
             "state_file": str(state_file or ""), "rules": len(self.rules),
         }
-        self.lifecycle = Lifecycle("cron", self.stats, logger=logger, parts=[producer],
-                                   ledger=ledger, status_host=status_host,
-                                   status_port=status_port, startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> CronApp:

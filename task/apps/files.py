@@ -169,6 +169,9 @@ class FilesApp(LifecycleApp):
         self.watching = asyncio.Event()
         self._started = time.monotonic()
         self.sender = TaskSender(producer, ledger)
+        self.lifecycle = Lifecycle("files", self.stats, logger=logger, parts=[producer],
+                                   ledger=ledger, status_host=status_host,
+                                   status_port=status_port)
         self.counts = {k: 0 for k in ("files", "tasks", "send_errors")}
         #: what the start-up log line names; ``from_settings`` puts the URLs in
         self.startup: dict[str, object] = {
@@ -178,9 +181,6 @@ class FilesApp(LifecycleApp):
             "polling": format_duration(poll_interval) if polling else None,
             "existing": existing or None, "rules": "; ".join(map(str, self.rules)),
         }
-        self.lifecycle = Lifecycle("files", self.stats, logger=logger, parts=[producer],
-                                   ledger=ledger, status_host=status_host,
-                                   status_port=status_port, startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> FilesApp:

@@ -128,6 +128,9 @@ class HttpApp(LifecycleApp):
         status_host: str = "127.0.0.1",
     ) -> None:
         self.sender = TaskSender(producer, ledger)
+        self.lifecycle = Lifecycle("http", self.stats, logger=logger,
+                                   parts=[producer, _Server(self)], ledger=ledger,
+                                   status_host=status_host, status_port=status_port)
         self.host = host
         self.port = port
         self.token = token
@@ -145,10 +148,6 @@ class HttpApp(LifecycleApp):
             "status_port": status_port or None, "token": "set" if token else "none",
             "max_tasks": max_tasks, "timezone": timezone,
         }
-        self.lifecycle = Lifecycle("http", self.stats, logger=logger,
-                                   parts=[producer, _Server(self)], ledger=ledger,
-                                   status_host=status_host, status_port=status_port,
-                                   startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> HttpApp:

@@ -43,8 +43,8 @@ class Lifecycle:
 
     ``open()``: start each of ``parts`` in order, then the status server (when
     ``status_port`` is set; ``metrics`` replaces the numbers of ``stats`` on ``/metrics``),
-    then log ``startup`` as the start-up line on the app's ``logger`` (none when None; it is
-    read then, so a part may fill it in as it starts). ``close()``: the status server, the
+    then log the start-up line it is given on the app's ``logger`` (read then, so a part may
+    fill it in as it starts). ``close()``: the status server, the
     parts in reverse order, then ``ledger``: every step runs even when one fails, and the
     first failure is raised after. A failed ``open()`` closes what it had started.
     """
@@ -60,13 +60,11 @@ class Lifecycle:
         status_host: str = "127.0.0.1",
         status_port: int = 0,
         metrics: Callable[[], bytes] | None = None,
-        startup: Mapping[str, object] | None = None,
     ) -> None:
         self.name = name
         self.logger = logger
         self.parts = [part for part in parts if part is not None]
         self.ledger = ledger
-        self.startup = startup
         self.status: StatusServer | None
         if metrics is not None and status_port:
             self.status = StatusServer(stats, host=status_host, port=status_port, metrics=metrics)
@@ -75,8 +73,9 @@ class Lifecycle:
         self.opened = False
         self._started: list[Part | StatusServer] = []
 
-    async def open(self) -> None:
-        """Start the parts and the status server, then log the start-up line. Idempotent.
+    async def open(self, startup: Mapping[str, object] | None = None) -> None:
+        """Start the parts and the status server, then log ``startup`` (when given) as the
+        start-up line. Idempotent.
 
         Raises:
             Exception: what a part or the status server raised, after closing the others.
@@ -92,8 +91,8 @@ class Lifecycle:
         except BaseException:
             await self.close()
             raise
-        if self.startup is not None:
-            log_startup(self.logger, self.name, **self.startup)
+        if startup is not None:
+            log_startup(self.logger, self.name, **startup)
 
     async def close(self) -> None:
         """Stop what was started, newest first, then close the ledger. Idempotent.
@@ -134,11 +133,14 @@ class LifecycleApp:
     does ``work()`` inside it (or inside the one already open).
 
     A subclass sets ``self.lifecycle`` in ``__init__`` and defines ``work()`` and
-    ``stop()``; it may override ``opened()`` (checks and warnings once the parts run) and
-    ``closing()`` (what must reach the bus before the parts stop).
+    ``stop()``; it may set ``startup`` (the fields of its start-up line, which
+    ``from_settings`` completes) and override ``opened()`` (checks and warnings once the
+    parts run) and ``closing()`` (what must reach the bus before the parts stop).
     """
 
     lifecycle: Lifecycle
+    #: what the start-up line names; None: no start-up line
+    startup: dict[str, object] | None = None
 
     async def work(self) -> int:
         """What the app does until finished or stopped; the exit status."""
@@ -148,6 +150,10 @@ class LifecycleApp:
         """Make ``work()`` return. Idempotent."""
         raise NotImplementedError
 
+    def banner(self) -> Mapping[str, object] | None:
+        """The fields of the start-up line, read once the parts run; None for none."""
+        return self.startup
+
     async def opened(self) -> None:
         """Called once the parts run and the start-up line is logged."""
 
@@ -155,7 +161,7 @@ class LifecycleApp:
         """Called after ``stop()``, before the parts stop."""
 
     async def __aenter__(self) -> Self:
-        await self.lifecycle.open()
+        await self.lifecycle.open(self.banner())
         try:
             await self.opened()
         except BaseException:

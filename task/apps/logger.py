@@ -82,6 +82,8 @@ class LoggerApp(LifecycleApp):
         self.template = template.replace("{topic}", topic.replace("/", "_").replace("..", "_"))
         self.fsync = fsync
         self.clock = clock
+        self.lifecycle = Lifecycle("logger", self.stats, logger=logger, parts=[consumer],
+                                   status_host=status_host, status_port=status_port)
         self._path: Path | None = None
         self._file: BinaryIO | None = None
         self._started = time.monotonic()
@@ -94,9 +96,6 @@ class LoggerApp(LifecycleApp):
             "status_port": status_port or None, "dir": str(self.directory),
             "template": template, "fsync": fsync or None,
         }
-        self.lifecycle = Lifecycle("logger", self.stats, logger=logger, parts=[consumer],
-                                   status_host=status_host, status_port=status_port,
-                                   startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> LoggerApp:

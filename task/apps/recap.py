@@ -167,6 +167,8 @@ class RecapApp(LifecycleApp):
         self.as_json = as_json
         self.out = out
         self.recap = Recap(errors)
+        self.lifecycle = Lifecycle("recap", self.stats, logger=logger, parts=[consumer],
+                                   status_host=status_host, status_port=status_port)
         self._stopping = threading.Event()  # read by the file-reading thread
         self._started = time.monotonic()
         info = consumer.info() if consumer is not None else {}
@@ -175,10 +177,6 @@ class RecapApp(LifecycleApp):
             "bus": info.get("bus"), "topic": info.get("topic"), "channel": info.get("channel"),
             "status_port": status_port or None,
         }
-        reads_bus = consumer is not None and not self.files
-        self.lifecycle = Lifecycle("recap", self.stats, logger=logger, parts=[consumer],
-                                   status_host=status_host, status_port=status_port,
-                                   startup=self.startup if reads_bus else None)  # a long read: say what is read
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> RecapApp:
@@ -197,6 +195,10 @@ class RecapApp(LifecycleApp):
                   status_host=settings.status_host)
         app.startup.update(bus=settings.bus, topic=settings.topic, channel=settings.channel)
         return app
+
+    def banner(self) -> dict[str, object] | None:
+        """A start-up line only for a bus: a long read, so say what is read."""
+        return self.startup if self.consumer is not None and not self.files else None
 
     async def work(self) -> int:
         """Read everything (or until stopped), then print the recap.

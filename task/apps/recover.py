@@ -101,12 +101,16 @@ class RecoverApp(LifecycleApp):
         self.task_lists = list(task_lists)
         self.interval = interval
         self.older_than = older_than
-        self.created_older_than = created_older_than
         self.max_attempts = max_attempts
         self.topic = topic
         self.done_topic = done_topic
         self.owner = owner or replica_name()
+        #: created records may just be queued: they count as lost only after this long
+        self.created_older_than = created_older_than
         self.once = once
+        self.lifecycle = Lifecycle("recover", self.stats, logger=logger, parts=[producer],
+                                   ledger=ledger, status_host=status_host,
+                                   status_port=status_port)
         self.clock = clock
         self.sleep = sleep
         self._stopped = asyncio.Event()
@@ -122,9 +126,6 @@ class RecoverApp(LifecycleApp):
             "max_attempts": max_attempts, "owner": self.owner, "once": once or None,
             "status_port": status_port or None,
         }
-        self.lifecycle = Lifecycle("recover", self.stats, logger=logger, parts=[producer],
-                                   ledger=ledger, status_host=status_host,
-                                   status_port=status_port, startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> RecoverApp:

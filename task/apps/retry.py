@@ -143,6 +143,9 @@ class RetryApp(LifecycleApp):
         self.poll_interval = poll_interval
         self.clock = clock
         self.rng = rng or random.Random()
+        self.lifecycle = Lifecycle("retry", self.stats, logger=logger, parts=[consumer, producer],
+                                   ledger=ledger, status_host=status_host,
+                                   status_port=status_port)
         #: retries held here without a ledger (or when the ledger refused one): (at, seq, task)
         self._heap: list[tuple[datetime, int, Task]] = []
         self._seq = 0
@@ -162,9 +165,6 @@ class RetryApp(LifecycleApp):
             "poll_interval": format_duration(poll_interval),
             "rules": "; ".join(map(str, rules)),
         }
-        self.lifecycle = Lifecycle("retry", self.stats, logger=logger, parts=[consumer, producer],
-                                   ledger=ledger, status_host=status_host,
-                                   status_port=status_port, startup=self.startup)
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> RetryApp:

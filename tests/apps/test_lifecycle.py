@@ -42,10 +42,10 @@ async def test_parts_open_in_order_close_in_reverse_and_the_ledger_last(
     ledger = MemoryLedger()
     life = Lifecycle("demo", dict, logger=log, parts=[Part("consumer", journal), None,
                                                      Part("producer", journal)],
-                     ledger=ledger, startup={"bus": "memory:x", "ledger": ""})
+                     ledger=ledger)
     with caplog.at_level(logging.INFO, "tests.lifecycle"):
-        await life.open()
-        await life.open()  # idempotent
+        await life.open({"bus": "memory:x", "ledger": ""})
+        await life.open({"bus": "memory:x"})  # idempotent
     assert journal == ["start consumer", "start producer"]
     assert caplog.messages == ["demo starting: bus=memory:x"]
     await life.close()
