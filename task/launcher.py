@@ -47,6 +47,7 @@ FORCED_CLOSE_MSG = "worker forced to close"
 #: message is given back to the bus.
 SEND_RETRY = Backoff(first=0.05, factor=5.0, cap=1.0)
 SEND_TRIES = 4
+_SEND_WAITS = (*SEND_RETRY.delays(SEND_TRIES), None)  # computed once: this is the hot path
 #: Seconds a runner may go on without waiting before it lets the event loop run others.
 YIELD_EVERY = 0.005
 #: Deliveries of a message that keeps failing in taskbus itself (no done task could be built
@@ -523,7 +524,7 @@ class Launcher:
         Raises:
             Exception: anything but a ``BusError`` from the producer (a bug, not an outage).
         """
-        for delay in (*SEND_RETRY.delays(SEND_TRIES), None):
+        for delay in _SEND_WAITS:
             try:
                 await self.producer.send(self.options.done_topic, body, key=task_id or None)
                 return True
