@@ -2,6 +2,8 @@
 
 The CLI finds an app class by import string, builds its ``Settings`` from TOML, environment
 and flags, then awaits ``run()``. ``asyncio.run`` and signal handling live in the CLI only.
+The taskmasters and utilities share one lifecycle (open their parts and status server, run,
+close): they subclass ``task.apps.lifecycle.LifecycleApp``.
 """
 
 from __future__ import annotations
