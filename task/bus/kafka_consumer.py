@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener  # type: ignore
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
+from task.backoff import Backoff
 from task.bus.base import BusInfo, BusPart
 from task.bus.kafka_offsets import OffsetBook, PartitionOffsets
 from task.bus.kafka_options import KafkaOptions, ensure_topic, unreachable
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 ATTEMPT_HEADER = "taskbus-attempt"
 #: a full consumer waits this long for a free slot before pausing its partitions outright
 PAUSE_AFTER = 2.0
+#: Waits between fetches that failed with an error Kafka calls retriable (a leader moving).
+FETCH_RETRY = Backoff(first=0.2, cap=5.0)
 
 
 class KafkaMessage:
@@ -55,17 +58,19 @@ class KafkaMessage:
         if not self._settled:
             self._settled = True
             self._consumer._finish(self)
+            await self._consumer._closed_when_settled()
 
     async def nack(self, delay: float = 0) -> None:
         """Re-publish the body after ``delay`` seconds with attempt + 1, then count this one done.
 
-        Returns at once; the re-publish runs in the background. A stopping consumer publishes
+        Returns at once; the re-publish runs in the background. A closing consumer publishes
         waiting re-publishes at once. After ``stop()`` the message is only left uncommitted,
         so the group's next member gets it again.
         """
         if not self._settled:
             self._settled = True
             self._consumer._redeliver(self, delay)
+            await self._consumer._closed_when_settled()
 
     async def in_progress(self) -> None:
         """Nothing to extend: Kafka has no lease and the consumer keeps polling meanwhile."""
@@ -89,6 +94,12 @@ class KafkaConsumer(BusPart):
     handed out and not settled); when full it stops taking records (aiokafka then stops
     fetching after one batch), and when still full after ``PAUSE_AFTER`` seconds it pauses
     its partitions and keeps polling, so the group never takes long tasks for a dead member.
+
+    ``stop()`` stops taking records but stays in the group while handed-out messages are
+    unsettled, as the other buses keep their connection: the Launcher acknowledges tasks
+    that end after the stop began (those it cancels at ``worker_kill_time`` too), and those
+    acknowledgements must reach the committed offset. The last settlement, a second
+    ``stop()`` or leaving ``async with`` commits and leaves the group.
     """
 
     def __init__(self, options: KafkaOptions, topic: str, channel: str, prefetch: int = 1) -> None:
@@ -114,6 +125,7 @@ class KafkaConsumer(BusPart):
         self._republisher_lock = asyncio.Lock()
         self._failure: BusError | None = None
         self._stopped = False
+        self._closing: asyncio.Task[None] | None = None
         self._received = self._acked = self._commits = 0
 
     async def start(self) -> None:
@@ -176,9 +188,13 @@ class KafkaConsumer(BusPart):
         return self.prefetch - len(self._queue) - self._in_hand
 
     async def _fetch_loop(self) -> None:
-        client, paused = self._client, False
-        while not self._stopped:
+        client, paused, failures = self._client, False, 0
+        while True:  # until cancelled at close
             try:
+                if self._stopped:  # take nothing more, but poll: the group keeps this member
+                    client.pause(*client.assignment())
+                    await client.getmany(timeout_ms=200)
+                    continue
                 if self._room() <= 0:
                     if not paused and await self._wait_settled(PAUSE_AFTER):
                         continue
@@ -193,11 +209,15 @@ class KafkaConsumer(BusPart):
             except KafkaError as err:
                 if getattr(err, "retriable", False):
                     logger.warning("kafka fetch on %s failed, retrying: %r", self.topic, err)
-                    await asyncio.sleep(1)
+                    await asyncio.sleep(FETCH_RETRY.delay(failures))
+                    failures += 1
                     continue
                 self._failure = BusError(f"Kafka consumer of {self.topic!r} failed: {err!r}")
                 self._ready.set()
                 return
+            failures = 0
+            if self._stopped:
+                continue  # fetched as stop() began: never handed out, so never committed
             for tp, records in batches.items():
                 part = self._book.partition(tp)
                 for record in records:
@@ -279,25 +299,28 @@ class KafkaConsumer(BusPart):
             self._book.committed(offsets)
             self._commits += 1
 
-    async def _drain(self, partitions: set[TopicPartition] | None, what: str) -> None:
+    async def _drain(self, partitions: set[TopicPartition], what: str) -> None:
         """Wait up to ``drain_timeout`` for handed-out messages of ``partitions`` to settle."""
-        self._hurry.set()  # waiting re-publishes go now rather than after their delay
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.drain_timeout
+        await self._republish_now(deadline)
         while self._unsettled(partitions) and loop.time() < deadline:
             await self._wait_settled(min(0.5, max(0.0, deadline - loop.time())))
-        if self._redeliveries:
-            await asyncio.wait(list(self._redeliveries), timeout=max(0.1, deadline - loop.time()))
-        self._hurry.clear()
         left = self._unsettled(partitions)
         if left:
             logger.warning("kafka %s: %d tasks still running after drain_timeout=%.1fs; "
                            "they will run again on the partition's next owner",
                            what, left, self.options.drain_timeout)
 
-    def _unsettled(self, partitions: set[TopicPartition] | None) -> int:
-        if partitions is None:
-            return self._in_hand
+    async def _republish_now(self, deadline: float) -> None:
+        """Send waiting nack re-publishes at once rather than after their delay."""
+        if self._redeliveries:
+            self._hurry.set()
+            timeout = max(0.1, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait(list(self._redeliveries), timeout=timeout)
+            self._hurry.clear()
+
+    def _unsettled(self, partitions: set[TopicPartition]) -> int:
         return self._book.unfinished(partitions)
 
     async def _revoke(self, partitions: set[TopicPartition]) -> None:
@@ -308,22 +331,55 @@ class KafkaConsumer(BusPart):
         self._book.revoke(partitions)
 
     async def stop(self) -> None:
-        """Stop fetching; queued messages stay uncommitted (the group's next member gets them);
-        running ones get ``drain_timeout`` to finish and be committed; then leave the group.
-        Idempotent."""
+        """Stop taking records; messages fetched but not handed out stay uncommitted (the
+        group's next member reads them). Idempotent.
+
+        The consumer stays in the group, committing, while handed-out messages are unsettled,
+        and leaves it when the last is settled; a second ``stop()`` leaves it at once, giving
+        what is still unsettled to the partition's next owner.
+        """
         if self._stopped:
+            await self._close()
             return
         self._stopped = True
         self._ready.set()
         if self._client is None:
             return
-        fetcher, committer = self._tasks
-        fetcher.cancel()
-        await asyncio.gather(fetcher, return_exceptions=True)
+        returned = len(self._queue)
         self._queue.clear()
-        await self._drain(None, "stopping")
-        committer.cancel()
-        await asyncio.gather(committer, return_exceptions=True)
+        if returned:
+            logger.info("kafka: %d prefetched messages of %r stay for the group's next member",
+                        returned, self.topic)
+        await self._closed_when_settled()
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Leaving ``async with`` leaves the group at once: messages not settled by then run
+        again on the partition's next owner."""
+        await self.stop()
+        await self._close()
+
+    async def _closed_when_settled(self) -> None:
+        if self._stopped and self._in_hand <= 0:
+            await self._close()
+
+    async def _close(self) -> None:
+        """Commit what is settled and leave the group; concurrent callers share one close,
+        and a caller cancelled meanwhile does not cut it short."""
+        if self._client is None:
+            return
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._leave())
+        await asyncio.shield(self._closing)
+
+    async def _leave(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self._republish_now(loop.time() + self.options.drain_timeout)
+        if self._in_hand:
+            logger.warning("kafka: leaving group %s with %d messages unsettled; they will run "
+                           "again on the partition's next owner", self.channel, self._in_hand)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._commit()
         client, self._client = self._client, None
         await client.stop()
