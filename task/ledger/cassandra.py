@@ -14,7 +14,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
+from uuid import uuid4
 
 from task.errors import LedgerError
 from task.ledger import cassandra_schema as cql
@@ -61,11 +62,13 @@ class CassandraLedger:
         statements = {}
         for name, text in cql.STATEMENTS.items():
             statement = session.prepare(cql.render(text, self.options.keyspace))
-            write = name in cql.WRITES
-            statement.consistency_level = levels[
-                self.options.write_consistency if write else self.options.read_consistency]
+            level = self.options.write_consistency if name in cql.WRITES else self.options.read_consistency
+            if name in cql.SERIAL_READS:
+                level = self.options.serial_consistency
+            statement.consistency_level = levels[level]
             statement.serial_consistency_level = levels[self.options.serial_consistency]
-            statement.is_idempotent = True  # see _RetryTimeouts: every write is safe to retry
+            # the driver retries only idempotent statements (RetryTimeouts): never an IF one
+            statement.is_idempotent = name not in cql.CONDITIONAL
             statements[name] = statement
         return statements
 
@@ -119,10 +122,16 @@ class CassandraLedger:
             return found, False
         bucket = self._bucket(now)
         await self._note_bucket(task_list, _RECORDS, bucket, self.options.ttl)
-        result = await self._run("index_add", task_list, id, bucket, self.options.ttl)
+        writer = uuid4().hex  # tells our own row from another writer's if this insert runs twice
+        result = await self._run("index_add", task_list, id, bucket, writer, self.options.ttl)
         if result.was_applied:
             return bucket, True
-        return int(result.one()["bucket"]), False  # a failed IF NOT EXISTS returns the row
+        found = result.one()  # a refused IF NOT EXISTS returns the row it found
+        if found.get("writer") == writer:
+            logger.info("task %s of %s: the index row is our own, written by an earlier run of "
+                        "this insert; taking it as new", id, task_list)
+            return int(found["bucket"]), True
+        return int(found["bucket"]), False
 
     def _no_id(self, task: Task) -> bool:
         if task.id:
@@ -197,18 +206,37 @@ class CassandraLedger:
             for record in found:
                 yield record
 
-    async def claim(self, task_list: str, id: str, owner: str, ttl: float) -> bool:
+    async def claim(self, task_list: str, id: str, owner: str, ttl: float, *, older_than: float) -> bool:
         now = self.clock()
         bucket = await self._index(task_list, id)
         if bucket is None:
             return False
         row = (await self._run("record_get", task_list, bucket, id)).one()
-        if row is None or row.get("task") is None or (row["claim_until"] or 0) > now:
+        if (row is None or row.get("task") is None or (row["claim_until"] or 0) > now
+                or (row["updated_at"] or 0) > now - older_than):
             return False
-        seen = row["attempts"] or 0
-        result = await self._run("record_claim", self.options.ttl, owner, now + ttl, seen + 1, now,
-                                 task_list, bucket, id, now, seen)
-        return bool(result.was_applied)
+        seen, until = row["attempts"] or 0, now + ttl
+        result = await self._run("record_claim", self.options.ttl, owner, until, seen + 1, now,
+                                 task_list, bucket, id, now, seen, now - older_than)
+        if result.was_applied:
+            return True
+        return await self._claimed_by(owner, until, seen + 1, result.one(), (task_list, bucket, id))
+
+    async def _claimed_by(self, owner: str, until: float, attempts: int,
+                          refused: dict[str, Any] | None, key: tuple[str, int, str]) -> bool:
+        """True when a refused claim found our own claim: one applied before a second run of
+        the same statement. A refused conditional update returns the columns of its
+        conditions; only when they hold what we wrote is the owner read (serially) to tell
+        our claim from another owner's at the same instant."""
+        if refused is None or refused.get("claim_until") != until or refused.get("attempts") != attempts:
+            return False
+        current = (await self._run("record_claimed", *key)).one()
+        mine = (current is not None and current.get("owner") == owner
+                and current.get("claim_until") == until and current.get("attempts") == attempts)
+        if mine:
+            logger.info("task %s of %s: the claim is our own, written by an earlier run of this "
+                        "update", key[2], key[0])
+        return mine
 
     async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:
         if self._no_id(task):
@@ -282,10 +310,21 @@ class CassandraLedger:
         ks = self.options.keyspace
         ddl = [cql.render(cql.KEYSPACE, ks).replace("{replication}", cql.replication_map(replication))]
         ddl += [cql.render(text, ks) for text in cql.TABLES.values()]
-        session = (await self._session()).session
+        shared = await self._session()
         for text in ddl:
-            await execute(session, text)
-        return f"Cassandra keyspace {ks} ready with {len(cql.TABLES)} tables"
+            await execute(shared.session, text)
+        added = await asyncio.to_thread(self._columns_to_add, shared.cluster)
+        for text in added:
+            await execute(shared.session, text)
+        upgraded = f", {len(added)} columns added" if added else ""
+        return f"Cassandra keyspace {ks} ready with {len(cql.TABLES)} tables{upgraded}"
+
+    def _columns_to_add(self, cluster: Any) -> list[str]:
+        """The ALTERs an older keyspace needs, from the driver's schema metadata. Blocks."""
+        ks = self.options.keyspace
+        cluster.refresh_keyspace_metadata(ks)
+        tables = cluster.metadata.keyspaces[ks].tables
+        return cql.add_columns(ks, {name: set(table.columns) for name, table in tables.items()})
 
     async def close(self) -> None:
         """Release this ledger's share of the process's session. Idempotent."""
@@ -294,7 +333,7 @@ class CassandraLedger:
         if shared is not None:
             await asyncio.to_thread(release, shared)
 
-    async def __aenter__(self) -> CassandraLedger:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

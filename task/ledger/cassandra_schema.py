@@ -29,8 +29,20 @@ never moves between buckets (heartbeats update it in place, which costs no tombs
 * ``gc_grace_seconds`` is lowered to 6 hours on the record tables so tombstones are purged
   sooner. The price: a node down longer than that may bring a deleted record back, which
   at worst resends a finished task once (at-least-once allows it); run repairs within it.
-* ``claim`` is an ``UPDATE ... IF claim_until <= now AND attempts = seen``: the attempts
-  condition makes two replicas that read the same record race in Paxos, and exactly one wins.
+* ``claim`` is an ``UPDATE ... IF claim_until <= now AND attempts = seen AND updated_at <=
+  now - older_than``: the attempts condition makes two replicas that read the same record
+  race in Paxos, and exactly one wins; the age condition loses to a heartbeat that landed
+  since ``outstanding`` listed the record.
+
+Lightweight transactions are never retried blindly
+--------------------------------------------------
+A conditional write that timed out may have been applied. Run again, it answers "not
+applied" with our own row, and a ``created`` taken for a duplicate is never sent: the task is
+lost. So ``CONDITIONAL`` statements are prepared non-idempotent and the session's retry
+policy rethrows their timeouts; and since a caller may still run one again, each one says
+what it wrote: ``index_add`` writes a fresh ``writer`` token, which a refused insert returns
+with the row it found, and a refused claim whose row holds our values is checked against
+the owner with a ``SERIAL_READS`` read, which sees the outcome of any round in progress.
 
 Statements name their keyspace as ``{ks}``; ``render`` fills it in. Times are Unix seconds
 (``double``), as the other backends keep them.
@@ -42,7 +54,10 @@ import re
 
 from task.errors import ConfigError
 
-__all__ = ["KEYSPACE", "TABLES", "STATEMENTS", "WRITES", "render", "replication_map"]
+__all__ = [
+    "ADDED_COLUMNS", "CONDITIONAL", "KEYSPACE", "SERIAL_READS", "STATEMENTS", "TABLES", "WRITES",
+    "add_columns", "render", "replication_map",
+]
 
 #: CREATE KEYSPACE; ``{replication}`` is a CQL map from ``replication_map``
 KEYSPACE = "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}"
@@ -63,7 +78,7 @@ TABLES: dict[str, str] = {
     ),
     "task_index": (
         "CREATE TABLE IF NOT EXISTS {ks}.task_index ("
-        " task_list text, id text, bucket bigint,"
+        " task_list text, id text, bucket bigint, writer text,"
         " PRIMARY KEY ((task_list, id))) WITH gc_grace_seconds = 21600"
     ),
     "task_buckets": (
@@ -88,7 +103,7 @@ _RECORD_COLUMNS = "state, task, attempts, created_at, updated_at, owner, claim_u
 STATEMENTS: dict[str, str] = {
     "index_get": "SELECT bucket FROM {ks}.task_index WHERE task_list = ? AND id = ?",
     "index_add": (
-        "INSERT INTO {ks}.task_index (task_list, id, bucket) VALUES (?, ?, ?)"
+        "INSERT INTO {ks}.task_index (task_list, id, bucket, writer) VALUES (?, ?, ?, ?)"
         " IF NOT EXISTS USING TTL ?"
     ),
     "index_delete": "DELETE FROM {ks}.task_index WHERE task_list = ? AND id = ?",
@@ -108,7 +123,11 @@ STATEMENTS: dict[str, str] = {
     "record_claim": (
         "UPDATE {ks}.task_records USING TTL ? SET owner = ?, claim_until = ?, attempts = ?,"
         " updated_at = ? WHERE task_list = ? AND bucket = ? AND id = ?"
-        " IF claim_until <= ? AND attempts = ?"
+        " IF claim_until <= ? AND attempts = ? AND updated_at <= ?"
+    ),
+    "record_claimed": (
+        "SELECT owner, claim_until, attempts FROM {ks}.task_records"
+        " WHERE task_list = ? AND bucket = ? AND id = ?"
     ),
     "record_delete": "DELETE FROM {ks}.task_records WHERE task_list = ? AND bucket = ? AND id = ?",
     "record_get": (
@@ -155,6 +174,30 @@ STATEMENTS: dict[str, str] = {
 
 #: statements that write (consistency ``write_consistency``); the rest read
 WRITES = frozenset(name for name, cql in STATEMENTS.items() if not cql.startswith("SELECT"))
+#: lightweight transactions (``IF ...``): prepared non-idempotent, never retried by the driver
+CONDITIONAL = frozenset(name for name, cql in STATEMENTS.items() if re.search(r"\sIF\s", cql))
+#: reads at the serial consistency: they see the outcome of a transaction still in progress
+SERIAL_READS = frozenset({"record_claimed"})
+
+#: Columns added to a table after its first release, oldest first. ``CREATE TABLE IF NOT
+#: EXISTS`` leaves an existing table as it was, so ``taskbus ledger init`` adds these.
+ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "task_index": (("writer", "text"),),
+}
+
+
+def add_columns(keyspace: str, existing: dict[str, set[str]]) -> list[str]:
+    """``ALTER TABLE`` statements adding the ``ADDED_COLUMNS`` missing from ``existing``
+    (each table of the keyspace and its columns), so an older keyspace upgrades in place.
+
+    Raises:
+        ConfigError: ``keyspace`` is not a valid Cassandra name.
+    """
+    return [
+        render(f"ALTER TABLE {{ks}}.{table} ADD {column} {kind}", keyspace)
+        for table, columns in ADDED_COLUMNS.items() if table in existing
+        for column, kind in columns if column not in existing[table]
+    ]
 
 _KEYSPACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 _DC_FACTOR = re.compile(r"([A-Za-z0-9_.-]+)[:=](\d+)")

@@ -7,7 +7,8 @@
   lightweight transactions of ``claim`` and ``due``.
 * ``dc``: the local data center for DC-aware routing (default: the first node's).
 * ``ttl`` (``7d``) safety net of every row, ``bucket`` (``1h``) width of a time bucket.
-* ``timeout`` (``10s``) per request, ``retries`` (``3``) on server timeouts.
+* ``timeout`` (``10s``) per request, ``retries`` (``3``) on server timeouts (never of a
+  lightweight transaction: see ``RetryTimeouts``).
 * ``tls=1`` with ``tls_ca``, ``tls_cert``, ``tls_key``, ``tls_verify`` (``1``).
 * ``reactor``: ``auto`` (default), ``libev`` or ``asyncio``.
 
@@ -31,7 +32,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from cassandra import ConsistencyLevel  # type: ignore[import-untyped]
+from cassandra import ConsistencyLevel, WriteType  # type: ignore[import-untyped]
 from cassandra.auth import PlainTextAuthProvider  # type: ignore[import-untyped]
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile  # type: ignore[import-untyped]
 from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy  # type: ignore[import-untyped]
@@ -40,7 +41,7 @@ from cassandra.query import dict_factory  # type: ignore[import-untyped]
 from task.bus.url import parse_url
 from task.errors import ConfigError, LedgerError
 
-__all__ = ["CassandraOptions", "SharedSession", "acquire", "release", "execute"]
+__all__ = ["CassandraOptions", "RetryTimeouts", "SharedSession", "acquire", "execute", "release"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,24 +126,44 @@ class CassandraOptions:
                 self.timeout, self.retries)
 
 
-class _RetryTimeouts(RetryPolicy):  # type: ignore[misc]
-    """Retry server-side timeouts ``retries`` times. Safe: every ledger write is an upsert, a
-    delete or a conditional update whose retry cannot apply twice."""
+class RetryTimeouts(RetryPolicy):  # type: ignore[misc]
+    """Retry server-side timeouts ``retries`` times, but only of idempotent statements.
+
+    Upserts, deletes and reads are safe to run twice. A lightweight transaction is not: one
+    that timed out may have been applied, and run again it answers "not applied" with our
+    own row. So a statement not marked idempotent (the ledger marks its ``IF`` statements so)
+    or a write the server reports as ``WriteType.CAS`` is never retried: its error reaches
+    the ledger, which checks what was written.
+    """
 
     def __init__(self, retries: int) -> None:
         super().__init__()
         self.retries = retries
 
+    def _again(self, query: Any, consistency: Any, retry_num: int) -> Any:
+        if not getattr(query, "is_idempotent", False) or retry_num >= self.retries:
+            return self.RETHROW, None
+        return self.RETRY, consistency
+
     def on_read_timeout(self, query: Any, consistency: Any, required_responses: int,
                         received_responses: int, data_retrieved: bool, retry_num: int) -> Any:
-        return (self.RETRY, consistency) if retry_num < self.retries else (self.RETHROW, None)
+        return self._again(query, consistency, retry_num)
 
     def on_write_timeout(self, query: Any, consistency: Any, write_type: Any,
                          required_responses: int, received_responses: int, retry_num: int) -> Any:
-        return (self.RETRY, consistency) if retry_num < self.retries else (self.RETHROW, None)
+        if write_type == WriteType.CAS:
+            return self.RETHROW, None
+        return self._again(query, consistency, retry_num)
+
+    def on_request_error(self, query: Any, consistency: Any, error: Exception, retry_num: int) -> Any:
+        # a connection lost after sending: the statement may have run
+        if not getattr(query, "is_idempotent", False):
+            return self.RETHROW, None
+        return super().on_request_error(query, consistency, error, retry_num)
 
     def on_unavailable(self, query: Any, consistency: Any, required_replicas: int,
                        alive_replicas: int, retry_num: int) -> Any:
+        # the coordinator refused before running anything: safe for every statement
         return (self.RETRY_NEXT_HOST, None) if retry_num < 1 else (self.RETHROW, None)
 
 
@@ -198,7 +219,7 @@ def acquire(options: CassandraOptions) -> SharedSession:
         if shared is None:
             profile = ExecutionProfile(
                 load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=options.dc or None)),
-                retry_policy=_RetryTimeouts(options.retries),
+                retry_policy=RetryTimeouts(options.retries),
                 request_timeout=options.timeout, row_factory=dict_factory,
             )
             auth = (PlainTextAuthProvider(options.username, options.password)

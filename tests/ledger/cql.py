@@ -38,7 +38,7 @@ class Statement:
 
 
 def parse_table(text: str) -> Table:
-    m = re.fullmatch(r"CREATE TABLE IF NOT EXISTS \S+?\.(\w+) \((.*)\)(?: WITH .*)?", text, re.S)
+    m = re.fullmatch(r"CREATE TABLE IF NOT EXISTS \S+?\.(\w+) \((.*)\)(?: WITH .*)?", text, re.DOTALL)
     assert m, text
     body = m.group(2)
     pk = re.search(r"PRIMARY KEY \(\((.*?)\)(.*?)\)$", body.strip())

@@ -2,8 +2,12 @@
 
 It understands exactly the statements ``tests/ledger/cql.py`` parses, with Cassandra's
 semantics where the ledger depends on them: upserts, rows sorted by clustering key,
-``IF NOT EXISTS`` returning the existing row, conditional updates, ``IF EXISTS`` deletes,
-``count(*)``. TTLs are accepted and ignored. It lets the contract suite exercise the
+``IF NOT EXISTS`` returning the existing row, conditional updates and deletes returning the
+current values of their condition columns when refused, ``IF EXISTS`` deletes, ``count(*)``.
+TTLs are accepted and ignored. Results are the driver's own ``ResultSet`` of rows made by
+its ``dict_factory``, so ``was_applied`` and ``one()`` behave as with a server. ``rerun``
+runs chosen statements twice and returns the second result, as the driver's retry of a
+request that timed out after it was applied does. It lets the contract suite exercise the
 Cassandra ledger's bucket and transaction logic where no server can run; the real server
 run (``TASK_TEST_CASSANDRA``) remains the proof.
 """
@@ -14,6 +18,9 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from cassandra.cluster import ResultSet  # type: ignore[import-untyped]
+from cassandra.query import SimpleStatement, dict_factory  # type: ignore[import-untyped]
 
 from task.ledger import cassandra_schema as schema
 from tests.ledger.cql import Condition, Statement, Table, parse_statement, parse_table
@@ -31,25 +38,34 @@ def _literal(token: str, params: list[Any]) -> Any:
     return int(token)
 
 
-@dataclass
-class FakeResult:
-    current_rows: list[dict[str, Any]]
-    was_applied: bool = True
-    has_more_pages: bool = False
-    paging_state: bytes | None = None
+class _Response:
+    """What a ``ResultSet`` reads of the driver's ``ResponseFuture`` for one page."""
 
-    def one(self) -> dict[str, Any] | None:
-        return self.current_rows[0] if self.current_rows else None
+    has_more_pages = False
+    _paging_state = None
+
+    def __init__(self, text: str, names: list[str]) -> None:
+        self.query = SimpleStatement(text)
+        self.row_factory = dict_factory
+        self._col_names = names
+        self._col_types = None
+
+
+def result(text: str, rows: list[dict[str, Any]]) -> ResultSet:
+    """The driver's ResultSet for ``rows`` (an LWT's start with ``[applied]``)."""
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    values = [tuple(row.get(name) for name in names) for row in rows]
+    return ResultSet(_Response(text, names), dict_factory(names, values))
 
 
 class FakeFuture:
-    def __init__(self, result: FakeResult) -> None:
+    def __init__(self, result: ResultSet) -> None:
         self._result = result
 
     def add_callbacks(self, ok: Callable[[Any], None], fail: Callable[[BaseException], None]) -> None:
         ok(self._result.current_rows)
 
-    def result(self) -> FakeResult:
+    def result(self) -> ResultSet:
         return self._result
 
 
@@ -66,14 +82,19 @@ class FakeSession:
     #: table -> partition key -> clustering key -> row
     data: dict[str, dict[tuple[Any, ...], dict[tuple[Any, ...], dict[str, Any]]]] = field(default_factory=dict)
     executed: list[str] = field(default_factory=list)
+    #: statements (by their CQL) run twice, the second result returned: a driver retry
+    rerun: Callable[[str], bool] = lambda text: False
 
     def prepare(self, text: str) -> FakePrepared:
         return FakePrepared(parse_statement(text))
 
     def execute_async(self, prepared: FakePrepared, params: Any = None, paging_state: Any = None) -> FakeFuture:
         statement = prepared.statement
-        self.executed.append(statement.text)
-        return FakeFuture(getattr(self, "_" + statement.verb.lower())(statement, list(params or ())))
+        run = getattr(self, "_" + statement.verb.lower())
+        for _ in range(2 if self.rerun(statement.text) else 1):
+            self.executed.append(statement.text)
+            rows = run(statement, list(params or ()))
+        return FakeFuture(result(statement.text, rows))
 
     def _key(self, table: Table, where: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         return tuple(where[c] for c in table.partition_key), tuple(where.get(c) for c in table.clustering)
@@ -87,27 +108,33 @@ class FakeSession:
         return row is not None and all(
             row.get(col) is not None and _OPS[op](row[col], value) for col, op, value in conditions)
 
-    def _select(self, st: Statement, params: list[Any]) -> FakeResult:
+    @staticmethod
+    def _refused(row: dict[str, Any] | None, conditions: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
+        """A refused conditional write: ``[applied]`` and the row's condition columns."""
+        seen = {} if row is None else {col: row.get(col) for col, _, _ in conditions}
+        return [{"[applied]": False, **seen}]
+
+    def _select(self, st: Statement, params: list[Any]) -> list[dict[str, Any]]:
         table = TABLES[st.table]
         where = self._bound(st.where, params)
         pk = tuple(next(v for c, _, v in where if c == column) for column in table.partition_key)
         rows = [row for _, row in sorted(self.data.get(st.table, {}).get(pk, {}).items())
                 if self._holds(row, [w for w in where if w[0] in table.clustering])]
         if st.columns == ["count(*)"]:
-            return FakeResult([{"count": len(rows)}])
-        return FakeResult([{c: row.get(c) for c in st.columns} for row in rows])
+            return [{"count": len(rows)}]
+        return [{c: row.get(c) for c in st.columns} for row in rows]
 
-    def _insert(self, st: Statement, params: list[Any]) -> FakeResult:
+    def _insert(self, st: Statement, params: list[Any]) -> list[dict[str, Any]]:
         table = TABLES[st.table]
         values = {c: _literal(v, params) for c, v in zip(st.columns, st.values)}
         pk, ck = self._key(table, values)
         partition = self.data.setdefault(st.table, {}).setdefault(pk, {})
         if st.if_not_exists and ck in partition:
-            return FakeResult([{"[applied]": False, **partition[ck]}], was_applied=False)
+            return [{"[applied]": False, **partition[ck]}]
         partition.setdefault(ck, {}).update(values)
-        return FakeResult([{"[applied]": True}] if st.if_not_exists else [])
+        return [{"[applied]": True}] if st.if_not_exists else []
 
-    def _update(self, st: Statement, params: list[Any]) -> FakeResult:
+    def _update(self, st: Statement, params: list[Any]) -> list[dict[str, Any]]:
         table = TABLES[st.table]
         if st.ttl:
             params.pop(0)  # USING TTL comes before SET
@@ -116,22 +143,28 @@ class FakeSession:
         pk, ck = self._key(table, where)
         partition = self.data.setdefault(st.table, {}).setdefault(pk, {})
         if st.conditions:
-            if not self._holds(partition.get(ck), self._bound(st.conditions, params)):
-                return FakeResult([{"[applied]": False}], was_applied=False)
+            conditions = self._bound(st.conditions, params)
+            if not self._holds(partition.get(ck), conditions):
+                return self._refused(partition.get(ck), conditions)
+            partition.setdefault(ck, dict(where)).update(sets)
+            return [{"[applied]": True}]
         partition.setdefault(ck, dict(where)).update(sets)
-        return FakeResult([])
+        return []
 
-    def _delete(self, st: Statement, params: list[Any]) -> FakeResult:
+    def _delete(self, st: Statement, params: list[Any]) -> list[dict[str, Any]]:
         table = TABLES[st.table]
         where = {c: v for c, _, v in self._bound(st.where, params)}
         pk, ck = self._key(table, where)
         partition = self.data.get(st.table, {}).get(pk, {})
         row = partition.get(ck)
         if st.if_exists or st.conditions:
-            if row is None or not self._holds(row, self._bound(st.conditions, params)):
-                return FakeResult([{"[applied]": False}], was_applied=False)
+            conditions = self._bound(st.conditions, params)
+            if row is None or not self._holds(row, conditions):
+                return self._refused(row, conditions)
+            partition.pop(ck, None)
+            return [{"[applied]": True}]
         partition.pop(ck, None)
-        return FakeResult([])
+        return []
 
 
 class FakeCluster:
