@@ -11,12 +11,19 @@ the original as done: nothing is lost and the offset moves on. ``attempt`` is th
 plus one. ``in_progress()`` is a no-op: there is no lease, and the consumer keeps polling
 while tasks run, so long tasks never make it leave the group.
 
+``stop()`` stops taking records but keeps the consumer in its group until every message it
+handed out is settled, so tasks that end after the stop began (the Launcher's "worker forced
+to close" ones too) are committed; prefetched messages never handed out stay uncommitted for
+the group's next member. The last settlement or a second ``stop()`` commits and leaves.
+
 URL options (all optional):
 
 - ``idempotence`` (true): idempotent producer; brokers that refuse it (Tansu) need ``false``.
 - ``partitions`` (4), ``replication`` (1): for topics this bus creates when missing.
-- ``drain_timeout`` (10s): how long a revoked partition's or a stopping consumer's running
-  tasks may take to finish before the partition is released uncommitted past them.
+- ``drain_timeout`` (10s): how long a revoked partition's running tasks may take to finish
+  before the partition is released uncommitted past them (a stopping worker's tasks get the
+  Launcher's ``worker_kill_time`` instead), and how long a closing consumer waits for its
+  nack re-publishes.
 - ``commit_interval`` (1s), ``commit_every`` (1000): commit batching.
 - ``offset_reset`` (earliest): where a new group starts reading.
 - ``sasl`` (``plain``, ``scram-sha-256``, ``scram-sha-512``) with the user and password from
