@@ -15,14 +15,13 @@ import signal
 import sys
 from typing import Any, ClassVar
 
-from task.banner import log_startup
+from task.apps.lifecycle import Lifecycle
 from task.bus.url import parse_url
 from task.errors import ConfigError, TaskError
 from task.launcher import Launcher
 from task.logs import configure_logging
 from task.metrics import launcher_metrics
 from task.settings import WorkerSettings
-from task.status import StatusServer
 from task.worker import MakeWorker, Worker
 
 __all__ = ["WorkerApp", "resolve_worker"]
@@ -117,25 +116,20 @@ class WorkerApp:
         if self._stopping:  # stop() came during start-up, before there was a launcher
             await self.launcher.stop()
         options = self.launcher.options
-        log_startup(
-            logger, "worker", worker=self.settings.worker, type=options.task_type,
-            bus=self.settings.bus, out_bus=self.settings.out_bus, topic=options.topic,
-            channel=options.channel, done_topic=options.done_topic,
-            max_in_progress=options.max_in_progress, ledger=self.settings.ledger,
-            status_port=self.settings.status_port or "off",
+        lifecycle = Lifecycle(
+            "worker", self.launcher.stats, logger=logger, status_host=self.settings.status_host,
+            status_port=self.settings.status_port, metrics=launcher_metrics(self.launcher),
         )
-        status = None
-        if self.settings.status_port:
-            status = StatusServer(
-                self.launcher.stats, host=self.settings.status_host, port=self.settings.status_port,
-                metrics=launcher_metrics(self.launcher),
-            )
-            await status.start()
+        await lifecycle.open({
+            "worker": self.settings.worker, "type": options.task_type, "bus": self.settings.bus,
+            "out_bus": self.settings.out_bus, "topic": options.topic, "channel": options.channel,
+            "done_topic": options.done_topic, "max_in_progress": options.max_in_progress,
+            "ledger": self.settings.ledger, "status_port": self.settings.status_port or "off",
+        })
         try:
             await self.launcher.run()
         finally:
-            if status is not None:
-                await status.stop()
+            await lifecycle.close()
         stats = self.launcher.stats()
         logger.info("stopped: %s tasks finished, %s invalid", stats["tasks_finished"], stats["tasks_invalid"])
         return 0

@@ -148,7 +148,9 @@ async def test_tansu_restart_forgets_and_recover_restores_from_the_ledger(
                 await asyncio.sleep(1.2)  # records idle for --older-than
                 recover = TaskbusProcess(
                     ["recover", "--once", "--ledger", ledger_url, "--bus", url, "--older-than", "1",
-                     "--max-attempts", "30", "--log-level", "info"], tmp_path / "recover.log")
+                     # the restarted broker forgot what it held: tasks only sent are lost too
+                     "--created-older-than", "1", "--max-attempts", "30", "--log-level", "info"],
+                    tmp_path / "recover.log")
                 # status 1 is a pass that met a send error right after the restart: the next retries
                 failed_passes += await recover.wait() != 0
                 await done.settle(quiet=1.0, timeout=20)

@@ -177,7 +177,8 @@ async def test_core_nats_loses_tasks_and_the_ledger_recovers_them(
                 rounds += 1
                 recover = TaskbusProcess(
                     ["recover", "--once", "--ledger", ledger_url, "--bus", nats_server.url,
-                     "--older-than", "1", "--max-attempts", "20"], tmp_path / "logs" / "recover.log")
+                     "--older-than", "1", "--created-older-than", "1", "--max-attempts", "20"],
+                    tmp_path / "logs" / "recover.log")
                 assert await recover.wait() == 0, recover.output()
                 await done.settle(quiet=1.5)
             await until(lambda: done.covers(ids), "every task done after recover", timeout=10)
