@@ -22,6 +22,7 @@ from task.bus.base import BusInfo, BusPart
 from task.bus.kafka_offsets import OffsetBook, PartitionOffsets
 from task.bus.kafka_options import KafkaOptions, ensure_topic, unreachable
 from task.bus.kafka_producer import start_producer
+from task.bus.waiters import Waiters
 from task.errors import BusClosedError, BusError
 
 __all__ = ["ATTEMPT_HEADER", "KafkaConsumer", "KafkaMessage"]
@@ -117,7 +118,7 @@ class KafkaConsumer(BusPart):
         self._tasks: list[asyncio.Task[None]] = []
         self._redeliveries: dict[asyncio.Task[None], KafkaMessage] = {}
         self._hurry: asyncio.Event = asyncio.Event()
-        self._ready = asyncio.Event()  # messages queued, a failure, or stop
+        self._waiters = Waiters()  # msg() calls waiting, oldest first: one per runner
         self._settled = asyncio.Event()  # a handed-out message was settled
         self._commit_now = asyncio.Event()
         self._commit_lock = asyncio.Lock()
@@ -180,8 +181,7 @@ class KafkaConsumer(BusPart):
                 return message
             if self._failure is not None:
                 raise self._failure
-            self._ready.clear()
-            await self._ready.wait()
+            await self._waiters.wait(lambda: bool(self._queue))
         return None
 
     def _room(self) -> int:
@@ -213,7 +213,7 @@ class KafkaConsumer(BusPart):
                     failures += 1
                     continue
                 self._failure = BusError(f"Kafka consumer of {self.topic!r} failed: {err!r}")
-                self._ready.set()
+                self._waiters.wake_all()
                 return
             failures = 0
             if self._stopped:
@@ -222,9 +222,8 @@ class KafkaConsumer(BusPart):
                 part = self._book.partition(tp)
                 for record in records:
                     self._queue.append(KafkaMessage(self, record, part, _attempt(record.headers)))
+                    self._waiters.wake_one()
                 self._received += len(records)
-            if batches:
-                self._ready.set()
 
     async def _wait_settled(self, timeout: float) -> bool:
         self._settled.clear()
@@ -342,7 +341,7 @@ class KafkaConsumer(BusPart):
             await self._close()
             return
         self._stopped = True
-        self._ready.set()
+        self._waiters.wake_all()
         if self._client is None:
             return
         returned = len(self._queue)
