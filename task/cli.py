@@ -44,7 +44,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("task.apps.worker:WorkerApp", "", "run a worker class on a bus"),
     "send": ("task.apps.send:SendApp", "", "create one task and send it"),
     "ledger": ("task.apps.ledger_admin:LedgerAdmin", "", "set up and inspect the outstanding-task ledger"),
-    "bench": ("task.bench:BenchApp", "", "measure tasks/s through a real Launcher"),
+    "bench": ("task.bench.app:BenchApp", "", "measure tasks/s through a real Launcher"),
     "quickstart": ("task.apps.quickstart:QuickstartApp", "", "run a taskmaster and a worker on the file bus"),
     "cron": ("task.apps.cron:CronApp", "apps", "create tasks on cron schedules"),
     "retry": ("task.apps.retry:RetryApp", "", "resend failed tasks with backoff"),

@@ -58,7 +58,7 @@ def test_a_missing_tool_fails_the_test_naming_the_package_to_install(
 
 def _sources() -> list[Path]:
     task = REPO / "task"
-    return sorted([*(REPO / "tests").rglob("*.py"), *task.glob("bench*.py"), *(task / "bench_raw").rglob("*.py")])
+    return sorted([*(REPO / "tests").rglob("*.py"), *(task / "bench").rglob("*.py")])
 
 
 def _name(node: ast.expr) -> str:

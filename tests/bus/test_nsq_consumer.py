@@ -610,7 +610,7 @@ async def test_with_more_connections_than_budget_the_slot_rotates(
 
 
 async def test_raw_bench_loop_publishes_the_done_task_before_fin(peer: Peer) -> None:
-    from task.bench_raw.nsq import raw_loop
+    from task.bench.raw.nsq import raw_loop
 
     running = asyncio.create_task(
         raw_loop(f"nsq://{peer.address}?{QUIET}", n=2, max_in_progress=1, credentials=Credentials())

@@ -1,11 +1,11 @@
-"""A worker's memory does not grow with the backlog (the CI size of ``task.bench_memory``).
+"""A worker's memory does not grow with the backlog (the CI size of ``task.bench.memory``).
 
 The same worker runs over a small and a ten-times larger backlog of 2 KB tasks on the file bus
 and on JetStream; its peak RSS (the kernel's ``ru_maxrss``) must not follow the backlog. A
 worker that read ahead without bound would hold tens of MiB more for the large one, far above
 the margin; two runs of a flat worker differ by a few MiB at most. No timing is asserted.
 ``TASK_MEMORY_TASKS`` sets the large backlog (the by-hand run is 1,000,000, see
-``python -m task.bench_memory``).
+``python -m task.bench.memory``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from task.bench_memory import MemoryRun, measure
+from task.bench.memory import MemoryRun, measure
 from tests.faults.helpers import Figures, count_from_env
 from tests.servers.nats import NatsServer
 

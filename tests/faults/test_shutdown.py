@@ -128,7 +128,7 @@ async def test_jetstream(request: pytest.FixtureRequest, tmp_path: Path, jetstre
 
 async def test_a_fast_worker_on_a_large_file_backlog_still_answers_sigterm(tmp_path: Path) -> None:
     # Given a worker racing through a large file backlog with a worker that never waits
-    from task.bench_memory import fill
+    from task.bench.memory import fill
 
     backlog = 100_000
     directory = tmp_path / "bus"

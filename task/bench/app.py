@@ -9,7 +9,6 @@ subscribe) until exactly ``n`` tasks are done.
 
 from __future__ import annotations
 
-import asyncio
 import cProfile
 import importlib
 import io
@@ -32,15 +31,15 @@ from task.progress import Progress
 from task.settings import BusSettings
 from task.task import Task
 
-__all__ = ["BenchApp", "BenchSettings", "bench_launcher", "RAW_LOOPS"]
+__all__ = ["RAW_LOOPS", "BenchApp", "BenchSettings", "bench_launcher"]
 
-#: bus scheme -> module with ``raw_loop`` (see task/bench_raw/__init__.py)
+#: bus scheme -> module with ``raw_loop`` (see task/bench/raw/__init__.py)
 RAW_LOOPS = {
-    "nats": "task.bench_raw.nats",
-    "jetstream": "task.bench_raw.jetstream",
-    "kafka": "task.bench_raw.kafka",
-    "nsq": "task.bench_raw.nsq",
-    "nsqlookup": "task.bench_raw.nsq",
+    "nats": "task.bench.raw.nats",
+    "jetstream": "task.bench.raw.jetstream",
+    "kafka": "task.bench.raw.kafka",
+    "nsq": "task.bench.raw.nsq",
+    "nsqlookup": "task.bench.raw.nsq",
 }
 
 

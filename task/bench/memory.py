@@ -1,4 +1,4 @@
-"""Peak memory of a worker over a large backlog: ``python -m task.bench_memory --bus URL -n N``.
+"""Peak memory of a worker over a large backlog: ``python -m task.bench.memory --bus URL -n N``.
 
 A worker must hold what it runs, not what waits: its memory is bounded by
 ``max_in_progress``, whatever the backlog. This fills a fresh topic with ``n`` no-op tasks,
@@ -9,7 +9,7 @@ high-water mark of the child (``VmHWM``), so no short spike between samples is m
 ``ru_maxrss`` from ``wait4``: Linux carries it over from the fork, so it starts at the size
 of the process that started the worker.)
 
-Run by hand (not in CI): ``python -m task.bench_memory --bus file:/tmp/bm/ -n 1000000`` or
+Run by hand (not in CI): ``python -m task.bench.memory --bus file:/tmp/bm/ -n 1000000`` or
 ``--bus jetstream://127.0.0.1:4222``. The fault suite runs the same code at 20,000 tasks.
 """
 
@@ -191,7 +191,7 @@ async def measure(url: str, n: int, *, max_in_progress: int = 100, size: int = 2
 
 def main(argv: list[str] | None = None) -> int:
     """The by-hand run; prints one JSON object (``--json``) or a line per figure."""
-    parser = argparse.ArgumentParser(prog="python -m task.bench_memory", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m task.bench.memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bus", required=True, help="file:DIR/ or jetstream://h:p (any bus URL)")
     parser.add_argument("-n", type=int, default=1_000_000, help="tasks in the backlog")
     parser.add_argument("--max-in-progress", type=int, default=100)
