@@ -88,7 +88,7 @@ class LauncherOptions:
     poison_delay: float = 1.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _InFlight:
     message: Message
     task: Task
@@ -311,7 +311,8 @@ class Launcher:
                 self._holding -= 1
             if not ran:
                 self._claimed -= 1
-            await self._let_others_run()
+            if self._yielding or time.monotonic() - self._last_yield >= YIELD_EVERY:
+                await self._let_others_run()  # checked inline: a coroutine per message costs
             if lifetime and self._finished >= lifetime:
                 self._stop_signal.set()
                 assert self._stop_requested is not None
