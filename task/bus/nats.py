@@ -106,6 +106,9 @@ class NatsConsumer(BusPart):
         self._ready: deque[Msg] = deque()
         self._waiters = Waiters()  # msg() calls waiting, oldest first
         self._space: asyncio.Event = asyncio.Event()
+        #: the callback, once blocked on a full buffer, resumes when it has drained to this:
+        #: one wake-up per half buffer, not one per message, while the worker is the bottleneck
+        self._low_water = self.prefetch // 2
         self._stopped = False
         self._received = 0
 
@@ -148,7 +151,8 @@ class NatsConsumer(BusPart):
         while not self._stopped:
             if self._ready:
                 data = self._ready.popleft().data
-                self._space.set()
+                if len(self._ready) <= self._low_water:
+                    self._space.set()
                 self._received += 1
                 return NatsMessage(data)
             if self._client is not None and self._client.is_closed:
