@@ -4,7 +4,8 @@ The URL options and the connection are in ``cassandra_session``; every statement
 reasoning behind the partitions in ``cassandra_schema``. Tables are not created on first use
 (concurrent schema changes from many processes disagree): run ``taskbus ledger init`` once.
 Records live in time buckets, found through ``task_index``; ``claim`` and ``due`` use
-lightweight transactions so replicas never send one task twice.
+lightweight transactions so replicas never send one task twice. The keyspace's schema is
+versioned (``cassandra_upgrade``): a ledger checks it before its first statement.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from uuid import uuid4
 
 from task.errors import LedgerError
 from task.ledger import cassandra_schema as cql
-from task.ledger.base import LedgerRecord, State, TaskListStats
+from task.ledger import cassandra_upgrade
+from task.ledger.base import LedgerRecord, ScheduledTask, ScheduleKind, State, TaskListStats
 from task.ledger.cassandra_session import CassandraOptions, SharedSession, acquire, execute, release
 from task.ledger.common import epoch, list_of
 from task.task import Task
@@ -76,13 +78,14 @@ class CassandraLedger:
         async with self._lock:
             shared = await self._session()
             if self._statements is None:
+                await cassandra_upgrade.check(shared.session, self.options)
                 try:
                     self._statements = await asyncio.to_thread(self._prepare_all, shared.session)
                 except Exception as err:
                     raise LedgerError(
                         f"cannot prepare the ledger's statements in keyspace "
-                        f"{self.options.keyspace!r} ({err}); create it with: taskbus ledger init "
-                        f"--ledger cassandra://.../{self.options.keyspace}") from err
+                        f"{self.options.keyspace!r} ({err}); create or upgrade it with: taskbus "
+                        f"ledger init --ledger {cassandra_upgrade.ledger_url(self.options)}") from err
             return shared.session, self._statements
 
     async def _run(self, name: str, *params: object) -> Any:
@@ -238,7 +241,9 @@ class CassandraLedger:
                         "update", key[2], key[0])
         return mine
 
-    async def schedule(self, task: Task, task_list: str | None, at: datetime) -> None:
+    async def schedule(
+        self, task: Task, task_list: str | None, at: datetime, *, topic: str, kind: ScheduleKind
+    ) -> None:
         if self._no_id(task):
             return
         name, when, now = list_of(task, task_list), epoch(at), self.clock()
@@ -248,28 +253,79 @@ class CassandraLedger:
             await self._run("schedule_drop", name, self._bucket(previous["at"]), previous["at"], task.id)
         bucket = self._bucket(when)
         await self._note_bucket(name, _SCHEDULE, bucket, ttl)
-        await self._run("schedule_put", name, bucket, when, task.id, task.to_json().decode(), ttl)
+        await self._run("schedule_put", name, bucket, when, task.id, task.to_json().decode(), topic,
+                        ScheduleKind(kind).value, ttl)
         await self._run("schedule_index_put", name, task.id, when, ttl)
 
-    async def due(self, task_list: str, now: datetime) -> list[Task]:
+    @staticmethod
+    def _scheduled(task_list: str, at: float, row: dict[str, Any]) -> ScheduledTask | None:
+        """The entry a schedule row holds. Rows written before the schedule kept destinations
+        have no topic and kind: they were retries sent to the task's type. A kind this code
+        does not know (a newer taskbus wrote it) is left for the code that knows it."""
+        try:
+            kind = ScheduleKind(row.get("kind") or ScheduleKind.RETRY)
+        except ValueError:
+            logger.warning("scheduled task %s of %s has kind %r, unknown to this taskbus: left "
+                           "in the schedule", row.get("id"), task_list, row.get("kind"))
+            return None
+        task = Task.from_json(row["task"])
+        return ScheduledTask(task, task_list, at, row.get("topic") or task.type, kind)
+
+    async def due(
+        self, task_list: str, now: datetime, *, kind: ScheduleKind | None = None
+    ) -> list[ScheduledTask]:
         limit, written = epoch(now), self.clock()
         last = self._bucket(limit)
-        ready: list[tuple[float, str, str, int]] = []
+        ready: list[tuple[float, str, str, ScheduledTask, int]] = []
         buckets = [r["bucket"] async for r in self._rows("buckets_until", _SCOPE, task_list, _SCHEDULE, last)]
         for bucket in buckets:
-            rows = [(r["at"], r["id"], r["task"], bucket)
-                    async for r in self._rows("schedule_due", task_list, bucket, limit)]
-            if not rows and bucket < last - 1:
+            rows = [r async for r in self._rows("schedule_due", task_list, bucket, limit)]
+            if not rows and bucket < last - 1:  # empty of every kind, and no row can land there
                 await self._run("bucket_delete", _SCOPE, task_list, _SCHEDULE, bucket)
-            ready += rows
-        tasks = []
-        for at, id, body, bucket in sorted(ready):
+            for row in rows:
+                entry = self._scheduled(task_list, row["at"], row)
+                if entry is not None and (kind is None or entry.kind == kind):
+                    ready.append((row["at"], row["id"], row["task"], entry, bucket))
+        taken = []
+        for at, id, body, entry, bucket in sorted(ready, key=lambda r: (r[0], r[1])):
             # Record first, then take: a crash in between resends at worst, never loses.
             await self._put_created(task_list, id, body, written)
             if (await self._run("schedule_take", task_list, bucket, at, id)).was_applied:
                 await self._run("schedule_index_take", task_list, id, at)
-                tasks.append(Task.from_json(body))
-        return tasks
+                taken.append(entry)
+        return taken
+
+    async def scheduled(self, task_list: str, limit: int) -> list[ScheduledTask]:
+        """Up to ``limit`` tasks of ``task_list`` waiting in the schedule, soonest first: the
+        buckets in order, each read by its clustering order (``at``, ``id``), until enough.
+
+        Raises:
+            LedgerError: the database cannot be reached.
+        """
+        found: list[ScheduledTask] = []
+        async for b in self._rows("buckets_until", _SCOPE, task_list, _SCHEDULE, _FAR):
+            async for row in self._rows("schedule_due", task_list, b["bucket"], float(_FAR)):
+                entry = self._scheduled(task_list, row["at"], row)
+                if entry is not None:
+                    found.append(entry)
+                if len(found) >= limit:
+                    return found
+        return found
+
+    async def find_scheduled(self, task_list: str, id: str) -> ScheduledTask | None:
+        """The scheduled task ``id`` of ``task_list``, through ``schedule_index``, or None.
+
+        Raises:
+            LedgerError: the database cannot be reached.
+        """
+        index = (await self._run("schedule_index_get", task_list, id)).one()
+        if index is None:
+            return None
+        at = index["at"]
+        row = (await self._run("schedule_get", task_list, self._bucket(at), at, id)).one()
+        if row is None or row.get("task") is None:  # taken by ``due`` a moment ago, or expired
+            return None
+        return self._scheduled(task_list, at, {**row, "id": id})
 
     async def _put_created(self, task_list: str, id: str, body: str, now: float) -> None:
         bucket, new = await self._locate(task_list, id, now, look_first=True)
@@ -300,31 +356,16 @@ class CassandraLedger:
                              max(0.0, now - oldest))
 
     async def init_schema(self, replication: str = "") -> str:
-        """Create the keyspace (``replication``: ``3`` or ``dc1:3,dc2:3``) and tables; safe to
-        run twice (``IF NOT EXISTS``). The driver waits for schema agreement after each.
+        """Create the keyspace (``replication``: ``3`` or ``dc1:3,dc2:3``) and tables, or
+        upgrade an older keyspace in place; safe to run twice, and concurrently. The driver
+        waits for schema agreement after each change.
 
         Raises:
             ConfigError: a bad replication spec or keyspace name.
-            LedgerError: Cassandra refused the schema.
+            LedgerError: Cassandra refused the schema, or the keyspace is newer than this code.
         """
-        ks = self.options.keyspace
-        ddl = [cql.render(cql.KEYSPACE, ks).replace("{replication}", cql.replication_map(replication))]
-        ddl += [cql.render(text, ks) for text in cql.TABLES.values()]
         shared = await self._session()
-        for text in ddl:
-            await execute(shared.session, text)
-        added = await asyncio.to_thread(self._columns_to_add, shared.cluster)
-        for text in added:
-            await execute(shared.session, text)
-        upgraded = f", {len(added)} columns added" if added else ""
-        return f"Cassandra keyspace {ks} ready with {len(cql.TABLES)} tables{upgraded}"
-
-    def _columns_to_add(self, cluster: Any) -> list[str]:
-        """The ALTERs an older keyspace needs, from the driver's schema metadata. Blocks."""
-        ks = self.options.keyspace
-        cluster.refresh_keyspace_metadata(ks)
-        tables = cluster.metadata.keyspaces[ks].tables
-        return cql.add_columns(ks, {name: set(table.columns) for name, table in tables.items()})
+        return await cassandra_upgrade.upgrade(shared.session, self.options, replication)
 
     async def close(self) -> None:
         """Release this ledger's share of the process's session. Idempotent."""

@@ -24,7 +24,8 @@ never moves between buckets (heartbeats update it in place, which costs no tombs
   ``due`` reads a slice and each taken row is removed with ``DELETE ... IF EXISTS`` (a
   lightweight transaction): two releasers never both send one task.
 * Every write carries a TTL (default 7 days, beyond ``at`` for scheduled rows): a record
-  whose ``done`` was lost expires instead of living forever. The TTL must exceed the longest
+  whose ``done`` was lost expires instead of living forever. The one exception is the
+  schema version row, which must outlive them all. The TTL must exceed the longest
   task; a row whose ``task`` cell expired is treated as gone.
 * ``gc_grace_seconds`` is lowered to 6 hours on the record tables so tombstones are purged
   sooner. The price: a node down longer than that may bring a deleted record back, which
@@ -44,6 +45,15 @@ what it wrote: ``index_add`` writes a fresh ``writer`` token, which a refused in
 with the row it found, and a refused claim whose row holds our values is checked against
 the owner with a ``SERIAL_READS`` read, which sees the outcome of any round in progress.
 
+Schema versions
+---------------
+``ledger_schema`` holds the keyspace's version in one row that never expires. ``taskbus
+ledger init`` creates what is missing and runs the ``MIGRATIONS`` newer than that row, then
+writes it; opening a ledger reads it and refuses an older keyspace (run ``ledger init``) or a
+newer one (upgrade taskbus), instead of failing later on a column one side does not know.
+The scheduled task's ``kind`` is not a clustering column, so ``due`` filters it in the
+client: one list's due rows are read either way, and the kinds share a bucket.
+
 Statements name their keyspace as ``{ks}``; ``render`` fills it in. Times are Unix seconds
 (``double``), as the other backends keep them.
 """
@@ -51,12 +61,13 @@ Statements name their keyspace as ``{ks}``; ``render`` fills it in. Times are Un
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from task.errors import ConfigError
 
 __all__ = [
-    "ADDED_COLUMNS", "CONDITIONAL", "KEYSPACE", "SERIAL_READS", "STATEMENTS", "TABLES", "WRITES",
-    "add_columns", "render", "replication_map",
+    "ALREADY_THERE", "CONDITIONAL", "KEYSPACE", "MIGRATIONS", "SERIAL_READS", "STATEMENTS", "TABLES",
+    "VERSION", "VERSION_SCOPE", "WRITES", "Migration", "render", "replication_map", "steps_after",
 ]
 
 #: CREATE KEYSPACE; ``{replication}`` is a CQL map from ``replication_map``
@@ -88,13 +99,18 @@ TABLES: dict[str, str] = {
     ),
     "task_schedule": (
         "CREATE TABLE IF NOT EXISTS {ks}.task_schedule ("
-        " task_list text, bucket bigint, at double, id text, task text,"
+        " task_list text, bucket bigint, at double, id text, task text, topic text, kind text,"
         " PRIMARY KEY ((task_list, bucket), at, id))" + _RECORD_OPTIONS
     ),
     "schedule_index": (
         "CREATE TABLE IF NOT EXISTS {ks}.schedule_index ("
         " task_list text, id text, at double,"
         " PRIMARY KEY ((task_list, id))) WITH gc_grace_seconds = 21600"
+    ),
+    "ledger_schema": (
+        "CREATE TABLE IF NOT EXISTS {ks}.ledger_schema ("
+        " scope text, version int,"
+        " PRIMARY KEY ((scope)))"
     ),
 }
 
@@ -151,11 +167,17 @@ STATEMENTS: dict[str, str] = {
     ),
     "lists": "SELECT task_list FROM {ks}.task_buckets WHERE scope = ?",
     "schedule_put": (
-        "INSERT INTO {ks}.task_schedule (task_list, bucket, at, id, task) VALUES (?, ?, ?, ?, ?)"
-        " USING TTL ?"
+        "INSERT INTO {ks}.task_schedule (task_list, bucket, at, id, task, topic, kind)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
     ),
+    # kind is no clustering column: ``due`` filters it in the client, never ALLOW FILTERING
     "schedule_due": (
-        "SELECT at, id, task FROM {ks}.task_schedule WHERE task_list = ? AND bucket = ? AND at <= ?"
+        "SELECT at, id, task, topic, kind FROM {ks}.task_schedule"
+        " WHERE task_list = ? AND bucket = ? AND at <= ?"
+    ),
+    "schedule_get": (
+        "SELECT task, topic, kind FROM {ks}.task_schedule"
+        " WHERE task_list = ? AND bucket = ? AND at = ? AND id = ?"
     ),
     "schedule_count": "SELECT count(*) FROM {ks}.task_schedule WHERE task_list = ? AND bucket = ?",
     "schedule_take": (
@@ -170,6 +192,9 @@ STATEMENTS: dict[str, str] = {
         "INSERT INTO {ks}.schedule_index (task_list, id, at) VALUES (?, ?, ?) USING TTL ?"
     ),
     "schedule_index_take": "DELETE FROM {ks}.schedule_index WHERE task_list = ? AND id = ? IF at = ?",
+    "version_get": "SELECT version FROM {ks}.ledger_schema WHERE scope = ?",
+    # the one write without a TTL: an expired version would make a current keyspace look old
+    "version_put": "INSERT INTO {ks}.ledger_schema (scope, version) VALUES (?, ?)",
 }
 
 #: statements that write (consistency ``write_consistency``); the rest read
@@ -179,25 +204,45 @@ CONDITIONAL = frozenset(name for name, cql in STATEMENTS.items() if re.search(r"
 #: reads at the serial consistency: they see the outcome of a transaction still in progress
 SERIAL_READS = frozenset({"record_claimed"})
 
-#: Columns added to a table after its first release, oldest first. ``CREATE TABLE IF NOT
-#: EXISTS`` leaves an existing table as it was, so ``taskbus ledger init`` adds these.
-ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "task_index": (("writer", "text"),),
-}
-
-
-def add_columns(keyspace: str, existing: dict[str, set[str]]) -> list[str]:
-    """``ALTER TABLE`` statements adding the ``ADDED_COLUMNS`` missing from ``existing``
-    (each table of the keyspace and its columns), so an older keyspace upgrades in place.
-
-    Raises:
-        ConfigError: ``keyspace`` is not a valid Cassandra name.
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the keyspace's schema: ``ddl`` takes a keyspace at ``version - 1`` to
+    ``version``. Cassandra's schema changes are not transactional and two ``ledger init``
+    may race, so each statement must be safe to find already applied (see ``ALREADY_THERE``).
     """
-    return [
-        render(f"ALTER TABLE {{ks}}.{table} ADD {column} {kind}", keyspace)
-        for table, columns in ADDED_COLUMNS.items() if table in existing
-        for column, kind in columns if column not in existing[table]
-    ]
+
+    version: int
+    #: what the step changes, for the log line of an upgrade
+    what: str
+    ddl: tuple[str, ...]
+
+
+#: Every step, oldest first (1: the first tables, as ``TABLES`` creates them); the last
+#: one's version is the schema this code reads and writes. ``TABLES`` creates a new keyspace
+#: at that version already; ``CREATE TABLE IF NOT EXISTS`` leaves an older table as it was,
+#: so the later steps bring it up.
+#: Steps only add nullable columns: no backfill, a null reads as its old meaning (``topic``:
+#: the task's type; ``kind``: retry), so processes of the previous version keep working
+#: against an upgraded keyspace and replicas can be upgraded one at a time.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the ledger's first tables (records, index, buckets, schedule)", ()),
+    Migration(2, "task_index.writer: a conditional insert run twice tells its own row",
+              ("ALTER TABLE {ks}.task_index ADD writer text",)),
+    Migration(3, "each scheduled task keeps its destination topic and its kind",
+              ("ALTER TABLE {ks}.task_schedule ADD topic text",
+               "ALTER TABLE {ks}.task_schedule ADD kind text")),
+)
+VERSION = MIGRATIONS[-1].version
+#: the ``ledger_schema`` row holding the keyspace's version
+VERSION_SCOPE = "ledger"
+#: how Cassandra refuses to add a column a table has: 3.x, then 4.0 and later
+ALREADY_THERE = ("conflicts with an existing column", "already exists")
+
+
+def steps_after(version: int) -> list[Migration]:
+    """The migrations a keyspace at ``version`` needs, oldest first."""
+    return [step for step in MIGRATIONS if step.version > version]
+
 
 _KEYSPACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 _DC_FACTOR = re.compile(r"([A-Za-z0-9_.-]+)[:=](\d+)")

@@ -9,7 +9,6 @@ that keep data between tests (a Cassandra keyspace) need no cleanup.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -43,16 +42,6 @@ async def collect(records: AsyncIterator[LedgerRecord]) -> list[str]:
 
 def ids(entries: list[ScheduledTask]) -> list[str]:
     return [entry.task.id for entry in entries]
-
-
-def needs(ledger: Ledger, method: str, parameter: str) -> None:
-    """Skip on a backend whose ``method`` has no ``parameter`` yet.
-
-    Transitional: the Cassandra ledger gains issue 12's schedule topics and kinds and claim's
-    ``older_than`` after SQLite and memory; this goes once every backend has them.
-    """
-    if parameter not in inspect.signature(getattr(ledger, method)).parameters:
-        pytest.skip(f"{type(ledger).__name__}.{method}() has no {parameter!r} yet (issue 12)")
 
 
 class LedgerContract:
@@ -128,7 +117,6 @@ class LedgerContract:
         assert await ledger.find(kind, other.id) is not None
 
     async def test_task_without_id_is_counted_not_recorded(self, ledger: Ledger, clock: Clock, kind: str) -> None:
-        needs(ledger, "schedule", "topic")
         task = Task.new(kind, "no id", id="")
         assert await ledger.created(task) is False
         await ledger.started(task)
@@ -157,7 +145,6 @@ class LedgerContract:
         assert await collect(ledger.outstanding(kind, 0)) == ["b", "a"]
 
     async def test_claim_race_has_one_winner(self, ledger: Ledger, clock: Clock, kind: str) -> None:
-        needs(ledger, "claim", "older_than")
         task = self.task(kind)
         await ledger.created(task)
         clock.advance(60)
@@ -180,7 +167,6 @@ class LedgerContract:
     async def test_claim_fails_when_the_record_came_alive_after_it_was_listed(
         self, ledger: Ledger, clock: Clock, kind: str
     ) -> None:
-        needs(ledger, "claim", "older_than")
         # Given two tasks idle for 60 s, listed as lost by a recover pass (threshold 30 s)
         touched, restarted = self.task(kind, "touched"), self.task(kind, "restarted")
         await ledger.started(touched)
@@ -202,7 +188,6 @@ class LedgerContract:
         assert await ledger.claim(kind, "touched", "r", 30, older_than=30) is True
 
     async def test_claim_of_unknown_or_done_task_fails(self, ledger: Ledger, kind: str) -> None:
-        needs(ledger, "claim", "older_than")
         task = self.task(kind)
         assert await ledger.claim(kind, task.id, "r", 30, older_than=0) is False
         await ledger.created(task)
@@ -210,7 +195,6 @@ class LedgerContract:
         assert await ledger.claim(kind, task.id, "r", 30, older_than=0) is False
 
     async def test_schedule_and_due_move_tasks_to_created(self, ledger: Ledger, clock: Clock, kind: str) -> None:
-        needs(ledger, "schedule", "topic")
         later, sooner = self.task(kind, "later"), self.task(kind, "sooner")
         await ledger.schedule(later, None, clock.at(60), topic="retry-topic", kind=ScheduleKind.RETRY)
         await ledger.schedule(sooner, kind, clock.at(30), topic=kind, kind=ScheduleKind.RETRY)
@@ -230,7 +214,6 @@ class LedgerContract:
         assert (await ledger.stats(kind)).scheduled == 0
 
     async def test_due_releases_only_the_kind_asked_for(self, ledger: Ledger, clock: Clock, kind: str) -> None:
-        needs(ledger, "schedule", "topic")
         # Given a retry, a delayed task and a workflow step of one task list, all due, and a
         # retry not due yet, each bound for its own topic
         for id, at, sk in (("r1", -30, ScheduleKind.RETRY), ("d1", -20, ScheduleKind.DELAY),
@@ -250,7 +233,6 @@ class LedgerContract:
             ("f1", "to-f1", ScheduleKind.FLOW), ("r2", "to-r2", ScheduleKind.RETRY)]
 
     async def test_scheduling_again_moves_the_time(self, ledger: Ledger, clock: Clock, kind: str) -> None:
-        needs(ledger, "schedule", "topic")
         task = self.task(kind)
         await ledger.schedule(task, None, clock.at(600), topic="first", kind=ScheduleKind.RETRY)
         await ledger.schedule(task, None, clock.at(10), topic="second", kind=ScheduleKind.DELAY)
@@ -260,7 +242,6 @@ class LedgerContract:
         assert await ledger.due(kind, clock.at(1000)) == []
 
     async def test_due_is_taken_once_by_concurrent_callers(self, ledger: Ledger, clock: Clock, kind: str) -> None:
-        needs(ledger, "schedule", "topic")
         tasks = [self.task(kind, f"t{i}") for i in range(5)]
         for i, task in enumerate(tasks):
             await ledger.schedule(task, None, clock.at(i), topic=kind, kind=ScheduleKind.RETRY)
@@ -273,7 +254,6 @@ class LedgerContract:
         empty = await ledger.stats(kind)
         assert (empty.created, empty.started, empty.scheduled, empty.oldest_age) == (0, 0, 0, 0)
         a, b, c = self.task(kind), self.task(kind), self.task(kind)
-        needs(ledger, "schedule", "topic")
         await ledger.created(a)
         clock.advance(100)
         await ledger.started(b)

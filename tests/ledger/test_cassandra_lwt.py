@@ -16,7 +16,6 @@ from cassandra import ConsistencyLevel, WriteType  # type: ignore[import-untyped
 from cassandra.policies import RetryPolicy  # type: ignore[import-untyped]
 from cassandra.query import SimpleStatement  # type: ignore[import-untyped]
 
-from task.ledger import cassandra_schema as schema
 from task.ledger.cassandra import CassandraLedger
 from task.ledger.cassandra_session import CassandraOptions, RetryTimeouts, SharedSession
 from task.task import Task
@@ -108,11 +107,3 @@ async def test_another_owners_claim_at_the_same_instant_is_not_taken_for_ours() 
     assert sorted(won) == [False, True]
     await first.close()
     await second.close()
-
-
-def test_ledger_init_adds_the_writer_column_to_an_older_keyspace() -> None:
-    old = {"task_index": {"task_list", "id", "bucket"}, "task_records": {"task_list"}}
-    assert schema.add_columns("ks", old) == ["ALTER TABLE ks.task_index ADD writer text"]
-    current = {**old, "task_index": {"task_list", "id", "bucket", "writer"}}
-    assert schema.add_columns("ks", current) == []
-    assert schema.add_columns("ks", {}) == []  # tables just created are already current
