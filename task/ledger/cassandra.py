@@ -157,6 +157,11 @@ class CassandraLedger:
             return
         now, name = self.clock(), list_of(task, task_list)
         bucket, new = await self._locate(name, task.id, now, look_first=True)
+        if not new:
+            # An index row whose record write failed (the call raised, the caller retries)
+            # has no record: an update would leave one without its task, never resent.
+            row = (await self._run("record_get", name, bucket, task.id)).one()
+            new = row is None or row.get("task") is None
         if new:
             await self._run("record_put", name, bucket, task.id, "started", task.to_json().decode(),
                             0, now, now, self.options.ttl)

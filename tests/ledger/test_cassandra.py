@@ -9,9 +9,11 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
+from cassandra import OperationTimedOut  # type: ignore[import-untyped]
 
 from task.errors import ConfigError, LedgerError
 from task.ledger import cassandra_schema as schema
+from task.ledger.base import State
 from task.ledger.cassandra import CassandraLedger, open_ledger
 from task.ledger.cassandra_session import CassandraOptions, SharedSession
 from task.task import Task
@@ -175,3 +177,22 @@ class TestCassandraLedger(LedgerContract):
     def make_ledger(self, clock: Clock) -> CassandraLedger:
         return CassandraLedger(CassandraOptions.from_url(self.url), clock=clock)
 
+
+async def test_a_started_retried_after_its_record_write_failed_records_the_task() -> None:
+    # Given a worker's started() whose index row is written, then whose record write fails
+    clock = Clock()
+    ledger = TestCassandraLedgerLogic().make_ledger(clock)
+    session = ledger._shared.session  # type: ignore[union-attr]
+    failures = [OperationTimedOut("no reply in 10s")]
+    session.fail = lambda cql: failures.pop() if cql.startswith("INSERT INTO ks.task_records") and failures else None
+    task = Task.new("t", "x", id="a")
+    with pytest.raises(LedgerError, match="OperationTimedOut"):
+        await ledger.started(task)
+    # When the launcher retries it
+    await ledger.started(task)
+    # Then the task is recorded whole, so recover can resend it if its worker dies
+    record = await ledger.find("t", "a")
+    assert record is not None and (record.task, record.state) == (task, State.STARTED)
+    clock.advance(60)
+    assert [r.task.id async for r in ledger.outstanding("t", 30)] == ["a"]
+    await ledger.close()
