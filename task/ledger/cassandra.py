@@ -369,6 +369,7 @@ class CassandraLedger:
             ConfigError: a bad replication spec or keyspace name.
             LedgerError: Cassandra refused the schema, or the keyspace is newer than this code.
         """
+        cql.replication_map(replication)  # a bad spec is the user's to fix: say so before connecting
         shared = await self._session()
         return await cassandra_upgrade.upgrade(shared.session, self.options, replication)
 
