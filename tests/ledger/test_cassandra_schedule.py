@@ -1,5 +1,10 @@
 """The Cassandra ledger's schedule as an operator sees it: ``scheduled``/``find_scheduled``
-(``ScheduleReader``, so ``taskbus ledger ls`` lists it), on the fake session."""
+(``ScheduleReader``, so ``taskbus ledger ls`` lists it), on the fake session.
+
+The ``ScheduleReader`` tests every backend passes are imported from ``test_schedule_reader``
+and run here again with this module's ``ledger`` fixture, a Cassandra ledger at the same
+instant; the tests below add what is Cassandra's own (hourly buckets, rows of other code).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,13 @@ from task.ledger.cassandra import CassandraLedger
 from task.ledger.cassandra_session import CassandraOptions, SharedSession
 from task.task import Task
 from tests.ledger.fake_cassandra import FakeCluster, FakeSession
+from tests.ledger.test_schedule_reader import (  # noqa: F401  (collected again, on Cassandra)
+    NOW,
+    test_scheduled_and_find_scheduled_say_where_and_why,
+    test_scheduled_lists_soonest_first_and_releases_nothing,
+)
 
-NOW = 1_800_000_000.0  # at the start of an hour: the schedule's buckets are hours
+assert NOW % 3600 == 0  # at the start of an hour: the schedule's buckets are hours
 
 
 def _ledger(session: FakeSession | None = None) -> CassandraLedger:
@@ -23,11 +33,16 @@ def _ledger(session: FakeSession | None = None) -> CassandraLedger:
     return ledger
 
 
+@pytest.fixture
+def ledger() -> CassandraLedger:
+    return _ledger()
+
+
 def at(delay: float) -> datetime:
     return datetime.fromtimestamp(NOW + delay, UTC)
 
 
-async def test_scheduled_lists_soonest_first_across_buckets_and_releases_nothing() -> None:
+async def test_scheduled_lists_soonest_first_across_buckets() -> None:
     async with _ledger() as ledger:
         assert isinstance(ledger, ScheduleReader)
         # Given retries of one list in three hourly buckets, scheduled out of order
@@ -44,16 +59,11 @@ async def test_scheduled_lists_soonest_first_across_buckets_and_releases_nothing
         assert await ledger.find("fetch", "soon") is None
 
 
-async def test_find_scheduled_says_when_where_and_why() -> None:
+async def test_find_scheduled_follows_a_task_scheduled_again_and_released() -> None:
     async with _ledger() as ledger:
         task = Task.new("fetch", "x", id="d1")
         await ledger.schedule(task, "delays", at(90), topic="fetch-slow", kind=ScheduleKind.DELAY)
-        expected = ScheduledTask(task, "delays", NOW + 90, "fetch-slow", ScheduleKind.DELAY)
-        assert await ledger.scheduled("delays", 10) == [expected]
-        assert await ledger.find_scheduled("delays", "d1") == expected
-        assert await ledger.find_scheduled("delays", "nope") is None
-        assert await ledger.find_scheduled("fetch", "d1") is None  # another task list
-        # scheduled again: found at its new time, with its new destination
+        # scheduled again, into another bucket: found at its new time, with its new destination
         await ledger.schedule(task, "delays", at(4000), topic="fetch", kind=ScheduleKind.RETRY)
         assert await ledger.find_scheduled("delays", "d1") == ScheduledTask(
             task, "delays", NOW + 4000, "fetch", ScheduleKind.RETRY)
