@@ -31,6 +31,7 @@ __all__ = ["Task"]
 #: The wire fields in Go's struct order; the encoder writes them in this order.
 FIELDS = ("type", "job", "info", "created", "id", "meta", "result", "msg", "started", "ended")
 _FIELD_SET = frozenset(FIELDS)
+_ONLY_STR = {str}
 _TIME_FIELDS = ("created", "started", "ended")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Time strings already checked, mapped to "names the zero instant"; tasks from one
@@ -136,7 +137,21 @@ class Task:
             doc = orjson.loads(data)  # valid UTF-8 without lone surrogates: the common case
         except orjson.JSONDecodeError:
             return cls._from_json_lax(data)
+        # every key a field of ours and every value a string: build it at once
+        if (type(doc) is dict and doc.get("type") and doc.keys() <= _FIELD_SET
+                and set(map(type, doc.values())) == _ONLY_STR):
+            task = cls(**doc)
+            if task.created or task.started or task.ended:
+                task._drop_zero_times()
+            return task
         return cls._from_document(doc, data)
+
+    def _drop_zero_times(self) -> None:
+        """Check each time read from the wire; one naming Go's zero instant reads as empty."""
+        for name in _TIME_FIELDS:
+            value = getattr(self, name)
+            if value and _is_zero_time(name, value):
+                setattr(self, name, "")
 
     @classmethod
     def _from_json_lax(cls, data: bytes | bytearray | str) -> Task:
@@ -209,7 +224,10 @@ class Task:
             out = orjson.dumps(doc)
         except TypeError:  # a lone surrogate (invalid UTF-8 read in): Go writes U+FFFD
             return self._to_json_go()
-        if b"\\b" in out or b"\\f" in out or (b"\xe2\x80" in out and (_LS in out or _PS in out)):
+        # one-byte searches first (memchr): most tasks have no escape and no U+2xxx at all
+        if b"\\" in out and (b"\\b" in out or b"\\f" in out):
+            return self._to_json_go()
+        if b"\xe2" in out and (_LS in out or _PS in out):
             return self._to_json_go()
         return out
 
