@@ -1,10 +1,12 @@
 """``taskbus bench``: no-op tasks through a real Launcher, measured end to end.
 
-For a broker bus the same run also measures a raw client loop with the same guarantees
-(same prefetch and concurrency, done message confirmed before the ack) against the same
-server, and prints our ratio to it: the cost of taskbus itself, not of the broker.
-Publishing the backlog is not timed; the clock runs from the Launcher's start (connect,
-subscribe) until exactly ``n`` tasks are done.
+For a broker bus the same run also measures a raw client loop against the same server
+(``task.bench.raw``: the peer harness's loops, the fastest the client allows with the same
+delivery guarantee) and prints our ratio to it: the cost of taskbus itself, not of the
+broker. Publishing the backlog is not timed; the clock runs from the Launcher's start
+(connect, subscribe) until exactly ``n`` tasks are done. Besides wall time, each run reports
+this process's CPU microseconds per task over the timed part, the figure that holds on a
+shared machine.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import json
 import pstats
 import sys
 import tempfile
-import time
 import uuid
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from task.apps.nop import NopWorker
+from task.bench.timing import Stopwatch, Timing
 from task.bus.memory import MemoryBroker, MemoryConsumer, MemoryProducer
 from task.bus.registry import Credentials, open_consumer, open_producer, scheme_of
 from task.errors import ConfigError
@@ -60,8 +62,8 @@ def _tasks(n: int) -> list[bytes]:
 
 async def bench_launcher(
     url: str, n: int, max_in_progress: int, credentials: Credentials, profiler: cProfile.Profile | None = None
-) -> float:
-    """Seconds for our Launcher to finish ``n`` no-op tasks waiting on ``url``.
+) -> Timing:
+    """Time for our Launcher to finish ``n`` no-op tasks waiting on ``url``.
 
     ``profiler`` (when given) records only the timed part, not the publishing of the backlog.
     """
@@ -93,23 +95,52 @@ async def bench_launcher(
         launcher = Launcher(NopWorker, consumer, open_producer(url, credentials=credentials), options)
     if profiler is not None:
         profiler.enable()
-    began = time.perf_counter()
+    watch = Stopwatch()
     await launcher.run()
-    seconds = time.perf_counter() - began
+    timing = watch.stop()
     if profiler is not None:
         profiler.disable()
     finished = launcher.stats()["tasks_finished"]
     if finished != n:
         raise RuntimeError(f"bench: the launcher finished {finished} of {n} tasks")
-    return seconds
+    return timing
 
 
-async def _raw(url: str, n: int, max_in_progress: int, credentials: Credentials) -> float | None:
+async def _raw(url: str, n: int, max_in_progress: int, credentials: Credentials) -> Timing | None:
     module_name = RAW_LOOPS.get(scheme_of(url))
     if module_name is None:
         return None
     module: Any = importlib.import_module(module_name)
-    return float(await module.raw_loop(url, n=n, max_in_progress=max_in_progress, credentials=credentials))
+    timing: Timing = await module.raw_loop(url, n=n, max_in_progress=max_in_progress, credentials=credentials)
+    return timing
+
+
+def _figures(bus: str, n: int, max_in_progress: int, ours: Timing, raw: Timing | None) -> dict[str, Any]:
+    """The JSON object ``--json`` prints; ``raw_*`` and ``ratio`` are None without a raw run."""
+    return {
+        "bus": bus,
+        "tasks": n,
+        "max_in_progress": max_in_progress,
+        "seconds": round(ours.seconds, 4),
+        "tasks_per_s": round(n / ours.seconds, 1),
+        "per_task_us": round(ours.seconds / n * 1e6, 2),
+        "cpu_us_per_task": round(ours.cpu_us_per_task(n), 2),
+        "raw_seconds": round(raw.seconds, 4) if raw is not None else None,
+        "raw_tasks_per_s": round(n / raw.seconds, 1) if raw is not None else None,
+        "raw_cpu_us_per_task": round(raw.cpu_us_per_task(n), 2) if raw is not None else None,
+        "ratio": round(raw.seconds / ours.seconds, 3) if raw is not None else None,
+    }
+
+
+def _line(result: dict[str, Any]) -> str:
+    """The text output: one line with the same figures."""
+    line = (f"{result['bus']}: {result['tasks']} tasks, max_in_progress {result['max_in_progress']}: "
+            f"{result['tasks_per_s']:,.0f} tasks/s ({result['per_task_us']} µs/task, "
+            f"CPU {result['cpu_us_per_task']} µs/task)")
+    if result["raw_tasks_per_s"] is not None:
+        line += (f"; raw client {result['raw_tasks_per_s']:,.0f} tasks/s "
+                 f"(CPU {result['raw_cpu_us_per_task']} µs/task); ratio {result['ratio']}")
+    return line
 
 
 class BenchApp:
@@ -136,29 +167,16 @@ class BenchApp:
             url = f"file:{tmp.name}/"
         profiler = cProfile.Profile() if s.profile else None
         try:
-            seconds = await bench_launcher(url, s.n, s.max_in_progress, self.credentials, profiler)
-            raw_seconds = await _raw(url, s.n, s.max_in_progress, self.credentials) if s.raw else None
+            ours = await bench_launcher(url, s.n, s.max_in_progress, self.credentials, profiler)
+            raw = await _raw(url, s.n, s.max_in_progress, self.credentials) if s.raw else None
         finally:
             if tmp is not None:
                 tmp.cleanup()
-        result: dict[str, Any] = {
-            "bus": scheme_of(url),
-            "tasks": s.n,
-            "max_in_progress": s.max_in_progress,
-            "seconds": round(seconds, 4),
-            "tasks_per_s": round(s.n / seconds, 1),
-            "per_task_us": round(seconds / s.n * 1e6, 2),
-            "raw_tasks_per_s": round(s.n / raw_seconds, 1) if raw_seconds else None,
-            "ratio": round(raw_seconds / seconds, 3) if raw_seconds else None,
-        }
+        result = _figures(scheme_of(url), s.n, s.max_in_progress, ours, raw)
         if s.json_output:
             print(json.dumps(result))
         else:
-            line = (f"{result['bus']}: {s.n} tasks, max_in_progress {s.max_in_progress}: "
-                    f"{result['tasks_per_s']:,.0f} tasks/s ({result['per_task_us']} µs/task)")
-            if raw_seconds:
-                line += f"; raw client {result['raw_tasks_per_s']:,.0f} tasks/s; ratio {result['ratio']}"
-            print(line)
+            print(_line(result))
         if profiler is not None:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)

@@ -642,7 +642,7 @@ async def test_raw_bench_loop_publishes_the_done_task_before_fin(peer: Peer) -> 
         await subscriber.expect(b"FIN " + message_id + b"\n")
     await subscriber.expect(b"CLS\n")
     subscriber.respond(proto.CLOSE_WAIT)
-    assert await asyncio.wait_for(running, PATIENCE) > 0
+    assert (await asyncio.wait_for(running, PATIENCE)).seconds > 0
 
 
 # -- TLS -------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """The raw nats-py loop ``taskbus bench --bus jetstream://`` measures the JetStream bus against.
 
-Publishes the backlog to a fresh stream (untimed), then times a durable pull consumer:
-one fetcher asks for as many messages as are free of ``max_in_progress`` (nats-py
-``fetch``), and ``max_in_progress`` coroutines each publish a done body with a confirmed
-JetStream publish and then ack, as the Launcher does. Only connecting uses taskbus code.
+The peer harness's confirmed worker (``s_nats_js_confirmed.py``): a durable pull consumer
+fetches batches of 100; each task's done message goes into a stream with ``publish_async``,
+and the batch's originals are acked once every PubAck of the batch is in. The guarantee of
+the JetStream bus (done confirmed before the ack) with the fewest round trips the client
+allows; ``max_in_progress`` does not apply. The backlog is published (and acked) untimed
+into a fresh stream; the clock stops once the last ack has reached the server (one flush).
 """
 
 from __future__ import annotations
@@ -13,82 +15,75 @@ import time
 import uuid
 
 import nats.errors
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
 
-from task.bus.jetstream_options import JetStreamOptions
+from task.bench.raw.tasks import STALL_SECONDS, backlog, done_body, stalled
+from task.bench.timing import Stopwatch, Timing
+from task.bus.jetstream_options import JetStreamOptions, stream_name
 from task.bus.nats_connect import connect
 from task.bus.registry import Credentials
 
-__all__ = ["raw_loop"]
+__all__ = ["BATCH", "DURABLE", "raw_loop"]
 
-BODY = b'{"type":"nop","info":""}'
+#: messages per fetch (the harness's BENCH_JS_BATCH)
+BATCH = 100
+#: the pull consumer's durable name, in the task stream
+DURABLE = "raw"
+#: backlog publishes awaited together
+_FILL_CHUNK = 1000
 
 
-async def raw_loop(url: str, *, n: int, max_in_progress: int, credentials: Credentials) -> float:
-    """Seconds for raw nats-py to handle ``n`` JetStream messages ``max_in_progress`` at a time."""
+async def raw_loop(
+    url: str, *, n: int, max_in_progress: int, credentials: Credentials, topic: str | None = None
+) -> Timing:
+    """Time raw nats-py handling ``n`` tasks; done messages go to ``topic + "_done"``.
+
+    Each subject gets its own stream (``stream_name``). A fresh topic (the default) has its
+    streams deleted afterwards; a named one (a test's) keeps them for inspection.
+
+    Raises:
+        BusError: the server cannot be reached, or no message came for ``STALL_SECONDS``.
+    """
+    del max_in_progress  # the harness's batches, not the Launcher's limit
     options = JetStreamOptions.from_url(url, credentials)
     client = await connect(options.connect)
-    tag = uuid.uuid4().hex[:8]
-    topic, done_topic, stream = f"raw_{tag}", f"raw_{tag}_done", f"RAW_{tag.upper()}"
-    js = client.jetstream()
+    keep = topic is not None
+    topic = topic or "raw_" + uuid.uuid4().hex[:8]
+    done_topic = topic + "_done"
+    streams: list[str] = []
     try:
-        await js.add_stream(name=stream, subjects=[topic, done_topic], storage=options.storage)
-        for start in range(0, n, 1000):
-            acks = [await js.publish_async(topic, BODY) for _ in range(min(1000, n - start))]
+        filling = client.jetstream(publish_async_max_pending=_FILL_CHUNK)
+        for subject in (topic, done_topic):
+            await filling.add_stream(name=stream_name(subject), subjects=[subject], storage=options.storage)
+            streams.append(stream_name(subject))
+        bodies = backlog(n)
+        for start in range(0, n, _FILL_CHUNK):
+            acks = [await filling.publish_async(topic, body) for body in bodies[start:start + _FILL_CHUNK]]
             await asyncio.gather(*acks)
-        sub = await js.pull_subscribe(
-            topic, durable="raw", stream=stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
-                                  max_ack_pending=max(1000, max_in_progress)),
-        )
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        space = asyncio.Event()
-        finished = asyncio.Event()
-        held = handled = 0
 
-        async def fetcher() -> None:
-            nonlocal held
-            fetched = 0
-            while fetched < n:
-                free = min(max_in_progress - held, n - fetched)
-                if free <= 0:
-                    space.clear()
-                    await space.wait()
-                    continue
-                try:
-                    msgs = await sub.fetch(batch=free, timeout=5)
-                except nats.errors.TimeoutError:
-                    continue
-                held += len(msgs)
-                fetched += len(msgs)
-                for msg in msgs:
-                    queue.put_nowait(msg)
-
-        async def worker() -> None:
-            nonlocal held, handled
-            while True:
-                msg = await queue.get()
-                await js.publish(done_topic, msg.data)
-                await msg.ack()
-                held -= 1
-                space.set()
-                handled += 1
-                if handled >= n:
-                    finished.set()
-
-        began = time.perf_counter()
-        tasks = [asyncio.create_task(fetcher())]
-        tasks += [asyncio.create_task(worker()) for _ in range(max_in_progress)]
-        try:
-            await finished.wait()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return time.perf_counter() - began
+        js = client.jetstream(publish_async_max_pending=4 * BATCH)
+        sub = await js.pull_subscribe(topic, durable=DURABLE, stream=stream_name(topic))
+        watch = Stopwatch()
+        handled = 0
+        last_message = time.monotonic()
+        while handled < n:
+            try:
+                msgs = await sub.fetch(batch=BATCH, timeout=0.5)
+            except nats.errors.TimeoutError:
+                if time.monotonic() - last_message > STALL_SECONDS:
+                    raise stalled("JetStream", handled, n) from None
+                continue
+            futures = [await js.publish_async(done_topic, done_body(m.data)) for m in msgs]
+            await asyncio.gather(*futures)  # every done message is in its stream ...
+            for m in msgs:
+                await m.ack()  # ... before its task is acked
+            handled += len(msgs)
+            last_message = time.monotonic()
+        await client.flush()
+        return watch.stop()
     finally:
         try:
-            await js.delete_stream(stream)
+            if not keep:
+                for stream in streams:
+                    await client.jetstream().delete_stream(stream)
         finally:
             await client.close()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 
+from task.bench.timing import Stopwatch, Timing
 from task.bus import nsq_protocol as proto
 from task.bus.nsq import NsqOptions
 from task.bus.nsq_connection import NsqConnection
@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 BATCH = 500
 
 
-async def raw_loop(url: str, *, n: int, max_in_progress: int, credentials: Credentials) -> float:
-    """Seconds to consume ``n`` tasks from an ``nsq://``/``nsqlookup://`` URL, done before FIN.
+async def raw_loop(url: str, *, n: int, max_in_progress: int, credentials: Credentials) -> Timing:
+    """Time consuming ``n`` tasks from an ``nsq://``/``nsqlookup://`` URL, done before FIN.
 
     The input topic is left behind, empty; done tasks go to an ephemeral topic that nsqd
     forgets.
@@ -40,7 +40,7 @@ async def raw_loop(url: str, *, n: int, max_in_progress: int, credentials: Crede
     """
     options = NsqOptions.from_url(url)
     if n <= 0:
-        return 0.0
+        return Timing(0.0, 0.0)
     addresses = await options.discover(None)
     if not addresses:
         raise BusError(f"no nsqd found through {url}")
@@ -76,14 +76,14 @@ async def raw_loop(url: str, *, n: int, max_in_progress: int, credentials: Crede
                 if finished >= n:
                     all_done.set()
 
-        began = time.perf_counter()
+        watch = Stopwatch()
         subscriber.send(proto.rdy(max(1, min(max_in_progress, subscriber.max_rdy_count))))
         handlers = [asyncio.create_task(handle()) for _ in range(max(1, max_in_progress))]
         waiting = asyncio.create_task(all_done.wait())
         try:
             # a handler that fails (nsqd refused the done task) ends the run with its error
             await asyncio.wait([waiting, *handlers], return_when=asyncio.FIRST_COMPLETED)
-            elapsed = time.perf_counter() - began
+            elapsed = watch.stop()
             for handler in handlers:
                 if handler.done() and handler.exception() is not None:
                     raise BusError(
