@@ -16,10 +16,14 @@ import uuid
 
 import pytest
 
+from task import Result, Task, Worker, completed
 from task.bus.base import Consumer, Message, Producer
 from task.bus.nsq import NsqConsumer, NsqProducer, open_consumer, open_producer
 from task.bus.registry import Credentials
 from task.errors import BusError
+from task.launcher import Launcher, LauncherOptions
+from task.result import Outcome
+from task.worker import TaskContext
 from tests.bus.contract import BusContract
 
 NSQD = os.environ.get("TASK_TEST_NSQD", "")
@@ -152,6 +156,73 @@ async def test_stop_requeues_prefetched_messages_at_once(topic: str) -> None:
         message = await next_message(second)
         assert message.body == b'{"type":"t","info":"2"}'
         await message.ack()
+
+
+async def test_a_launcher_keeps_max_in_progress_tasks_running_at_once(topic: str) -> None:
+    """Issue 12: with one waiter slot only the first round (prefetched before the runners
+    waited) ran at once; after it NSQ ran one task at a time whatever max_in_progress said
+    (200 tasks of 100 ms at 20 took 18.8 s), the rest sitting untouched until their timeout.
+    Each task here waits at a barrier of max_in_progress parties: a round passes only when
+    max_in_progress tasks run at once. A barrier that waits PATIENCE in vain lets the rest go."""
+    max_in_progress, rounds = 10, 3
+    barrier = asyncio.Barrier(max_in_progress)
+    full_rounds = 0
+    stalled = asyncio.Event()
+
+    class Together(Worker):
+        task_type = "together"
+
+        async def do_task(self, ctx: TaskContext) -> Outcome:
+            nonlocal full_rounds
+            if not stalled.is_set():
+                try:
+                    if await asyncio.wait_for(barrier.wait(), PATIENCE) == 0:
+                        full_rounds += 1
+                except TimeoutError:
+                    stalled.set()
+            return completed()
+
+    # Given three rounds of max_in_progress tasks queued on nsqd
+    done_topic = topic + "_done"
+    tasks = [Task.new("together", str(i)).to_json() for i in range(rounds * max_in_progress)]
+    async with producer() as out:
+        await out.send_many(topic, tasks)
+    # When a Launcher with max_in_progress runners works through them
+    launcher = Launcher(
+        Together,
+        consumer(topic, prefetch=max_in_progress),
+        producer(),
+        LauncherOptions(
+            max_in_progress=max_in_progress,
+            lifetime_workers=len(tasks),
+            done_topic=done_topic,
+            task_type="together",
+            worker_kill_time=1,
+        ),
+    )
+    running = asyncio.create_task(launcher.run())
+    stall = asyncio.create_task(stalled.wait())
+    try:
+        await asyncio.wait(
+            {running, stall}, timeout=4 * PATIENCE, return_when=asyncio.FIRST_COMPLETED
+        )
+        # Then every round had max_in_progress tasks running at once
+        assert full_rounds == rounds
+        await running
+    finally:
+        stall.cancel()
+        await launcher.stop()
+        await asyncio.gather(running, stall, return_exceptions=True)
+    # and each task was done once
+    async with consumer(done_topic, prefetch=len(tasks)) as done:
+        ended = []
+        for _ in tasks:
+            message = await next_message(done)
+            task = Task.from_json(message.body)
+            ended.append((int(task.info), task.result))
+            await message.ack()
+    assert sorted(ended) == [(i, Result.COMPLETE) for i in range(len(tasks))]
+    assert launcher.stats()["tasks_redelivered"] == 0
 
 
 @pytest.mark.skipif(not NSQLOOKUPD, reason="set TASK_TEST_NSQLOOKUPD=host:port to test discovery")
