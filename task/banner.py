@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from task.bus.url import redact_url
+from task.url import redact_url
 
 __all__ = ["log_startup"]
 

@@ -7,14 +7,14 @@ things that went wrong around the work: bad input, bad configuration, a bus or l
 from __future__ import annotations
 
 __all__ = [
-    "TaskError",
-    "InvalidTaskError",
-    "ConfigError",
-    "UnknownBackendError",
-    "MissingExtraError",
-    "BusError",
     "BusClosedError",
+    "BusError",
+    "ConfigError",
+    "InvalidTaskError",
     "LedgerError",
+    "MissingExtraError",
+    "TaskError",
+    "UnknownBackendError",
 ]
 
 

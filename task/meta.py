@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote_plus, unquote_to_bytes
 
-__all__ = ["parse_query", "encode_query", "merge_meta", "query_unescape"]
+__all__ = ["encode_query", "merge_meta", "parse_query", "query_unescape"]
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 

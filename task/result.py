@@ -9,14 +9,14 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
-    "Result",
     "Outcome",
+    "Result",
+    "alert",
     "completed",
     "failed",
     "failf",
-    "warn",
-    "alert",
     "interrupted",
+    "warn",
 ]
 
 

@@ -14,7 +14,7 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["format_utc", "now_utc", "check", "is_zero_instant", "parse"]
+__all__ = ["check", "format_utc", "is_zero_instant", "now_utc", "parse"]
 
 _PATTERN = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(Z|([+-])(\d{2}):(\d{2}))\Z"

@@ -24,10 +24,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from task.bus.registry import Credentials
-from task.bus.url import redact_url
+from task.credentials import Credentials
 from task.duration import Duration, format_duration, parse_duration
 from task.errors import ConfigError
+from task.url import redact_url
 
 __all__ = [
     "AppSettings",

@@ -29,7 +29,7 @@ from task.bench.raw import nats as raw_nats
 from task.bench.timing import Timing
 from task.bus.jetstream_options import stream_name
 from task.bus.kafka_options import KafkaOptions
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 from tests.servers.nats import NatsServer
 from tests.servers.tansu import Tansu
 

@@ -16,7 +16,7 @@ TASKBUS = str(Path(sys.executable).parent / "taskbus")
 
 def block(first_line: str, language: str) -> str:
     """The fenced ``language`` block of the README whose first line is ``first_line``."""
-    for found in re.finditer(rf"```{language}\n(.*?)```", README.read_text(), re.S):
+    for found in re.finditer(rf"```{language}\n(.*?)```", README.read_text(), re.DOTALL):
         if found.group(1).startswith(first_line):
             return found.group(1)
     raise AssertionError(f"no {language} block starting {first_line!r} in the README")

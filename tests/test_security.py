@@ -15,11 +15,12 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from task.bus.registry import Credentials, open_consumer, open_producer
-from task.bus.url import redact_url
+from task.bus.registry import open_consumer, open_producer
 from task.cli import COMMANDS, _load_app, run_command
+from task.credentials import Credentials
 from task.settings import WorkerSettings, load_settings
 from task.status import StatusServer
+from task.url import redact_url
 from tests.servers.nats import NatsServerFactory
 from tests.servers.ports import free_port
 from tests.servers.tls import make_tls_files

@@ -31,7 +31,6 @@ from task.apps.fire_keys import is_key_list, replica_name
 from task.apps.lifecycle import Lifecycle, LifecycleApp, wait_or_stop
 from task.bus.base import Producer
 from task.bus.registry import open_producer
-from task.bus.url import redact_url
 from task.duration import Duration, format_duration
 from task.errors import BusError, ConfigError, LedgerError
 from task.ledger.base import Ledger, LedgerRecord, State
@@ -41,6 +40,7 @@ from task.progress import Progress
 from task.result import Result
 from task.settings import AppSettings, BusSettings
 from task.task import Task
+from task.url import redact_url
 
 __all__ = ["RecoverApp", "RecoverSettings"]
 

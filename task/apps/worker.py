@@ -16,12 +16,12 @@ import sys
 from typing import Any, ClassVar
 
 from task.apps.lifecycle import Lifecycle
-from task.bus.url import parse_url
 from task.errors import ConfigError, TaskError
 from task.launcher import Launcher
 from task.logs import configure_logging
 from task.metrics import launcher_metrics
 from task.settings import WorkerSettings
+from task.url import parse_url
 from task.worker import MakeWorker, Worker
 
 __all__ = ["WorkerApp", "resolve_worker"]

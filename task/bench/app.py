@@ -26,7 +26,8 @@ from pydantic import Field
 from task.apps.nop import NopWorker
 from task.bench.timing import Stopwatch, Timing
 from task.bus.memory import MemoryBroker, MemoryConsumer, MemoryProducer
-from task.bus.registry import Credentials, open_consumer, open_producer, scheme_of
+from task.bus.registry import open_consumer, open_producer, scheme_of
+from task.credentials import Credentials
 from task.errors import ConfigError
 from task.launcher import Launcher, LauncherOptions
 from task.progress import Progress

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from task.bus.base import BusInfo, BusPart, Consumer, Message, Producer
-from task.bus.registry import Credentials, open_consumer, open_producer
+from task.bus.registry import open_consumer, open_producer
+from task.credentials import Credentials
 
 __all__ = [
-    "Consumer",
-    "Message",
-    "Producer",
     "BusInfo",
     "BusPart",
+    "Consumer",
     "Credentials",
+    "Message",
+    "Producer",
     "open_consumer",
     "open_producer",
 ]

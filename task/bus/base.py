@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, Self, runtime_checkable
 
-__all__ = ["Consumer", "Message", "Producer", "BusInfo", "BusPart"]
+__all__ = ["BusInfo", "BusPart", "Consumer", "Message", "Producer"]
 
 #: What ``info()`` returns: plain JSON-able counters and names for ``stats()``.
 BusInfo = dict[str, object]

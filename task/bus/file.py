@@ -29,7 +29,7 @@ import sys
 from task.bus.base import BusInfo, BusPart
 from task.bus.file_consumer import FileConsumer, FileMessage
 from task.bus.file_options import FileOptions, offset_file
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 from task.errors import BusClosedError, BusError
 
 __all__ = ["FileConsumer", "FileMessage", "FileOptions", "FileProducer", "offset_file"]

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from task.bus.url import parse_url
 from task.errors import ConfigError
+from task.url import parse_url
 
 __all__ = ["FileOptions", "SavedOffset", "offset_file", "parse_offset"]
 

@@ -29,10 +29,14 @@ from __future__ import annotations
 from task.bus.jetstream_consumer import JetStreamConsumer, JetStreamMessage
 from task.bus.jetstream_options import JetStreamOptions, stream_name
 from task.bus.jetstream_producer import JetStreamProducer
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 
 __all__ = [
-    "JetStreamOptions", "JetStreamProducer", "JetStreamConsumer", "JetStreamMessage", "stream_name",
+    "JetStreamConsumer",
+    "JetStreamMessage",
+    "JetStreamOptions",
+    "JetStreamProducer",
+    "stream_name",
 ]
 
 

@@ -17,9 +17,9 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from task.bus.deadletter import dead_letter_envelope
 from task.bus.nats_connect import CONNECT_PARAMS, DEFAULT_PORT, ConnectOptions
-from task.bus.registry import Credentials
-from task.bus.url import parse_url
+from task.credentials import Credentials
 from task.errors import BusError, ConfigError
+from task.url import parse_url
 
 __all__ = ["JetStreamOptions", "dead_letter_record", "ensure_stream", "stream_name"]
 

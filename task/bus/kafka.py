@@ -41,7 +41,7 @@ import aiokafka  # type: ignore[import-untyped]  # noqa: F401
 from task.bus.kafka_consumer import ATTEMPT_HEADER, KafkaConsumer, KafkaMessage
 from task.bus.kafka_options import KafkaOptions, ensure_topic
 from task.bus.kafka_producer import KafkaProducer
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 
 __all__ = [
     "ATTEMPT_HEADER", "KafkaConsumer", "KafkaMessage", "KafkaOptions", "KafkaProducer", "ensure_topic",

@@ -13,9 +13,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 from aiokafka.errors import KafkaConnectionError, KafkaError  # type: ignore[import-untyped]
 from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
 
-from task.bus.registry import Credentials
-from task.bus.url import parse_url
+from task.credentials import Credentials
 from task.errors import BusError, ConfigError
+from task.url import parse_url
 
 __all__ = ["KafkaOptions", "ensure_topic", "unreachable"]
 

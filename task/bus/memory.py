@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from task.bus.base import BusInfo, BusPart
-from task.bus.registry import Credentials
-from task.bus.url import parse_url
 from task.bus.waiters import Waiters
+from task.credentials import Credentials
 from task.errors import BusClosedError, BusError
+from task.url import parse_url
 
 __all__ = ["Fault", "MemoryBroker", "MemoryConsumer", "MemoryMessage", "MemoryProducer"]
 

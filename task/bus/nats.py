@@ -38,12 +38,12 @@ from nats.aio.subscription import Subscription
 
 from task.bus.base import BusInfo, BusPart
 from task.bus.nats_connect import CONNECT_PARAMS, DEFAULT_PORT, ConnectOptions, connect
-from task.bus.registry import Credentials
-from task.bus.url import parse_url
 from task.bus.waiters import Waiters
+from task.credentials import Credentials
 from task.errors import BusClosedError, BusError
+from task.url import parse_url
 
-__all__ = ["NatsOptions", "NatsConsumer", "NatsProducer", "NatsMessage"]
+__all__ = ["NatsConsumer", "NatsMessage", "NatsOptions", "NatsProducer"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class NatsOptions:
 class NatsMessage:
     """A core NATS message: nothing to acknowledge, so the settle methods do nothing."""
 
-    __slots__ = ("body", "attempt")
+    __slots__ = ("attempt", "body")
 
     def __init__(self, body: bytes) -> None:
         self.body = body
@@ -127,7 +127,7 @@ class NatsConsumer(BusPart):
                 pending_msgs_limit=self.options.pending_limit,
             )
             await self._client.flush()  # the server knows the subscription once start returns
-        except (nats.errors.Error, asyncio.TimeoutError) as err:
+        except (TimeoutError, nats.errors.Error) as err:
             await self._client.close()
             raise BusError(f"cannot subscribe to {self.topic!r} on {self.options.connect.shown}: {err}") from err
 
@@ -178,7 +178,7 @@ class NatsConsumer(BusPart):
                 if self._ready:
                     logger.info("nats: returned %d unhandled messages to %s", len(self._ready), self.topic)
                 await client.flush()
-        except (nats.errors.Error, asyncio.TimeoutError) as err:
+        except (TimeoutError, nats.errors.Error) as err:
             logger.warning("nats: %d unhandled messages of %s are lost: %s", len(self._ready), self.topic, err)
         finally:
             self._ready.clear()
@@ -240,7 +240,7 @@ class NatsProducer(BusPart):
             if self._stopped:
                 raise BusClosedError(f"nats producer for {self.options.connect.shown} used after stop()") from err
             raise BusError(f"cannot publish to {topic!r}: the connection is closed") from err
-        except (nats.errors.Error, asyncio.TimeoutError) as err:
+        except (TimeoutError, nats.errors.Error) as err:
             raise BusError(f"cannot publish to {topic!r} on {self.options.connect.shown}: {err or type(err).__name__}") from err
         self._sent += 1
 
@@ -263,7 +263,7 @@ class NatsProducer(BusPart):
             batch, self._next_flush = self._next_flush, None
             try:
                 await client.flush()
-            except (nats.errors.Error, asyncio.TimeoutError) as err:
+            except (TimeoutError, nats.errors.Error) as err:
                 batch.set_exception(err)
             except asyncio.CancelledError:
                 batch.set_exception(BusClosedError("nats producer stopped before the server confirmed"))
@@ -280,7 +280,7 @@ class NatsProducer(BusPart):
         if client is not None:
             try:
                 await client.flush()
-            except (nats.errors.Error, asyncio.TimeoutError) as err:
+            except (TimeoutError, nats.errors.Error) as err:
                 logger.warning("nats: flush on stop failed: %s", err)
             await client.close()
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import nats
 from nats.aio.client import Client
 
-from task.bus.registry import Credentials
-from task.bus.url import ParsedURL
+from task.credentials import Credentials
 from task.errors import BusError, ConfigError
+from task.url import ParsedURL
 
-__all__ = ["ConnectOptions", "CONNECT_PARAMS", "connect"]
+__all__ = ["CONNECT_PARAMS", "ConnectOptions", "connect"]
 
 logger = logging.getLogger(__name__)
 

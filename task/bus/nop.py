@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from task.bus.base import BusInfo, BusPart, Message
-from task.bus.registry import Credentials
-from task.bus.url import parse_url
+from task.credentials import Credentials
+from task.url import parse_url
 
 __all__ = ["NopConsumer", "NopProducer"]
 

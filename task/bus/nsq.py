@@ -26,9 +26,9 @@ from task.bus import nsq_lookup as lookupd
 from task.bus.nsq_connection import ConnectionSettings
 from task.bus.nsq_consumer import NsqConsumer, NsqMessage
 from task.bus.nsq_producer import NsqProducer
-from task.bus.registry import Credentials
-from task.bus.url import parse_url
+from task.credentials import Credentials
 from task.errors import BusError, ConfigError
+from task.url import parse_url
 
 __all__ = [
     "NsqConsumer",

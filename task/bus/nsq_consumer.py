@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 from task.bus import nsq_protocol as proto
 from task.bus.base import BusInfo, BusPart
 from task.bus.nsq_connection import NsqConnection
-from task.bus.registry import Credentials
 from task.bus.waiters import Waiters
+from task.credentials import Credentials
 from task.errors import BusClosedError, BusError
 
 if TYPE_CHECKING:

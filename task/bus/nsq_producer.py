@@ -17,7 +17,7 @@ from task.bus import nsq_lookup as lookupd
 from task.bus import nsq_protocol as proto
 from task.bus.base import BusInfo, BusPart
 from task.bus.nsq_connection import NsqConnection
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 from task.errors import BusClosedError, BusError
 
 if TYPE_CHECKING:

@@ -12,23 +12,10 @@ from types import ModuleType
 from typing import Protocol, cast
 
 from task.bus.base import Consumer, Producer
+from task.credentials import Credentials
 from task.errors import ConfigError, MissingExtraError, UnknownBackendError
 
-__all__ = ["Credentials", "open_consumer", "open_producer", "scheme_of", "BUSES"]
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Secrets and TLS files given as settings, so they stay out of URLs and logs."""
-
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    nkey_seed_file: str | None = None
-    creds_file: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
+__all__ = ["BUSES", "open_consumer", "open_producer", "scheme_of"]
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile  #
 from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy  # type: ignore[import-untyped]
 from cassandra.query import dict_factory  # type: ignore[import-untyped]
 
-from task.bus.url import parse_url
 from task.errors import ConfigError, LedgerError
+from task.url import parse_url
 
 __all__ = ["CassandraOptions", "RetryTimeouts", "SharedSession", "acquire", "execute", "release"]
 

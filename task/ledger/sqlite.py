@@ -30,12 +30,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from task.bus.url import parse_url
 from task.errors import ConfigError, LedgerError
 from task.ledger import sqlite_schema
 from task.ledger.base import LedgerRecord, ScheduledTask, ScheduleKind, State, TaskListStats
 from task.ledger.common import epoch, list_of
 from task.task import Task
+from task.url import parse_url
 
 __all__ = ["SqliteLedger", "open_ledger"]
 

@@ -15,7 +15,11 @@ import pytest
 from task.apps.nop import NopWorker
 from task.bus.base import Consumer, Producer
 from task.bus.jetstream import (
-    JetStreamConsumer, JetStreamMessage, JetStreamOptions, JetStreamProducer, stream_name,
+    JetStreamConsumer,
+    JetStreamMessage,
+    JetStreamOptions,
+    JetStreamProducer,
+    stream_name,
 )
 from task.errors import BusError, ConfigError
 from task.launcher import Launcher, LauncherOptions

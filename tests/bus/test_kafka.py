@@ -9,7 +9,7 @@ import pytest
 
 from task.bus.base import Consumer, Producer
 from task.bus.kafka import KafkaConsumer, KafkaOptions, KafkaProducer
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 from task.errors import BusError, ConfigError
 from tests.bus.contract import BusContract
 from tests.servers.tansu import Tansu

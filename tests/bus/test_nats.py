@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from task.apps.nop import NopWorker
 from task.bus.base import Consumer, Producer
 from task.bus.nats import NatsConsumer, NatsOptions, NatsProducer, open_consumer, open_producer
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 from task.errors import BusError, ConfigError
-from task.apps.nop import NopWorker
 from task.launcher import Launcher, LauncherOptions
 from task.task import Task
 from tests.bus.contract import BusContract

@@ -20,7 +20,7 @@ import pytest
 
 from task.bus import nsq_protocol as proto
 from task.bus.nsq import NsqConsumer, NsqMessage, NsqProducer, open_consumer, open_producer
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 from task.errors import BusClosedError, BusError
 from tests.servers.ports import free_port
 from tests.servers.tls import make_tls_files

@@ -20,7 +20,7 @@ from task.bench.raw.tasks import STALL_SECONDS, backlog, done_body, stalled
 from task.bench.timing import Stopwatch, Timing
 from task.bus.jetstream_options import JetStreamOptions, stream_name
 from task.bus.nats_connect import connect
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 
 __all__ = ["BATCH", "DURABLE", "raw_loop"]
 

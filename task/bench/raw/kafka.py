@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-u
 from task.bench.raw.tasks import STALL_SECONDS, backlog, done_body, stalled
 from task.bench.timing import Stopwatch, Timing
 from task.bus.kafka_options import KafkaOptions, ensure_topic
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 
 __all__ = ["BATCH", "raw_loop"]
 

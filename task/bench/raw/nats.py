@@ -20,7 +20,7 @@ from task.bench.raw.tasks import STALL_SECONDS, backlog, done_body, stalled
 from task.bench.timing import Stopwatch, Timing
 from task.bus.nats import NatsOptions
 from task.bus.nats_connect import connect
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 
 __all__ = ["raw_loop"]
 

@@ -17,7 +17,7 @@ from task.bench.timing import Stopwatch, Timing
 from task.bus import nsq_protocol as proto
 from task.bus.nsq import NsqOptions
 from task.bus.nsq_connection import NsqConnection
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 from task.errors import BusError
 
 __all__ = ["raw_loop"]
