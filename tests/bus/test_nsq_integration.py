@@ -19,7 +19,7 @@ import pytest
 from task import Result, Task, Worker, completed
 from task.bus.base import Consumer, Message, Producer
 from task.bus.nsq import NsqConsumer, NsqProducer, open_consumer, open_producer
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 from task.errors import BusError
 from task.launcher import Launcher, LauncherOptions
 from task.result import Outcome
@@ -102,7 +102,7 @@ async def test_two_consumers_of_one_channel_share_the_messages(topic: str) -> No
 _KILLED_WORKER = """
 import asyncio, sys
 from task.bus.nsq import open_consumer
-from task.bus.registry import Credentials
+from task.credentials import Credentials
 
 async def main():
     consumer = open_consumer(sys.argv[1], topic=sys.argv[2], channel="c", prefetch=1,
