@@ -3,7 +3,12 @@
 Several messages of one partition may run at once (``prefetch`` > 1), so the offset
 committed for a partition is its lowest unfinished message (see ``task.bus.kafka_offsets``):
 a crash redelivers every unfinished task and never skips one. Commits are batched by count
+(half the prefetch unless ``commit_every`` says otherwise, so a crash redoes few done tasks)
 and time.
+
+A message whose done task was sent through a Kafka producer while it was held settles when
+that delivery is confirmed (``task.bus.kafka_delivery``): one background loop follows the
+deliveries in acknowledgement order, so a batch confirmed by the broker settles at once.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from task.backoff import Backoff
 from task.bus.base import BusInfo, BusPart
+from task.bus.kafka_delivery import HANDED
 from task.bus.kafka_offsets import OffsetBook, PartitionOffsets
 from task.bus.kafka_options import KafkaOptions, ensure_topic, unreachable
 from task.bus.kafka_producer import start_producer
@@ -35,12 +41,18 @@ ATTEMPT_HEADER = "taskbus-attempt"
 PAUSE_AFTER = 2.0
 #: Waits between fetches that failed with an error Kafka calls retriable (a leader moving).
 FETCH_RETRY = Backoff(first=0.2, cap=5.0)
+#: seconds before a message whose done task could not be delivered comes back, as the
+#: Launcher gives back one whose done task it could not send
+GIVE_BACK_DELAY = 1.0
 
 
 class KafkaMessage:
     """One record handed out by a ``KafkaConsumer``."""
 
-    __slots__ = ("_consumer", "_offset", "_part", "_settled", "_tp", "attempt", "body", "key")
+    __slots__ = (
+        "_consumer", "_deliveries", "_holder", "_offset", "_part", "_settled", "_tp", "attempt",
+        "body", "key",
+    )
 
     def __init__(
         self, consumer: KafkaConsumer, record: Any, part: PartitionOffsets, attempt: int
@@ -53,9 +65,25 @@ class KafkaMessage:
         self._part = part
         self._offset: int = record.offset
         self._settled = False
+        self._holder: asyncio.Task[Any] | None = None  # the task it was handed to
+        self._deliveries: list[asyncio.Future[Any]] | None = None  # of sends made for it
+
+    def takes_delivery(self) -> bool:
+        """Unsettled, and the running task is the one it was handed to (not a task the
+        worker started, whose sends wait for their own delivery)."""
+        return not self._settled and self._holder is asyncio.current_task()
+
+    def delivery(self, future: asyncio.Future[Any]) -> None:
+        """Settle only once ``future`` (a record sent for this message) is delivered."""
+        if self._deliveries is None:
+            self._deliveries = [future]
+        else:
+            self._deliveries.append(future)
 
     async def ack(self) -> None:
-        """Done: its offset may be committed once every earlier one of its partition is."""
+        """Done: its offset may be committed once every earlier one of its partition is, and
+        the records sent for it (its done task) are delivered. Returns without waiting for
+        those deliveries; one that fails gives the message back as ``nack`` does."""
         if not self._settled:
             self._settled = True
             self._consumer._finish(self)
@@ -109,16 +137,24 @@ class KafkaConsumer(BusPart):
         self.channel = channel or topic
         self.prefetch = max(1, prefetch)
         self._book: OffsetBook[TopicPartition] = OffsetBook(
-            every=options.commit_every, interval=options.commit_interval
+            every=options.commit_every or max(1, self.prefetch // 2), interval=options.commit_interval
         )
         self._queue: deque[KafkaMessage] = deque()
         self._in_hand = 0
+        #: acknowledged messages whose done tasks are not delivered yet, in ack order
+        self._delivering: deque[KafkaMessage] = deque()
+        self._delivery_wake = asyncio.Event()
+        #: fetch again once this much room is free (or nothing is queued): not per message
+        self._refill = max(1, self.prefetch // 2)
+        self._room_free = asyncio.Event()
         self._client: Any = None
         self._republisher: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._redeliveries: dict[asyncio.Task[None], KafkaMessage] = {}
         self._hurry: asyncio.Event = asyncio.Event()
         self._waiters = Waiters()  # msg() calls waiting, oldest first: one per runner
+        self._idle = 0  # msg() calls waiting
+        self._waking = False  # a waiting msg() call was woken and has not resumed yet
         self._settled = asyncio.Event()  # a handed-out message was settled
         self._commit_now = asyncio.Event()
         self._commit_lock = asyncio.Lock()
@@ -161,7 +197,10 @@ class KafkaConsumer(BusPart):
             raise unreachable(self.options, err) from err
         client.subscribe([self.topic], listener=_Listener(self))
         self._client = client
-        self._tasks = [asyncio.create_task(self._fetch_loop()), asyncio.create_task(self._commit_loop())]
+        self._tasks = [
+            asyncio.create_task(self._fetch_loop()), asyncio.create_task(self._commit_loop()),
+            asyncio.create_task(self._settle_loop()),
+        ]
 
     async def msg(self) -> KafkaMessage | None:
         """The next message; None after ``stop()``.
@@ -178,14 +217,40 @@ class KafkaConsumer(BusPart):
                     continue
                 message._part.handed(message._offset)
                 self._in_hand += 1
+                message._holder = asyncio.current_task()
+                HANDED.set(message)  # this task's Kafka sends count towards the message
+                if self._queue:
+                    self._wake_one()  # more are queued: pass the wake-up on
+                else:
+                    self._room_free.set()  # runners may go idle: fetch whatever room there is
                 return message
             if self._failure is not None:
                 raise self._failure
-            await self._waiters.wait(lambda: bool(self._queue))
+            self._idle += 1
+            try:
+                await self._waiters.wait(lambda: bool(self._queue))
+            finally:
+                self._idle -= 1
+                self._waking = False
         return None
 
+    def _wake_one(self) -> None:
+        """Wake one waiting ``msg()`` call unless one woken already is yet to run. A runner
+        that takes a message wakes the next while more are queued, so a batch is spread
+        over the runners as they need it, not with a task switch per message while a
+        runner that never waits (a no-op worker) could take them all."""
+        if self._idle and not self._waking:
+            self._waking = True
+            self._waiters.wake_one()
+
     def _room(self) -> int:
-        return self.prefetch - len(self._queue) - self._in_hand
+        return self.prefetch - len(self._queue) - self._in_hand - len(self._delivering)
+
+    def _wants_fetch(self) -> bool:
+        """Room for half the prefetch, or any room while nothing is queued: one fetch per
+        half-batch rather than per settled message while the worker is the bottleneck."""
+        room = self._room()
+        return room >= self._refill or (room > 0 and not self._queue)
 
     async def _fetch_loop(self) -> None:
         client, paused, failures = self._client, False, 0
@@ -195,8 +260,8 @@ class KafkaConsumer(BusPart):
                     client.pause(*client.assignment())
                     await client.getmany(timeout_ms=200)
                     continue
-                if self._room() <= 0:
-                    if not paused and await self._wait_settled(PAUSE_AFTER):
+                if not self._wants_fetch():
+                    if not paused and await self._wait_room(PAUSE_AFTER):
                         continue
                     paused = True
                     client.pause(*client.assignment())
@@ -222,8 +287,20 @@ class KafkaConsumer(BusPart):
                 part = self._book.partition(tp)
                 for record in records:
                     self._queue.append(KafkaMessage(self, record, part, _attempt(record.headers)))
-                    self._waiters.wake_one()
                 self._received += len(records)
+            if self._queue:
+                self._wake_one()
+
+    async def _wait_room(self, timeout: float) -> bool:
+        self._room_free.clear()
+        if self._wants_fetch():
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._room_free.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _wait_settled(self, timeout: float) -> bool:
         self._settled.clear()
@@ -234,19 +311,66 @@ class KafkaConsumer(BusPart):
             return False
         return True
 
+    def _freed(self) -> None:
+        """A message stopped holding room or its offset: wake the fetcher and the drains."""
+        self._settled.set()
+        if self._wants_fetch():
+            self._room_free.set()
+
     def _finish(self, message: KafkaMessage) -> None:
         self._in_hand -= 1
         self._acked += 1
+        if message._deliveries is not None:
+            self._delivering.append(message)  # settled by _settle_loop once delivered
+            self._delivery_wake.set()
+        else:
+            self._done(message)
+
+    def _done(self, message: KafkaMessage) -> None:
         self._book.finished(message._part, message._offset)
-        self._settled.set()
+        self._freed()
         if self._book.count_due():
             self._commit_now.set()
 
+    async def _settle_loop(self) -> None:
+        """Settle acknowledged messages as their deliveries are confirmed, oldest first:
+        one wake-up per delivered batch, not per message."""
+        delivering = self._delivering
+        while True:  # until cancelled at close
+            if not delivering:
+                self._delivery_wake.clear()
+                await self._delivery_wake.wait()
+                continue
+            head = delivering[0]._deliveries or ()
+            pending = [future for future in head if not future.done()]
+            if pending:
+                await asyncio.wait(pending)  # not `await future`: a cancel must not reach it
+            while delivering and all(future.done() for future in delivering[0]._deliveries or ()):
+                self._delivered(delivering.popleft())
+
+    def _delivered(self, message: KafkaMessage) -> None:
+        failure = next((_failure(future) for future in message._deliveries or ()
+                        if _failure(future) is not None), None)
+        if failure is None:
+            self._done(message)
+            return
+        self._freed()
+        if self._stopped:
+            logger.error("kafka: a record sent for %s@%d was not delivered (%r); leaving the "
+                         "message uncommitted", message._tp, message._offset, failure)
+            return  # the next member of the group gets it again
+        logger.error("kafka: a record sent for %s@%d was not delivered (%r); the message "
+                     "comes back in %gs", message._tp, message._offset, failure, GIVE_BACK_DELAY)
+        self._republish_later(message, GIVE_BACK_DELAY)
+
     def _redeliver(self, message: KafkaMessage, delay: float) -> None:
         self._in_hand -= 1
-        self._settled.set()
+        self._freed()
         if self._stopped:
             return  # left uncommitted: the next member of the group gets it again
+        self._republish_later(message, delay)
+
+    def _republish_later(self, message: KafkaMessage, delay: float) -> None:
         task = asyncio.create_task(self._republish(message, delay))
         self._redeliveries[task] = message
         task.add_done_callback(self._redeliveries.pop)
@@ -271,7 +395,7 @@ class KafkaConsumer(BusPart):
             logger.error("kafka nack of %s@%d could not re-publish, leaving it uncommitted: %r",
                          message._tp, message._offset, err)
             return
-        self._book.finished(message._part, message._offset)
+        self._done(message)
 
     async def _commit_loop(self) -> None:
         while True:
@@ -372,7 +496,14 @@ class KafkaConsumer(BusPart):
 
     async def _leave(self) -> None:
         loop = asyncio.get_running_loop()
-        await self._republish_now(loop.time() + self.options.drain_timeout)
+        deadline = loop.time() + self.options.drain_timeout
+        while self._delivering and loop.time() < deadline:  # done tasks sent, not confirmed
+            await self._wait_settled(min(0.5, max(0.0, deadline - loop.time())))
+        if self._delivering:
+            logger.warning("kafka: leaving group %s with %d done tasks not confirmed; their "
+                           "tasks will run again on the partition's next owner",
+                           self.channel, len(self._delivering))
+        await self._republish_now(deadline)
         if self._in_hand:
             logger.warning("kafka: leaving group %s with %d messages unsettled; they will run "
                            "again on the partition's next owner", self.channel, self._in_hand)
@@ -390,9 +521,17 @@ class KafkaConsumer(BusPart):
         return {
             "bus": "kafka", "topic": self.topic, "channel": self.channel,
             "received": self._received, "acked": self._acked, "in_flight": self._in_hand,
+            "delivering": len(self._delivering),
             "queued": len(self._queue), "commits": self._commits,
             "partitions": sorted(tp.partition for tp in client.assignment()) if client else [],
         }
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException | None:
+    """Why a delivery future failed, or None when it was delivered."""
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception()
 
 
 def _attempt(headers: Any) -> int:

@@ -37,7 +37,7 @@ class KafkaOptions:
     replication: int = 1
     drain_timeout: float = 10.0
     commit_interval: float = 1.0
-    commit_every: int = 1000
+    commit_every: int = 0  # 0: half the consumer's prefetch
     offset_reset: str = "earliest"
     sasl: str | None = None
     tls: bool = False
@@ -82,7 +82,7 @@ class KafkaOptions:
             replication=parsed.integer("replication", 1, minimum=1),
             drain_timeout=parsed.duration("drain_timeout", 10.0),
             commit_interval=parsed.duration("commit_interval", 1.0),
-            commit_every=parsed.integer("commit_every", 1000, minimum=1),
+            commit_every=parsed.integer("commit_every", 0, minimum=1),
             offset_reset=reset,
             sasl=_SASL[sasl_name] if sasl_name else None,
             tls=parsed.boolean("tls", has_tls_files),
