@@ -55,13 +55,14 @@ class KafkaMessage:
     )
 
     def __init__(
-        self, consumer: KafkaConsumer, record: Any, part: PartitionOffsets, attempt: int
+        self, consumer: KafkaConsumer, record: Any, tp: TopicPartition, part: PartitionOffsets,
+        attempt: int,
     ) -> None:
         self.body: bytes = record.value or b""
         self.attempt = attempt
         self.key: bytes | None = record.key
         self._consumer = consumer
-        self._tp = TopicPartition(record.topic, record.partition)
+        self._tp = tp
         self._part = part
         self._offset: int = record.offset
         self._settled = False
@@ -86,8 +87,10 @@ class KafkaMessage:
         those deliveries; one that fails gives the message back as ``nack`` does."""
         if not self._settled:
             self._settled = True
-            self._consumer._finish(self)
-            await self._consumer._closed_when_settled()
+            consumer = self._consumer
+            consumer._finish(self)
+            if consumer._stopped:
+                await consumer._closed_when_settled()
 
     async def nack(self, delay: float = 0) -> None:
         """Re-publish the body after ``delay`` seconds with attempt + 1, then count this one done.
@@ -286,7 +289,7 @@ class KafkaConsumer(BusPart):
             for tp, records in batches.items():
                 part = self._book.partition(tp)
                 for record in records:
-                    self._queue.append(KafkaMessage(self, record, part, _attempt(record.headers)))
+                    self._queue.append(KafkaMessage(self, record, tp, part, _attempt(record.headers)))
                 self._received += len(records)
             if self._queue:
                 self._wake_one()
@@ -349,8 +352,9 @@ class KafkaConsumer(BusPart):
                 self._delivered(delivering.popleft())
 
     def _delivered(self, message: KafkaMessage) -> None:
-        failure = next((_failure(future) for future in message._deliveries or ()
-                        if _failure(future) is not None), None)
+        failure = None
+        for future in message._deliveries or ():
+            failure = failure or _failure(future)
         if failure is None:
             self._done(message)
             return
