@@ -14,14 +14,8 @@ channel may still get them.
 
 URL options: ``name``, ``token``, ``tls`` / ``tls_ca`` / ``tls_cert`` / ``tls_key``,
 ``connect_timeout``, ``max_reconnects`` (-1 = forever), ``reconnect_wait``,
-``pending_limit`` (default 65536), ``flush`` (default false; true: ``send`` waits until the
-server has read the message, one PING/PONG round trip shared by concurrent sends).
-
-Core NATS confirms nothing: a server that has read a message may still drop it when no
-subscriber takes it. So by default ``send`` returns once the message is in the client's
-buffer, which the client writes out in batches at once, and ``stop()`` flushes what is left:
-waiting for each round trip would cost a worker most of its throughput and guarantee nothing
-more.
+``pending_limit`` (default 65536), ``flush`` (default true: ``send`` waits until the server
+has read the message, one PING/PONG round trip shared by concurrent sends).
 """
 
 from __future__ import annotations
@@ -56,7 +50,7 @@ class NatsOptions:
 
     connect: ConnectOptions
     pending_limit: int = 65536  #: messages the client buffers before dropping
-    flush: bool = False  #: ``send`` waits for the server to have read the message
+    flush: bool = True  #: ``send`` waits for the server to have read the message
 
     @classmethod
     def from_url(cls, url: str, credentials: Credentials | None = None) -> NatsOptions:
@@ -70,7 +64,7 @@ class NatsOptions:
         return cls(
             connect=ConnectOptions.from_url(parsed, credentials or Credentials()),
             pending_limit=parsed.integer("pending_limit", 65536, minimum=1),
-            flush=parsed.boolean("flush", False),
+            flush=parsed.boolean("flush", True),
         )
 
 
