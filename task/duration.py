@@ -36,7 +36,7 @@ def format_duration(seconds: float) -> str:
         return f"{seconds * 1000:.0f}ms" if seconds else "0s"
     if seconds < 60:
         return f"{seconds:.3g}s"
-    whole = int(round(seconds))
+    whole = round(seconds)
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)

@@ -49,7 +49,7 @@ async def test_two_processes_share_the_work_and_stop_on_sigterm(nats_server: Nat
     # Given a worker command running two launcher processes on core NATS
     port = _two_free_ports()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_")}
-    parent = subprocess.Popen(
+    parent = subprocess.Popen(  # noqa: ASYNC220 - a quick spawn in a test
         [sys.executable, "-m", "task.cli", "worker", "nop", "--bus", nats_server.url,
          "--max-in-progress", "5", "--processes", "2", "--status-port", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

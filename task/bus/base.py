@@ -69,7 +69,7 @@ class Consumer(Protocol):
     def info(self) -> BusInfo:
         """Counters and names for ``stats()``."""
 
-    async def __aenter__(self) -> Consumer:
+    async def __aenter__(self) -> Self:
         """``start()``, so ``async with consumer:`` works."""
 
     async def __aexit__(self, *exc: object) -> None:
@@ -105,7 +105,7 @@ class Producer(Protocol):
     def info(self) -> BusInfo:
         """Counters and names for ``stats()``."""
 
-    async def __aenter__(self) -> Producer:
+    async def __aenter__(self) -> Self:
         """``start()``, so ``async with producer:`` works."""
 
     async def __aexit__(self, *exc: object) -> None:

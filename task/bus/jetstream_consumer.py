@@ -27,7 +27,7 @@ from task.backoff import Backoff
 from task.bus.base import BusInfo, BusPart
 from task.bus.jetstream_options import JetStreamOptions, dead_letter_record, ensure_stream
 from task.bus.jetstream_producer import JetStreamProducer
-from task.bus.nats_connect import connect
+from task.bus.nats_connect import connect, flush_in_order
 from task.bus.waiters import Waiters
 from task.errors import BusError
 
@@ -212,7 +212,7 @@ class JetStreamConsumer(BusPart):
         client, self._client = self._client, None
         if client is not None and not client.is_closed:
             try:
-                await client.flush()  # acks still in the client's buffer
+                await flush_in_order(client)  # acks still in the client's buffer
             except _ERRORS as err:
                 logger.warning("jetstream: last acks of %r may be lost (redelivered): %s", self.topic, err)
             await client.close()

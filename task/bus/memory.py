@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import ClassVar
 
 from task.bus.base import BusInfo, BusPart
 from task.bus.waiters import Waiters
@@ -44,7 +45,7 @@ class _Topic:
 class MemoryBroker:
     """Topics and their queues, in this process."""
 
-    _named: dict[str, MemoryBroker] = {}
+    _named: ClassVar[dict[str, MemoryBroker]] = {}
 
     def __init__(self) -> None:
         self._topics: dict[str, _Topic] = {}

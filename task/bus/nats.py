@@ -31,7 +31,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from task.bus.base import BusInfo, BusPart
-from task.bus.nats_connect import CONNECT_PARAMS, DEFAULT_PORT, ConnectOptions, connect
+from task.bus.nats_connect import (
+    CONNECT_PARAMS,
+    DEFAULT_PORT,
+    ConnectOptions,
+    connect,
+    flush_in_order,
+)
 from task.bus.waiters import Waiters
 from task.credentials import Credentials
 from task.errors import BusClosedError, BusError
@@ -120,7 +126,7 @@ class NatsConsumer(BusPart):
                 self.topic, queue=self.channel, cb=self._on_message,
                 pending_msgs_limit=self.options.pending_limit,
             )
-            await self._client.flush()  # the server knows the subscription once start returns
+            await flush_in_order(self._client)  # the server knows the subscription once start returns
         except (TimeoutError, nats.errors.Error) as err:
             await self._client.close()
             raise BusError(f"cannot subscribe to {self.topic!r} on {self.options.connect.shown}: {err}") from err
@@ -171,7 +177,7 @@ class NatsConsumer(BusPart):
                     await client.publish(self.topic, msg.data, headers=msg.headers)
                 if self._ready:
                     logger.info("nats: returned %d unhandled messages to %s", len(self._ready), self.topic)
-                await client.flush()
+                await flush_in_order(client)
         except (TimeoutError, nats.errors.Error) as err:
             logger.warning("nats: %d unhandled messages of %s are lost: %s", len(self._ready), self.topic, err)
         finally:
@@ -256,7 +262,7 @@ class NatsProducer(BusPart):
         while self._next_flush is not None:
             batch, self._next_flush = self._next_flush, None
             try:
-                await client.flush()
+                await flush_in_order(client)
             except (TimeoutError, nats.errors.Error) as err:
                 batch.set_exception(err)
             except asyncio.CancelledError:
@@ -273,7 +279,7 @@ class NatsProducer(BusPart):
         client, self._client = self._client, None
         if client is not None:
             try:
-                await client.flush()
+                await flush_in_order(client)
             except (TimeoutError, nats.errors.Error) as err:
                 logger.warning("nats: flush on stop failed: %s", err)
             await client.close()

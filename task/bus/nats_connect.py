@@ -22,7 +22,7 @@ from task.credentials import Credentials
 from task.errors import BusError, ConfigError
 from task.url import ParsedURL
 
-__all__ = ["CONNECT_PARAMS", "ConnectOptions", "connect"]
+__all__ = ["CONNECT_PARAMS", "ConnectOptions", "connect", "flush_in_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,3 +185,18 @@ async def _close_quietly(client: Client) -> None:
         await asyncio.wait_for(client.close(), 2)
     except Exception as err:  # noqa: BLE001 - best effort on a client that never worked
         logger.debug("closing a failed nats client: %s", err or type(err).__name__)
+
+
+async def flush_in_order(client: Client, timeout: float = 10.0) -> None:
+    """Return once the server has read everything this client wrote before the call.
+
+    nats-py 2.16's ``Client.flush()`` writes its PING straight to the socket while a
+    SUB or PUB just issued may still sit in the client's pending buffer: the PONG can then
+    come back before the server has seen them, and a message published right after a
+    "flushed" subscribe is lost. Writing the pending buffer out first (and waiting for
+    that) puts the PING behind them again.
+    """
+    write_pending: Callable[..., Awaitable[object]] | None = getattr(client, "_flush_pending", None)
+    if write_pending is not None and client.is_connected:
+        await write_pending(force_flush=True)
+    await client.flush(timeout=timeout)  # type: ignore[arg-type]  # nats-py annotates int

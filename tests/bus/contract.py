@@ -107,19 +107,6 @@ class BusContract:
             assert isinstance(consumer.info().get("bus"), str)
             assert isinstance(producer.info().get("bus"), str)
 
-
-class WaitingCallersContract:
-    """What the Launcher's runners need of a consumer they all wait in at once. Mixed into the
-    contract classes of the buses whose consumers keep their own waiters (memory, file)."""
-
-    patience: ClassVar[float] = 10.0
-
-    def consumer(self, topic: str, prefetch: int = 1) -> Consumer:
-        raise NotImplementedError
-
-    def producer(self) -> Producer:
-        raise NotImplementedError
-
     async def test_several_callers_waiting_at_once_each_get_one_message(self, topic: str) -> None:
         # Given as many callers waiting in msg() as the Launcher has runners
         callers = 4

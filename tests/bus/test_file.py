@@ -12,10 +12,10 @@ from task.bus.file import FileConsumer, FileOptions, FileProducer, offset_file
 from task.bus.file_options import parse_offset
 from task.bus.registry import open_consumer, open_producer
 from task.errors import BusError, ConfigError
-from tests.bus.contract import BusContract, WaitingCallersContract
+from tests.bus.contract import BusContract
 
 
-class TestFileBus(BusContract, WaitingCallersContract):
+class TestFileBus(BusContract):
     """The file bus in follow mode behaves like a broker: messages arrive as they are written."""
 
     @pytest.fixture(autouse=True)

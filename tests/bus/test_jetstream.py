@@ -201,7 +201,7 @@ async def test_tasks_of_a_killed_worker_are_redelivered_and_done(
     async with JetStreamProducer(JetStreamOptions.from_url(url)) as producer:
         for i in range(20):
             await producer.send(topic, task_body(i, "sleep=200ms"))
-    worker = subprocess.Popen(
+    worker = subprocess.Popen(  # noqa: ASYNC220 - a quick spawn in a test
         [sys.executable, "-m", "task.cli", "worker", "nop", "--bus", url, "--topic", topic,
          "--channel", "nop", "--done-topic", topic + "_done", "--max-in-progress", "4"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

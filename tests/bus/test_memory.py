@@ -7,10 +7,10 @@ import pytest
 from task.bus.base import Consumer, Producer
 from task.bus.memory import Fault, MemoryBroker, MemoryConsumer, MemoryProducer
 from task.errors import BusError
-from tests.bus.contract import BusContract, WaitingCallersContract
+from tests.bus.contract import BusContract
 
 
-class TestMemoryBus(BusContract, WaitingCallersContract):
+class TestMemoryBus(BusContract):
     @pytest.fixture(autouse=True)
     def _broker(self) -> None:
         self.broker = MemoryBroker()
