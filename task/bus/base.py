@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, Self, runtime_checkable
 
-__all__ = ["BusInfo", "BusPart", "Consumer", "Message", "Producer"]
+__all__ = ["BusInfo", "BusPart", "Consumer", "Message", "Producer", "ReportsHealth", "consumer_health"]
 
 #: What ``info()`` returns: plain JSON-able counters and names for ``stats()``.
 BusInfo = dict[str, object]
@@ -74,6 +74,31 @@ class Consumer(Protocol):
 
     async def __aexit__(self, *exc: object) -> None:
         """``stop()``."""
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """Optional consumer capability, checked with ``isinstance``: the state of its connection.
+
+    ``/readyz`` waits for ``started``; ``/healthz`` fails while ``health()`` gives a reason,
+    so an orchestrator restarts a worker whose bus is gone. Every bundled consumer has it.
+    """
+
+    @property
+    def started(self) -> bool:
+        """``start()`` has connected and subscribed (it stays True after ``stop()``)."""
+
+    def health(self) -> str | None:
+        """None while the consumer can receive (also before ``start()`` and after ``stop()``:
+        not started is not broken); otherwise why not, in one line naming the bus."""
+
+
+def consumer_health(consumer: object) -> tuple[bool, str | None]:
+    """``(started, problem)`` of a consumer; one without the capability counts as started
+    and healthy: there is nothing to say about it."""
+    if isinstance(consumer, ReportsHealth):
+        return consumer.started, consumer.health()
+    return True, None
 
 
 @runtime_checkable
