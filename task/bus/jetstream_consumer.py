@@ -379,6 +379,19 @@ class JetStreamConsumer(BusPart):
             "held": self._held, "dead_lettered": self._dead_lettered,
         }
 
+    @property
+    def started(self) -> bool:
+        """Pulling (stays True after ``stop()``)."""
+        return self._sub is not None
+
+    def health(self) -> str | None:
+        """Why messages cannot arrive now (the connection is down), or None."""
+        client = self._client
+        if client is None or self._stopped or client.is_connected:
+            return None
+        state = "closed" if client.is_closed else "down, reconnecting"
+        return f"connection to {self.options.connect.shown} {state}"
+
 
 def _delivery_count(reply: str) -> int:
     """The delivery count in a JetStream ack subject, without nats-py's full metadata parse.

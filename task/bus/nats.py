@@ -190,6 +190,19 @@ class NatsConsumer(BusPart):
             "channel": self.channel, "received": self._received, "waiting": len(self._ready),
         }
 
+    @property
+    def started(self) -> bool:
+        """Subscribed (stays True after ``stop()``)."""
+        return self._sub is not None
+
+    def health(self) -> str | None:
+        """Why messages cannot arrive now (the connection is down), or None."""
+        client = self._client
+        if client is None or self._stopped or client.is_connected:
+            return None
+        state = "closed" if client.is_closed else "down, reconnecting"
+        return f"connection to {self.options.connect.shown} {state}"
+
 
 class NatsProducer(BusPart):
     """Publishes to the subject ``topic``."""
