@@ -54,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "http": ("task.apps.http:HttpApp", "apps", "create tasks from HTTP requests"),
     "recap": ("task.apps.recap:RecapApp", "", "summarise done tasks per type"),
     "logger": ("task.apps.logger:LoggerApp", "", "archive a topic to hourly files"),
+    "flow": ("task.apps.flow:FlowApp", "apps", "run workflows: phases, dependsOn, retries"),
 }
 
 
