@@ -384,3 +384,14 @@ class NsqConsumer(BusPart):
             "backoff_level": self._backoff_level,
             **self._counts,
         }
+
+    @property
+    def started(self) -> bool:
+        """``start()`` ran (stays True after ``stop()``)."""
+        return self._started
+
+    def health(self) -> str | None:
+        """Why messages cannot arrive now (no nsqd connected), or None."""
+        if not self._started or self._stopping or self._links:
+            return None
+        return f"no nsqd connected for {self.topic}/{self.channel}; reconnecting"
