@@ -530,6 +530,24 @@ class KafkaConsumer(BusPart):
             "partitions": sorted(tp.partition for tp in client.assignment()) if client else [],
         }
 
+    @property
+    def started(self) -> bool:
+        """Joined and fetching (stays True after ``stop()``)."""
+        return bool(self._tasks)
+
+    def health(self) -> str | None:
+        """Why messages cannot arrive now, or None: fetching failed for good, or no broker
+        connection is up (aiokafka keeps retrying without saying so: its connections tell)."""
+        if self._failure is not None:
+            return str(self._failure)
+        client = self._client
+        if client is None or self._stopped:
+            return None
+        conns = getattr(getattr(client, "_client", None), "_conns", None)
+        if conns is not None and not any(conn.connected() for conn in conns.values()):
+            return f"no connection to any Kafka broker of {self.topic!r}; reconnecting"
+        return None
+
 
 def _failure(future: asyncio.Future[Any]) -> BaseException | None:
     """Why a delivery future failed, or None when it was delivered."""
