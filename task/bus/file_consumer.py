@@ -370,3 +370,12 @@ class FileConsumer(BusPart):
             "received": self._received,
             "offset": self._committed,
         }
+
+    @property
+    def started(self) -> bool:
+        """``start()`` ran (stays True after ``stop()``)."""
+        return self._wake is not None
+
+    def health(self) -> str | None:
+        """Always None: a file has no connection to lose."""
+        return None
