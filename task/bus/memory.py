@@ -203,6 +203,13 @@ class MemoryConsumer(BusPart):
     def info(self) -> BusInfo:
         return {"bus": "memory", "topic": self.topic, "channel": self.channel, "received": self._received}
 
+    #: nothing to start: a memory consumer is ready as built (``ReportsHealth``)
+    started = True
+
+    def health(self) -> str | None:
+        """Always None: the broker lives in this process."""
+        return None
+
 
 class MemoryProducer(BusPart):
     """Sends to a ``MemoryBroker``."""
