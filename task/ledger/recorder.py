@@ -5,13 +5,16 @@ not the critical path. The recorder queues ``started``/``touch``/``done`` and on
 coroutine applies them in order. A ``started`` whose ``done`` is already queued is skipped
 (the task finished before the write happened: only ``done`` matters). Failures are logged
 once per outage, counted, and retried with backoff until the ledger is back.
+``failing_since`` and ``last_error`` say how long the current outage has lasted, for /healthz.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from task.backoff import Backoff
@@ -37,8 +40,11 @@ class _Op:
 class LedgerRecorder:
     """Queues ledger writes and applies them in the background."""
 
-    def __init__(self, ledger: Ledger, *, max_pending: int = 100_000) -> None:
+    def __init__(
+        self, ledger: Ledger, *, max_pending: int = 100_000, clock: Callable[[], float] = time.time
+    ) -> None:
         self.ledger = ledger
+        self.clock = clock
         self.max_pending = max_pending
         self._ops: deque[_Op] = deque()
         self._done_pending: dict[tuple[str, str], int] = {}
@@ -49,6 +55,12 @@ class LedgerRecorder:
         self.dropped = 0
         self.applied = 0
         self.skipped_ids = 0
+        #: when the current run of failed writes began (``clock()``); None while writes succeed
+        self.failing_since: float | None = None
+        #: the last write failure's text, kept after the ledger is back
+        self.last_error = ""
+        #: when a write last succeeded; None before the first
+        self.last_success: float | None = None
 
     def _push(self, op: _Op) -> None:
         if len(self._ops) >= self.max_pending:
@@ -118,6 +130,9 @@ class LedgerRecorder:
                     raise
                 except Exception as err:  # noqa: BLE001 - any backend failure: retry, never lose the write
                     self.failures += 1
+                    self.last_error = str(err) or type(err).__name__
+                    if self.failing_since is None:
+                        self.failing_since = self.clock()
                     if failing_since == 0:
                         logger.warning("ledger write failed, retrying in the background: %s", err)
                     await asyncio.sleep(_RETRY.delay(failing_since))
@@ -126,6 +141,8 @@ class LedgerRecorder:
                 if failing_since:
                     logger.warning("ledger is back after %d failed writes", failing_since)
                     failing_since = 0
+                self.failing_since = None
+                self.last_success = self.clock()
                 self._ops.popleft()
                 self._finished(op)
             if self._closing:
