@@ -25,6 +25,7 @@ from task.backoff import Backoff
 from task.bus.base import Consumer, Message, Producer
 from task.bus.deadletter import dead_letter_envelope
 from task.errors import BusError, InvalidTaskError
+from task.health import HEALTH_KEY, IN_FLIGHT_KEY, in_flight, launcher_health
 from task.ledger.base import Ledger
 from task.ledger.recorder import LedgerRecorder
 from task.log_limit import RateLimitedLog
@@ -640,6 +641,8 @@ class Launcher:
                 "failures": self._recorder.failures,
                 "dropped": self._recorder.dropped,
             }
+        info[HEALTH_KEY] = launcher_health(self.consumer, self._recorder)  # /healthz, /readyz
+        info[IN_FLIGHT_KEY] = in_flight(slot.task for slot in self._in_flight if slot.working)
         return info
 
 
