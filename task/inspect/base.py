@@ -77,8 +77,9 @@ class Inspector(Protocol):
             BusError: the bus cannot be reached.
         """
 
-    async def peek(self, topic: str, n: int) -> list[bytes]:
-        """Up to ``n`` of the next bodies of ``topic``, oldest first, without consuming them.
+    async def peek(self, topic: str, n: int, channel: str | None = None) -> list[bytes]:
+        """Up to ``n`` of the next bodies of ``topic`` for ``channel`` (default: the topic, as
+        a worker's channel defaults to its topic), oldest first, without consuming them.
 
         Raises:
             CannotPeek: the bus cannot show messages without consuming them.
