@@ -36,6 +36,7 @@ from task.task import Task
 from task.worker import MakeWorker, StopSignal, TaskContext, Worker
 
 if TYPE_CHECKING:
+    from task.backlog import BacklogReader
     from task.settings import WorkerSettings
 
 __all__ = ["FORCED_CLOSE_MSG", "Launcher", "LauncherOptions"]
@@ -120,6 +121,8 @@ class Launcher:
         self._recorder = LedgerRecorder(ledger) if ledger is not None else None
         #: close the ledger at the end only when from_settings opened it
         self.owns_ledger = False
+        #: the topic's backlog in stats(), read from the bus when looked at (from_settings sets it)
+        self.backlog: BacklogReader | None = None
         self._stop_signal = StopSignal()
         self._stop_requested: asyncio.Event | None = None
         #: tasks between parse and settlement: their workers run, or their done tasks are sent
@@ -163,6 +166,7 @@ class Launcher:
         Raises:
             ConfigError: a bad URL, an unknown bus or ledger, a missing extra.
         """
+        from task.backlog import BacklogReader
         from task.bus.registry import open_consumer, open_producer
         from task.ledger.registry import open_ledger
 
@@ -192,6 +196,7 @@ class Launcher:
         ledger = open_ledger(settings.ledger) if settings.ledger else None
         launcher = cls(make_worker, consumer, producer, options, ledger)
         launcher.owns_ledger = ledger is not None
+        launcher.backlog = BacklogReader(settings.bus, topic, channel, credentials=credentials)
         return launcher
 
     # ----------------------------------------------------------------- lifecycle
@@ -643,6 +648,8 @@ class Launcher:
             }
         info[HEALTH_KEY] = launcher_health(self.consumer, self._recorder)  # /healthz, /readyz
         info[IN_FLIGHT_KEY] = in_flight(slot.task for slot in self._in_flight if slot.working)
+        if self.backlog is not None:
+            info["backlog"] = self.backlog.latest()
         return info
 
 
