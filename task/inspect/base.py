@@ -17,16 +17,21 @@ from task.bus.registry import scheme_of
 from task.credentials import Credentials
 from task.errors import MissingExtraError, TaskError, UnknownBackendError
 
-__all__ = ["INSPECTORS", "CannotPeek", "Inspector", "TopicStats", "open_inspector"]
+__all__ = ["INSPECTORS", "CannotInspect", "CannotPeek", "Inspector", "TopicStats", "open_inspector"]
 
 
-class CannotPeek(TaskError):
-    """Raised by ``Inspector.peek`` where the bus cannot show a message without consuming it
-    (NSQ) or keeps none (core NATS); ``reason`` is the one line to show the user."""
+class CannotInspect(TaskError):
+    """Raised where the bus keeps nothing to look at (core NATS has no topics to list);
+    ``reason`` is the one line to show the user."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class CannotPeek(CannotInspect):
+    """Raised by ``Inspector.peek`` where the bus cannot show a message without consuming it
+    (NSQ) or keeps none (core NATS)."""
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Inspector(Protocol):
         """One entry per topic and channel the bus knows, whose topic starts with ``prefix``.
 
         Raises:
+            CannotInspect: the bus keeps no topics to list (core NATS).
             BusError: the bus cannot be reached.
         """
 
