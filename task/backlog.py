@@ -22,8 +22,8 @@ __all__ = ["BACKLOG_EVERY", "BacklogReader"]
 
 logger = logging.getLogger(__name__)
 
-#: seconds a backlog reading is served before the next one starts
-BACKLOG_EVERY = 5.0
+#: seconds a backlog reading is served before the next one starts (probes read stats() too)
+BACKLOG_EVERY = 10.0
 #: seconds a read may take before it counts as failed
 READ_TIMEOUT = 10.0
 
