@@ -1,6 +1,10 @@
-"""The status endpoint every app and the Launcher can serve: /healthz, /stats, /metrics.
+"""The status endpoint every app and the Launcher can serve: /healthz, /readyz, /stats,
+/metrics and a status page on /.
 
-A few lines of asyncio streams rather than a web framework, so the core needs no extra
+``/healthz`` and ``/readyz`` are judged from ``stats()`` (``task.health``): a worker whose bus
+connection is down, or whose ledger has failed every write for ``ledger_unhealthy_after``
+seconds, answers 503 with the reason in the body; ``/readyz`` also answers 503 until the
+consumer has subscribed. ``/`` is the HTML page of ``task.web.worker_page``. A few lines of asyncio streams rather than a web framework, so the core needs no extra
 dependency. ``/metrics`` is Prometheus text from prometheus-client when it is installed
 (``taskbus[metrics]``) and the app registers metrics; otherwise it answers 404, with the
 pip command in the body when the library is what is missing (a 500 would page someone).
@@ -12,23 +16,37 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Self
 
+from task.health import LEDGER_UNHEALTHY_AFTER, Verdict, judge
 from task.metrics import INSTALL_HINT, metrics_installed
 
-__all__ = ["StatusServer"]
+__all__ = ["StatusServer", "backlog_metrics"]
 
 logger = logging.getLogger(__name__)
 
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+#: the shared stylesheet's path (``task.web.page.STYLESHEET_PATH``; not imported: the page
+#: modules load on the first request for a page)
+STYLESHEET_PATH = "/style.css"
+#: backlog counts on /metrics: stats key -> (gauge, help)
+_BACKLOG_GAUGES = {
+    "waiting": ("taskbus_backlog_waiting", "Tasks waiting on the bus for this worker's channel."),
+    "in_flight": ("taskbus_backlog_in_flight", "Tasks delivered to the channel and not yet acknowledged."),
+    "redelivered": ("taskbus_backlog_redelivered", "Tasks of the channel delivered more than once."),
+    "delayed": ("taskbus_backlog_delayed", "Tasks waiting in the ledger's schedule."),
+    "oldest_age_seconds": ("taskbus_backlog_oldest_age_seconds", "Age of the oldest waiting task."),
+}
 
 
 class StatusServer:
-    """Serves ``stats()`` as JSON on ``/stats``, health on ``/healthz`` and ``metrics()``.
+    """Serves ``stats()`` as JSON on ``/stats``, health on ``/healthz`` and ``/readyz``,
+    ``metrics()`` on ``/metrics`` and the status page of app ``name`` on ``/``.
 
-    ``healthy`` returns False when the app cannot do its work (bus gone): ``/healthz`` then
-    answers 503 so an orchestrator restarts it.
+    Health is judged from ``stats()`` (its ``health`` key, see ``task.health``); ``healthy``,
+    when given, is asked too: False makes ``/healthz`` answer 503 as well.
     """
 
     def __init__(
@@ -39,17 +57,24 @@ class StatusServer:
         port: int = 0,
         metrics: Callable[[], bytes] | None = None,
         healthy: Callable[[], bool] | None = None,
+        name: str = "app",
+        ledger_unhealthy_after: float = LEDGER_UNHEALTHY_AFTER,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._stats = stats
         self._metrics = metrics
         self._healthy = healthy
+        self.name = name
+        self.ledger_unhealthy_after = ledger_unhealthy_after
+        self.clock = clock
         self.host = host
         self.port = port
         self._server: asyncio.base_events.Server | None = None
 
     @classmethod
     def for_app(
-        cls, app: str, stats: Callable[[], Mapping[str, object]], *, host: str, port: int
+        cls, app: str, stats: Callable[[], Mapping[str, object]], *, host: str, port: int,
+        ledger_unhealthy_after: float = LEDGER_UNHEALTHY_AFTER,
     ) -> StatusServer | None:
         """The status endpoint of ``taskbus <app>``, its stats' numbers on ``/metrics``;
         None when ``port`` is 0 (the apps' "off")."""
@@ -57,7 +82,16 @@ class StatusServer:
             return None
         from task.metrics import stats_metrics
 
-        return cls(stats, host=host, port=port, metrics=stats_metrics(app, stats))
+        return cls(stats, host=host, port=port, metrics=stats_metrics(app, stats), name=app,
+                   ledger_unhealthy_after=ledger_unhealthy_after)
+
+    def verdict(self, stats: Mapping[str, object] | None = None) -> Verdict:
+        """Health and readiness now, from ``stats`` (read when not given) and ``healthy``."""
+        found = judge(self._stats() if stats is None else stats, now=self.clock(),
+                      ledger_unhealthy_after=self.ledger_unhealthy_after)
+        if self._healthy is not None and not self._healthy():
+            return Verdict(found.started, (*found.problems, "the app reports itself unhealthy"))
+        return found
 
     async def start(self) -> None:
         """Listen; with port 0 the OS picks one, readable as ``self.port`` afterwards."""
@@ -84,18 +118,32 @@ class StatusServer:
             return 405, "text/plain", b"only GET\n"
         path = path.split("?", 1)[0]
         if path == "/healthz":
-            ok = self._healthy() if self._healthy else True
-            return (200, "text/plain", b"ok\n") if ok else (503, "text/plain", b"unhealthy\n")
+            verdict = self.verdict()
+            return (200 if verdict.healthy else 503), "text/plain", verdict.healthz().encode() + b"\n"
+        if path == "/readyz":
+            verdict = self.verdict()
+            return (200 if verdict.ready else 503), "text/plain", verdict.readyz().encode() + b"\n"
         if path == "/stats":
             body = json.dumps(self._stats(), default=str, indent=1).encode()
             return 200, "application/json", body + b"\n"
         if path == "/metrics":
             if self._metrics is not None:
-                return 200, "text/plain; version=0.0.4; charset=utf-8", self._metrics()
+                body = self._metrics() + backlog_metrics(self._stats().get("backlog"))
+                return 200, "text/plain; version=0.0.4; charset=utf-8", body
             if not metrics_installed():
                 return 404, "text/plain", f"/metrics needs prometheus-client: {INSTALL_HINT}\n".encode()
             return 404, "text/plain", b"this app has no metrics; try /healthz or /stats\n"
-        return 404, "text/plain", b"try /healthz, /stats or /metrics\n"
+        if path == "/":
+            from task.web.worker_page import render_status_page
+
+            stats = self._stats()
+            page = render_status_page(self.name, stats, self.verdict(stats), now=self.clock())
+            return 200, "text/html; charset=utf-8", page
+        if path == STYLESHEET_PATH:
+            from task.web.page import stylesheet
+
+            return 200, "text/css; charset=utf-8", stylesheet()
+        return 404, "text/plain", b"try /, /healthz, /readyz, /stats or /metrics\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -117,3 +165,22 @@ class StatusServer:
             logger.exception("status endpoint failed")
         finally:
             writer.close()
+
+
+def backlog_metrics(backlog: object) -> bytes:
+    """Prometheus gauges of a backlog reading (``stats()["backlog"]``), labelled by topic
+    and channel; empty when there is no reading or it failed. Counts the bus does not know
+    are left out rather than written as 0."""
+    if not isinstance(backlog, Mapping) or backlog.get("error"):
+        return b""
+    labels = f'topic="{_label(backlog.get("topic"))}",channel="{_label(backlog.get("channel"))}"'
+    lines: list[str] = []
+    for key, (name, text) in _BACKLOG_GAUGES.items():
+        value = backlog.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name}{{{labels}}} {value}"]
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def _label(value: object) -> str:
+    return str(value or "").replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

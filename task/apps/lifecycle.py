@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, Self, TypeVar
 
 from task.banner import log_startup
+from task.health import LEDGER_UNHEALTHY_AFTER
 from task.ledger.base import Ledger
 from task.status import StatusServer
 
@@ -44,9 +45,11 @@ class Lifecycle:
     ``open()``: start each of ``parts`` in order, then the status server (when
     ``status_port`` is set; ``metrics`` replaces the numbers of ``stats`` on ``/metrics``),
     then log the start-up line it is given on the app's ``logger`` (read then, so a part may
-    fill it in as it starts). ``close()``: the status server, the
-    parts in reverse order, then ``ledger``: every step runs even when one fails, and the
-    first failure is raised after. A failed ``open()`` closes what it had started.
+    fill it in as it starts). The status server judges ``/healthz`` from ``stats()``: a
+    ledger failing every write for ``ledger_unhealthy_after`` seconds makes it fail.
+    ``close()``: the status server, the parts in reverse order, then ``ledger``: every step
+    runs even when one fails, and the first failure is raised after. A failed ``open()``
+    closes what it had started.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class Lifecycle:
         status_host: str = "127.0.0.1",
         status_port: int = 0,
         metrics: Callable[[], bytes] | None = None,
+        ledger_unhealthy_after: float = LEDGER_UNHEALTHY_AFTER,
     ) -> None:
         self.name = name
         self.logger = logger
@@ -67,9 +71,11 @@ class Lifecycle:
         self.ledger = ledger
         self.status: StatusServer | None
         if metrics is not None and status_port:
-            self.status = StatusServer(stats, host=status_host, port=status_port, metrics=metrics)
+            self.status = StatusServer(stats, host=status_host, port=status_port, metrics=metrics, name=name,
+                                       ledger_unhealthy_after=ledger_unhealthy_after)
         else:
-            self.status = StatusServer.for_app(name, stats, host=status_host, port=status_port)
+            self.status = StatusServer.for_app(name, stats, host=status_host, port=status_port,
+                                               ledger_unhealthy_after=ledger_unhealthy_after)
         self.opened = False
         self._started: list[Part | StatusServer] = []
 
