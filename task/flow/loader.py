@@ -121,6 +121,7 @@ class WorkflowSet:
                                   f"({getattr(err, 'strerror', None) or 'no such file or directory'})"
                                   "; workflows loaded before stay in use")
             logger.error("%s", self._path_problem)
+            self._stamps = {}  # so changed() stays False until the path is back
             return []
         self._path_problem = "" if files else (
             f"{self.path}: no workflow files (*.toml) here; write one, see docs/flow-workflows.md")

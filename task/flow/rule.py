@@ -68,6 +68,10 @@ BY_UNITS = ("hour", "day", "week", "month")
 _ALIASES = {"meta_file": "meta-file"}
 _BY = {"hour": "hour", "hourly": "hour", "day": "day", "daily": "day", "week": "week",
        "weekly": "week", "month": "month", "monthly": "month"}
+#: keys that belong on the phase, not in its rule, and how to write them there
+_PHASE_KEYS = {"retry": "retry = 3", "retries": "retry = 3", "dependson": 'dependsOn = "type:job"',
+               "depends_on": 'dependsOn = "type:job"', "template": 'template = "?day={yyyy}-{mm}-{dd}"',
+               "task": 'task = "type:job"'}
 _TRUE = {"", "true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 _TZ_PREFIX = re.compile(r"(?:CRON_TZ|TZ)=(\S+)\s+(.*)", re.DOTALL)
@@ -198,7 +202,14 @@ def _unknown(key: str, value: str) -> RuleError:
         return RuleError("count is not supported (Go's flowlord reads it but never acts on it); "
                          "remove it")
     if key.lower() in RULE_KEYS or key.lower() in _ALIASES:
+        # Go reads keys case-sensitively, so its own README's ``Offset=-6h`` is ignored there
         return RuleError(f"rule key {key!r} must be written {key.lower()!r}")
+    if key.lower() in _PHASE_KEYS:
+        return RuleError(f"{key!r} is a phase key, not a rule key; write it on its own line "
+                         f"({_PHASE_KEYS[key.lower()]})")
+    head, colon, rest = key.partition(":")
+    if colon and head in RULE_KEYS:  # ``require:{meta:file}``, as Go's README writes it
+        return RuleError(f"{key!r} is not a rule key; did you mean {head}={rest}?")
     if not value and is_valid_cron(key):
         return RuleError(f"{key!r} is not a rule key; did you mean cron={key}?")
     close = difflib.get_close_matches(key.lower(), [*RULE_KEYS, *_ALIASES], n=1)
@@ -294,9 +305,10 @@ class Rule:
         return [{key: values[i] for key, values in self.meta} for i in range(width)]
 
     def task_time(self, fired_at: datetime) -> datetime:
-        """The time a cron tick's task is for: ``fired_at`` plus ``offset`` (elapsed time, as
-        Go adds a ``time.Duration``), cut to the hour for a batch as Go does."""
-        at = (fired_at.astimezone(UTC) + self.offset).astimezone(fired_at.tzinfo)
+        """The time a cron tick's task is for, in the cron's zone (``tz``), so that ``{dd}``
+        is the date where the cron runs: ``fired_at`` plus ``offset`` (elapsed time, as Go
+        adds a ``time.Duration``), cut to the hour for a batch as Go does."""
+        at = (fired_at.astimezone(UTC) + self.offset).astimezone(self.tz)
         if self.is_batch:
             at = at.replace(minute=0, second=0, microsecond=0)
         return at
@@ -308,14 +320,16 @@ class Rule:
         calendar in ``start``'s zone; a month from Jan 31 lands on Mar 2 or 3 as in Go."""
         if not self.for_:
             return [start]
+        # compared in UTC: Python compares two times of one zone by their wall clocks
         end = (start.astimezone(UTC) + self.for_).astimezone(start.tzinfo)
-        lo, hi = (start, end) if end >= start else (end, start)
+        forward = self.for_ > timedelta(0)
+        lo, hi = (start, end) if forward else (end, start)
         times: list[datetime] = []
         t = lo
-        while t <= hi:
+        while t.astimezone(UTC) <= hi.astimezone(UTC):
             times.append(t)
             t = _step(t, self.by)
-        return times if end >= start else times[::-1]
+        return times if forward else times[::-1]
 
 
 def _step(t: datetime, by: str) -> datetime:
