@@ -1,0 +1,20 @@
+"""The memory task store: the contract, and ``memory:NAME`` sharing one store per process."""
+
+from __future__ import annotations
+
+from task.flow.store import TaskStore, open_store
+from task.flow.store_memory import MemoryTaskStore
+from tests.flow.store_contract import StoreContract
+
+
+class TestMemoryStore(StoreContract):
+    def make_store(self) -> TaskStore:
+        return open_store("memory:")
+
+
+async def test_named_stores_are_shared_in_the_process() -> None:
+    a, b = open_store("memory:flow-test"), open_store("memory://flow-test")
+    assert a is b and isinstance(a, MemoryTaskStore)
+    assert open_store("memory:") is not open_store("memory:")
+    await a.close()
+    assert open_store("memory:flow-test") is not a  # a closed one is replaced
