@@ -24,6 +24,7 @@ from task.task import Task
 __all__ = [
     "Ledger",
     "LedgerRecord",
+    "ScheduleCanceller",
     "ScheduleKind",
     "ScheduleReader",
     "ScheduledTask",
@@ -173,6 +174,28 @@ class ScheduleReader(Protocol):
 
     async def find_scheduled(self, task_list: str, id: str) -> ScheduledTask | None:
         """The scheduled task ``id`` of ``task_list`` (when, where, what kind), or None.
+
+        Raises:
+            LedgerError: the database cannot be reached.
+        """
+
+
+@runtime_checkable
+class ScheduleCanceller(Protocol):
+    """A ledger that can take a task out of the schedule before it is due (``taskbus cancel``).
+
+    Separate from ``Ledger``, as ``ScheduleReader`` is, so a backend without it still works
+    everywhere else; cancelling then says the ledger cannot.
+    """
+
+    async def unschedule(
+        self, task_list: str, id: str, *, kind: ScheduleKind | None = None
+    ) -> ScheduledTask | None:
+        """Remove the scheduled task ``id`` of ``task_list`` (only if of ``kind``, when given)
+        and return what was removed; None when it does not wait there (unknown, another kind,
+        or released by ``due`` already).
+
+        Atomic with ``due``: of a cancel and a release racing for one task, exactly one gets it.
 
         Raises:
             LedgerError: the database cannot be reached.

@@ -332,6 +332,25 @@ class CassandraLedger:
             return None
         return self._scheduled(task_list, at, {**row, "id": id})
 
+    async def unschedule(
+        self, task_list: str, id: str, *, kind: ScheduleKind | None = None
+    ) -> ScheduledTask | None:
+        """Remove the scheduled task ``id`` (of ``kind``, when given); what was removed, or None.
+
+        The row is taken with the same ``DELETE ... IF EXISTS`` as ``due`` uses, so of a
+        release and a cancel racing for one task exactly one is applied.
+
+        Raises:
+            LedgerError: the database cannot be reached.
+        """
+        entry = await self.find_scheduled(task_list, id)
+        if entry is None or (kind is not None and entry.kind != kind):
+            return None
+        if not (await self._run("schedule_take", task_list, self._bucket(entry.at), entry.at, id)).was_applied:
+            return None
+        await self._run("schedule_index_take", task_list, id, entry.at)
+        return entry
+
     async def _put_created(self, task_list: str, id: str, body: str, now: float) -> None:
         bucket, new = await self._locate(task_list, id, now, look_first=True)
         attempts = 0

@@ -172,6 +172,17 @@ class MemoryLedger:
             )
         return ready
 
+    async def unschedule(
+        self, task_list: str, id: str, *, kind: ScheduleKind | None = None
+    ) -> ScheduledTask | None:
+        """Remove the scheduled task ``id`` (of ``kind``, when given); what was removed, or None."""
+        self._check()
+        entry = self._scheduled.get((task_list, id))
+        if entry is None or (kind is not None and entry.kind != kind):
+            return None
+        del self._scheduled[(task_list, id)]
+        return entry
+
     async def scheduled(self, task_list: str, limit: int) -> list[ScheduledTask]:
         """Up to ``limit`` tasks of ``task_list`` waiting in the schedule, soonest first."""
         self._check()

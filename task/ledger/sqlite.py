@@ -290,6 +290,26 @@ class SqliteLedger:
         rows = await self._run(lambda c: self._in_write(c, lambda: move(c)))
         return [_scheduled(task_list, row) for row in rows]
 
+    async def unschedule(
+        self, task_list: str, id: str, *, kind: ScheduleKind | None = None
+    ) -> ScheduledTask | None:
+        """Remove the scheduled task ``id`` (of ``kind``, when given); what was removed, or None.
+
+        One write transaction, as ``due`` is: a release and a cancel never both get a task.
+        """
+        where = "task_list = ? AND id = ?" + ("" if kind is None else " AND kind = ?")
+        args: tuple[str, ...] = (task_list, id) if kind is None else (task_list, id, ScheduleKind(kind).value)
+
+        def take(conn: sqlite3.Connection) -> tuple[str, float, str, str] | None:
+            row: tuple[str, float, str, str] | None = conn.execute(
+                f"SELECT task, at, topic, kind FROM task_schedule WHERE {where}", args).fetchone()
+            if row is not None:
+                conn.execute(f"DELETE FROM task_schedule WHERE {where}", args)
+            return row
+
+        row = await self._run(lambda c: self._in_write(c, lambda: take(c)))
+        return None if row is None else _scheduled(task_list, row)
+
     async def scheduled(self, task_list: str, limit: int) -> list[ScheduledTask]:
         """Up to ``limit`` tasks of ``task_list`` waiting in the schedule, soonest first."""
 
