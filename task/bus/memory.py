@@ -52,6 +52,8 @@ class MemoryBroker:
         self._faults: dict[Fault, int] = {}
         #: every (topic, body) sent, in order: what a test asserts on
         self.sent: list[tuple[str, bytes]] = []
+        #: topic -> the private queues of ``from_end`` consumers, each getting a copy
+        self._copies: dict[str, list[str]] = {}
 
     @classmethod
     def named(cls, name: str) -> MemoryBroker:
@@ -81,6 +83,8 @@ class MemoryBroker:
         """Put ``body`` on ``topic`` now (also what ``send`` does once faults are checked)."""
         self.sent.append((topic, body))
         self._enqueue(topic, MemoryMessage(self, topic, body, attempt))
+        for copy in self._copies.get(topic, ()):
+            self._enqueue(copy, MemoryMessage(self, copy, body, attempt))
 
     def _enqueue(self, topic: str, message: MemoryMessage) -> None:
         queue = self.topic(topic)
@@ -169,20 +173,37 @@ class MemoryMessage:
 
 
 class MemoryConsumer(BusPart):
-    """Takes messages from one topic of a ``MemoryBroker``."""
+    """Takes messages from one topic of a ``MemoryBroker``.
 
-    def __init__(self, broker: MemoryBroker, topic: str, channel: str = "", prefetch: int = 1) -> None:
+    With ``from_end`` it reads its own copy of every message sent to the topic after
+    ``start()``, taking nothing from the topic's other consumers (what ``task.Client`` uses to
+    follow the done topic); the copy queue is dropped at ``stop()``.
+    """
+
+    def __init__(
+        self, broker: MemoryBroker, topic: str, channel: str = "", prefetch: int = 1, *, from_end: bool = False
+    ) -> None:
         self.broker = broker
         self.topic = topic
         self.channel = channel or topic
         self.prefetch = prefetch
+        self.from_end = from_end
+        #: the queue msg() reads: the topic's, or this consumer's copy of it
+        self._source = topic
         self._stopped = False
         self._received = 0
+
+    async def start(self) -> None:
+        """With ``from_end``, start copying the topic's messages. Idempotent."""
+        if self.from_end and self._source == self.topic and not self._stopped:
+            self._source = f"{self.topic}#{self.channel}#{id(self)}"
+            self.broker._copies.setdefault(self.topic, []).append(self._source)
 
     async def msg(self) -> MemoryMessage | None:
         """The next message; None once stopped, or when the topic is closed and finished:
         nothing waiting and nothing unsettled (a message in flight may still be nacked)."""
-        queue = self.broker.topic(self.topic)
+        await self.start()
+        queue = self.broker.topic(self._source)
         while not self._stopped:
             if queue.ready:
                 message = queue.ready.popleft()
@@ -198,7 +219,13 @@ class MemoryConsumer(BusPart):
         """Stop; every ``msg()`` waiting now returns None. Nothing is held, so nothing is
         returned. (Waiting calls of other consumers of the topic wake and wait again.)"""
         self._stopped = True
-        self.broker.topic(self.topic).waiters.wake_all()
+        queue = self.broker._topics.get(self._source)
+        if queue is not None:
+            queue.waiters.wake_all()
+        copies = self.broker._copies.get(self.topic, [])
+        if self._source in copies:
+            copies.remove(self._source)
+            self.broker._topics.pop(self._source, None)
 
     def info(self) -> BusInfo:
         return {"bus": "memory", "topic": self.topic, "channel": self.channel, "received": self._received}
