@@ -63,9 +63,17 @@ class FileMessage:
 
 
 class FileConsumer(BusPart):
-    """Reads lines of a file (or stdin) as messages."""
+    """Reads lines of a file (or stdin) as messages.
 
-    def __init__(self, options: FileOptions, topic: str, channel: str = "", prefetch: int = 1) -> None:
+    With ``from_end`` it starts at the file's end as it is at ``start()`` (the beginning of a
+    file created later), whatever an offset file says: what ``task.Client`` uses, with
+    ``?follow=1&offset=0``, to follow the done topic from now on.
+    """
+
+    def __init__(
+        self, options: FileOptions, topic: str, channel: str = "", prefetch: int = 1, *, from_end: bool = False
+    ) -> None:
+        self.from_end = from_end
         self.options = options
         self.topic = topic
         self.channel = channel or topic
@@ -121,6 +129,12 @@ class FileConsumer(BusPart):
         self._wake = asyncio.Event()
         if self.offset_path is not None:
             self._open_offset(self.offset_path)
+        if self.from_end and self.path is not None:
+            try:
+                info = os.stat(self.path)
+            except FileNotFoundError:
+                return
+            self._committed, self._saved_inode = info.st_size, info.st_ino
 
     def _open_offset(self, path: Path) -> None:
         assert self.path is not None
