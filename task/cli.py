@@ -43,6 +43,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("task.apps.worker:WorkerApp", "", "run a worker class on a bus"),
     "send": ("task.apps.send:SendApp", "", "create one task and send it"),
+    "cancel": ("task.apps.cancel:CancelApp", "", "cancel a delayed task not yet released"),
     "ledger": ("task.apps.ledger_admin:LedgerAdmin", "", "set up and inspect the outstanding-task ledger"),
     "bench": ("task.bench.app:BenchApp", "", "measure tasks/s through a real Launcher"),
     "quickstart": ("task.apps.quickstart:QuickstartApp", "", "run a taskmaster and a worker on the file bus"),
