@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from task.credentials import Credentials
 from task.errors import BusError, ConfigError
-from task.inspect.base import Inspector, open_inspector
+from task.inspect.base import CannotInspect, Inspector, open_inspector
 
 __all__ = ["BACKLOG_EVERY", "BacklogReader"]
 
@@ -87,7 +87,7 @@ class BacklogReader:
             finally:
                 await inspector.close()
             self._reading = stats.to_json()
-        except ConfigError as err:  # this bus cannot be inspected: say so once, stop asking
+        except (ConfigError, CannotInspect) as err:  # never readable here (core NATS keeps nothing)
             self._impossible = True
             self._reading = {"error": str(err)}
         except (BusError, TimeoutError, OSError) as err:
