@@ -40,6 +40,8 @@ RECONNECT = Backoff(first=0.2, cap=5.0)
 
 #: seconds a pull request waits on the server before it expires (and is renewed)
 PULL_EXPIRES = 5.0
+#: seconds a ``from_end`` consumer may go unused before the server removes it
+FROM_END_INACTIVE = 60.0
 #: extra seconds before a request whose expiry notice never came is forgotten
 _GRACE = 2.0
 _NOT_DURABLE = re.compile(r"[^A-Za-z0-9_-]")
@@ -91,9 +93,17 @@ class JetStreamMessage:
 
 
 class JetStreamConsumer(BusPart):
-    """Pulls ``topic`` through the durable consumer named after ``channel``."""
+    """Pulls ``topic`` through the durable consumer named after ``channel``.
 
-    def __init__(self, options: JetStreamOptions, topic: str, channel: str = "", prefetch: int = 1) -> None:
+    With ``from_end`` the consumer delivers only messages stored after ``start()``, the
+    server removes it once unused for ``FROM_END_INACTIVE`` seconds, and ``stop()`` deletes
+    it: what ``task.Client`` uses, with a unique channel, to follow the done topic.
+    """
+
+    def __init__(
+        self, options: JetStreamOptions, topic: str, channel: str = "", prefetch: int = 1, *, from_end: bool = False
+    ) -> None:
+        self.from_end = from_end
         self.options = options
         self.topic = topic
         self.durable = _NOT_DURABLE.sub("_", channel or topic)
@@ -157,6 +167,8 @@ class JetStreamConsumer(BusPart):
             ack_wait=self.options.ack_wait, max_deliver=self.options.max_deliver,
             max_ack_pending=max(self.options.max_ack_pending, self.prefetch),
         )
+        if self.from_end:
+            config.deliver_policy, config.inactive_threshold = DeliverPolicy.NEW, FROM_END_INACTIVE
         try:
             await self._js.add_consumer(self.stream, config)
         except nats.js.errors.APIError as err:
@@ -210,6 +222,11 @@ class JetStreamConsumer(BusPart):
         if dead is not None:
             await dead.stop()
         client, self._client = self._client, None
+        if self.from_end and self._js is not None and client is not None and client.is_connected:
+            try:
+                await self._js.delete_consumer(self.stream, self.durable)
+            except _ERRORS as err:  # the server removes it once inactive anyway
+                logger.debug("jetstream: cannot delete consumer %s: %s", self.durable, err)
         if client is not None and not client.is_closed:
             try:
                 await flush_in_order(client)  # acks still in the client's buffer
