@@ -132,9 +132,16 @@ class KafkaConsumer(BusPart):
     that end after the stop began (those it cancels at ``worker_kill_time`` too), and those
     acknowledgements must reach the committed offset. The last settlement, a second
     ``stop()`` or leaving ``async with`` commits and leaves the group.
+
+    With ``from_end`` it joins no group and commits nothing: ``start()`` takes every
+    partition at its end offset, so it reads exactly the records sent after ``start()``
+    returned, taking none from anyone (what ``task.Client`` uses to follow the done topic).
     """
 
-    def __init__(self, options: KafkaOptions, topic: str, channel: str, prefetch: int = 1) -> None:
+    def __init__(
+        self, options: KafkaOptions, topic: str, channel: str, prefetch: int = 1, *, from_end: bool = False
+    ) -> None:
+        self.from_end = from_end
         self.options = options
         self.topic = topic
         self.channel = channel or topic
@@ -185,7 +192,7 @@ class KafkaConsumer(BusPart):
             return
         await ensure_topic(self.options, self.topic)
         client = AIOKafkaConsumer(
-            group_id=self.channel, enable_auto_commit=False,
+            group_id=None if self.from_end else self.channel, enable_auto_commit=False,
             auto_offset_reset=self.options.offset_reset,
             session_timeout_ms=int(self.options.session_timeout * 1000),
             heartbeat_interval_ms=int(self.options.session_timeout * 1000 / 3),
@@ -198,12 +205,29 @@ class KafkaConsumer(BusPart):
         except KafkaError as err:
             await client.stop()
             raise unreachable(self.options, err) from err
-        client.subscribe([self.topic], listener=_Listener(self))
+        if self.from_end:
+            await self._assign_at_end(client)
+        else:
+            client.subscribe([self.topic], listener=_Listener(self))
         self._client = client
         self._tasks = [
             asyncio.create_task(self._fetch_loop()), asyncio.create_task(self._commit_loop()),
             asyncio.create_task(self._settle_loop()),
         ]
+
+    async def _assign_at_end(self, client: Any) -> None:
+        """Take every partition and fix its position at the end now, not at the first fetch."""
+        try:
+            # aiokafka has no public "partitions of a topic, waiting for metadata" on a consumer
+            ids = await client._client._wait_on_metadata(self.topic)
+            partitions = [TopicPartition(self.topic, i) for i in sorted(ids)]
+            client.assign(partitions)
+            await client.seek_to_end(*partitions)
+            for tp in partitions:
+                await client.position(tp)
+        except KafkaError as err:
+            await client.stop()
+            raise unreachable(self.options, err) from err
 
     async def msg(self) -> KafkaMessage | None:
         """The next message; None after ``stop()``.
@@ -416,7 +440,7 @@ class KafkaConsumer(BusPart):
             offsets = self._book.to_commit(partitions)
             if partitions is None:
                 self._book.taken()
-            if not offsets or self._client is None:
+            if not offsets or self._client is None or self.from_end:
                 return
             try:
                 await self._client.commit(offsets)
