@@ -187,8 +187,7 @@ def _check_cycles(phases: list[Phase], name: str, problems: list[str]) -> None:
                 if members not in reported:
                     reported.add(members)
                     chain = " -> ".join(q.key for q in loop)
-                    problems.append(f"{name}: dependsOn cycle {chain}; a phase cannot wait "
-                                    "for itself, break the loop")
+                    problems.append(f"{name}: dependsOn cycle {chain}; {_loop_hint(loop)}")
             elif id(c) not in state:
                 visit(c, path)
         path.pop()
@@ -197,6 +196,16 @@ def _check_cycles(phases: list[Phase], name: str, problems: list[str]) -> None:
     for p in phases:
         if id(p) not in state:
             visit(p, [])
+
+
+def _loop_hint(loop: list[Phase]) -> str:
+    p = loop[0]
+    parent, job = p.depends_on_key()
+    if len(loop) == 2 and not job and parent == p.topic and p.job:
+        # ``task = "w:b"``, ``dependsOn = "w"``: a job-less dependsOn follows every job of w
+        return (f"dependsOn {p.depends_on!r} without a job follows every job of {parent}, "
+                f"this one too; name the parent's job (dependsOn = \"{parent}:...\")")
+    return "a phase cannot wait for itself, break the loop"
 
 
 def _toml_problem(name: str, err: tomllib.TOMLDecodeError) -> str:

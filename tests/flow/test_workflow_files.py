@@ -202,6 +202,16 @@ def test_cycles(tmp_path: Path) -> None:
     ]
 
 
+def test_a_jobless_dependson_on_its_own_type_is_a_loop(tmp_path: Path) -> None:
+    # Given w:b follows "w" (any job of w): Go would start w:b again each time w:b completes
+    lines = problems(tmp_path, '[[phase]]\ntask = "w:a"\nrule = "cron=@daily"\n'
+                               '[[phase]]\ntask = "w:b"\ndependsOn = "w"\n')
+    assert lines == [
+        ("etl.toml: dependsOn cycle w:b -> w:b; dependsOn 'w' without a job follows every job "
+        'of w, this one too; name the parent\'s job (dependsOn = "w:...")')
+    ]
+
+
 def test_duplicate_phases(tmp_path: Path) -> None:
     lines = problems(tmp_path, '[[phase]]\ntask = "a:x"\nrule = "cron=@daily"\n'
                                '[[phase]]\ntask = "a"\nrule = "job=x&cron=@hourly"\n')
