@@ -104,7 +104,7 @@ class TaskEvent:
         """The event ``event`` of ``task`` seen at ``at``; ``workflow`` comes from its meta."""
         return cls(
             id=task.id, type=task.type, job=task.job, event=Event(event), at=at,
-            result=task.result if event is Event.DONE else "", msg=task.msg, info=task.info,
+            result=task.result if Event(event) is Event.DONE else "", msg=task.msg, info=task.info,
             meta=task.meta, workflow=task.get_meta("workflow"), created=task.created,
             started=task.started, ended=task.ended, parent=parent, attempt=attempt,
         )

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 _TASK_INDEXES = {
     "flow_tasks_day": "(day, first, seq)",
-    "flow_tasks_type": "(day, type, job, first, seq)",
+    # covers recap too (one index range, no table reads)
+    "flow_tasks_type": "(day, type, job, first, seq, running, result, run_time, last)",
     "flow_tasks_result": "(day, result, first, seq)",
     "flow_tasks_running": "(day, running, first, seq)",
 }
