@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 
 from task.flow.store import Event, TaskEvent, TaskStore, day_span, open_store
@@ -29,6 +30,15 @@ BATCH = 500
 
 def _rfc(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _event(base: dict[str, str], at: float, kind: Event, later: float, result: str = "",
+           **extra: str | int) -> TaskEvent:
+    fields: dict[str, str | int] = {**base, **extra}
+    started = _rfc(at + later - 1) if kind is Event.DONE else ""
+    ended = _rfc(at + later) if kind is Event.DONE else ""
+    return TaskEvent(event=kind, at=at + later, result=result, started=started, ended=ended,
+                     **fields)  # type: ignore[arg-type]
 
 
 def day_of_events(n: int) -> list[TaskEvent]:
@@ -42,13 +52,7 @@ def day_of_events(n: int) -> list[TaskEvent]:
         base = {"id": id, "type": type, "job": job, "info": f"s3://bucket/{id}.gz",
                 "meta": "workflow=w.toml", "workflow": "w.toml", "created": _rfc(at)}
 
-        def ev(kind: Event, later: float, result: str = "", **extra: object) -> TaskEvent:
-            fields = {**base, **extra}
-            started = _rfc(at + later - 1) if kind is Event.DONE else ""
-            ended = _rfc(at + later) if kind is Event.DONE else ""
-            return TaskEvent(event=kind, at=at + later, result=result, started=started,
-                             ended=ended, **fields)  # type: ignore[arg-type]
-
+        ev = partial(_event, base, at)
         events.append(ev(Event.CREATED, 0))
         if task % 20 == 19:
             pass  # still running
