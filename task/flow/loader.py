@@ -17,10 +17,12 @@ from pathlib import Path
 from task.flow.workflow import Phase, Workflow
 from task.flow.workflow_file import parse_workflow
 
-__all__ = ["LoadResult", "WorkflowSet", "load_workflows"]
+__all__ = ["ANY_WORKFLOW", "LoadResult", "WorkflowSet", "load_workflows"]
 
 logger = logging.getLogger(__name__)
 
+#: ``workflow=*`` meta: Go's flowlord looks a task's phase up in every workflow
+ANY_WORKFLOW = "*"
 #: (mtime in ns, size) of each workflow file: what ``changed`` compares
 _Stamps = dict[Path, tuple[int, int]]
 
@@ -204,7 +206,7 @@ class WorkflowSet:
         return self._workflows.get(name)
 
     def _search(self, workflow: str | None) -> list[Workflow]:
-        if workflow is None:
+        if workflow is None or workflow == ANY_WORKFLOW:
             return list(self.workflows().values())
         found = self._workflows.get(workflow)
         return [found] if found is not None else []
@@ -215,7 +217,7 @@ class WorkflowSet:
 
     def phase(self, topic: str, job: str = "", workflow: str | None = None) -> Phase | None:
         """The phase making ``topic``/``job`` tasks (see ``Workflow.phase``), in ``workflow``
-        or, without one, in the first workflow that has it."""
+        or, without one or with ``*`` (Go's wildcard), in the first workflow that has it."""
         for w in self._search(workflow):
             found = w.phase(topic, job)
             if found is not None:
@@ -224,7 +226,10 @@ class WorkflowSet:
 
     def children(self, topic: str, job: str = "", workflow: str | None = None) -> list[Phase]:
         """The phases a completed ``topic``/``job`` task starts, in ``workflow`` (Go looks in
-        the task's own workflow only) or, without one, in all."""
+        the task's own workflow only, and ``*`` names none there either) or, without one, in
+        all."""
+        if workflow == ANY_WORKFLOW:
+            return []
         return [p for w in self._search(workflow) for p in w.children(topic, job)]
 
     def cron_phases(self) -> list[Phase]:

@@ -187,3 +187,42 @@ def test_empty_until_reloaded(tmp_path: Path) -> None:
     workflows = WorkflowSet(tmp_path)  # no I/O in the constructor
     assert workflows.workflows() == {} and workflows.problems == []
     assert workflows.changed()
+
+
+def test_lookups_follow_go_flowlord(tmp_path: Path) -> None:
+    # Given two workflows shaped like the cases of Go's workflow tests
+    write(tmp_path / "workflow.toml",
+          '[[phase]]\ntask = "task1"\nrule = "cron=@daily"\n'
+          '[[phase]]\ntask = "task1:j4"\nrule = "cron=@daily"\n'  # Go's test leaves it out
+          '[[phase]]\ntask = "dup"\nrule = "cron=@daily"\n'
+          '[[phase]]\ntask = "task2"\ndependsOn = "task1"\n'
+          '[[phase]]\ntask = "task3"\ndependsOn = "task2"\n'
+          '[[phase]]\ntask = "task4"\ndependsOn = "task2"\n'
+          '[[phase]]\ntask = "task5"\ndependsOn = "task1:j4"\n')
+    write(tmp_path / "w2job.toml",
+          '[[phase]]\ntask = "dup"\nrule = "cron=@daily"\n'
+          '[[phase]]\ntask = "t2"\nrule = "cron=@daily&job=j1"\n'
+          '[[phase]]\ntask = "t2"\nrule = "cron=@daily&job=j2"\n'
+          '[[phase]]\ntask = "t2:j3"\nrule = "cron=@daily"\n')
+    workflows = WorkflowSet.open(tmp_path)
+    assert workflows.problems == []
+
+    def phase(topic: str, job: str, workflow: str) -> str | None:
+        found = workflows.phase(topic, job, workflow=workflow)
+        return f"{found.workflow} {found.key}" if found else None
+
+    def children(topic: str, job: str) -> list[str]:
+        return [p.key for p in workflows.children(topic, job, workflow="workflow.toml")]
+
+    assert phase("missing", "", "workflow.toml") is None
+    assert phase("t2", "j2", "*") == "w2job.toml t2:j2"  # * searches every workflow
+    assert phase("task2", "", "workflow.toml") == "workflow.toml task2"
+    assert phase("t2", "j1", "w2job.toml") == "w2job.toml t2:j1"
+    assert phase("t2", "invalid", "w2job.toml") is None
+    assert phase("t2", "j3", "*") == "w2job.toml t2:j3"
+    assert phase("dup", "", "*") is not None
+    assert children("task1", "") == ["task2"]
+    assert children("task2", "") == ["task3", "task4"]
+    assert children("task3", "") == []
+    assert children("task1", "j4") == ["task2", "task5"]
+    assert workflows.children("task1", "", workflow="*") == []  # as Go: * names no workflow here
