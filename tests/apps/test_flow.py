@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -49,7 +50,7 @@ class Reader:
         self.tasks: list[Task] = []
         self._job: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Reader:
+    async def __aenter__(self) -> Self:
         await self.consumer.start()
         self._job = asyncio.create_task(self._read())
         return self
