@@ -16,7 +16,7 @@ import inspect
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
@@ -112,8 +112,12 @@ class Launcher:
         producer: Producer,
         options: LauncherOptions | None = None,
         ledger: Ledger | None = None,
+        *,
+        after_done: Callable[[Task], Awaitable[object]] | None = None,
     ) -> None:
         self.make_worker = make_worker
+        #: called with each done task once it is sent, before the ack (recurrent tasks)
+        self.after_done = after_done
         self.consumer = consumer
         self.producer = producer
         self.options = options or LauncherOptions()
@@ -407,6 +411,11 @@ class Launcher:
                 self._recorder.done(task_list, task.id)
             except Exception as err:  # noqa: BLE001 - the ledger never fails a task
                 self._unexpected(err, f"recording task {task.id} as done")
+        if self.after_done is not None:
+            try:
+                await self.after_done(task)
+            except Exception as err:  # noqa: BLE001 - a hook never fails a task or the launcher
+                self._unexpected(err, f"after task {task.id or task.type} was done")
         try:
             await message.ack()
         except Exception as err:  # noqa: BLE001 - counted and logged; the launcher goes on
