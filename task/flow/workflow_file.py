@@ -132,6 +132,9 @@ def _check_start(phase: Phase, label: str, out: ParsedFile) -> None:
         out.warnings.append(f"{label}: offset= is ignored: only a cron phase's time is shifted")
     if rule.require and not phase.is_child:
         out.warnings.append(f"{label}: require= is ignored: only a dependsOn phase has a parent")
+    if rule.meta_file and "://" not in rule.meta_file and not Path(rule.meta_file).is_file():
+        out.warnings.append(f"{label}: meta-file {rule.meta_file} is not there (a relative path "
+                            "is read from flow's working directory); its batches will fail")
     for bad in unknown_placeholders(phase.template):
         out.warnings.append(f"{label}: template placeholder {bad} is unknown and stays as written")
     known: set[str] | None = None

@@ -248,3 +248,17 @@ def test_warnings(tmp_path: Path) -> None:
         "etl.toml: phase 3 (f): offset= is ignored: only a cron phase's time is shifted",
         "etl.toml: phase 4 (r): require= is ignored: only a dependsOn phase has a parent",
     ]
+
+
+def test_a_missing_meta_file_is_a_warning(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.json"
+    text = (f'[[phase]]\ntask = "a"\nrule = "cron=@daily&meta-file={rows}"\n'
+            'template = "?n={meta:name}"\n')
+    result = load(tmp_path, text)
+    assert list(result.workflows) == ["etl.toml"]
+    assert result.warnings == [
+        (f"etl.toml: phase 1 (a): meta-file {rows} is not there (a relative path is read from "
+        "flow's working directory); its batches will fail")
+    ]
+    rows.write_text('{"name": "x"}\n')
+    assert load(tmp_path, text).warnings == []
