@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from task.ledger.base import Ledger, LedgerRecord, ScheduledTask, ScheduleKind, State
+from task.ledger.base import Ledger, LedgerRecord, ScheduleCanceller, ScheduledTask, ScheduleKind, State
 from task.task import Task
 
 
@@ -249,6 +249,48 @@ class LedgerContract:
         assert sorted(ids(got[0] + got[1])) == [t.id for t in tasks]
         for batch in got:  # each caller gets its share oldest first
             assert ids(batch) == sorted(ids(batch))
+
+    async def test_unschedule_removes_a_waiting_task_once(self, ledger: Ledger, clock: Clock, kind: str) -> None:
+        # Given a delayed task waiting in the schedule
+        assert isinstance(ledger, ScheduleCanceller)
+        task = self.task(kind, "d1")
+        await ledger.schedule(task, None, clock.at(60), topic="to-d1", kind=ScheduleKind.DELAY)
+        # When it is unscheduled, the entry removed comes back, and it is never released
+        assert await ledger.unschedule(kind, "d1") == ScheduledTask(
+            task, kind, clock.now + 60, "to-d1", ScheduleKind.DELAY)
+        assert await ledger.due(kind, clock.at(100)) == []
+        assert await ledger.find(kind, "d1") is None
+        assert (await ledger.stats(kind)).scheduled == 0
+        # Then unscheduling it again, or an unknown id, finds nothing
+        assert await ledger.unschedule(kind, "d1") is None
+        assert await ledger.unschedule(kind, "never") is None
+
+    async def test_unschedule_keeps_other_kinds_and_released_tasks(
+        self, ledger: Ledger, clock: Clock, kind: str
+    ) -> None:
+        assert isinstance(ledger, ScheduleCanceller)
+        await ledger.schedule(self.task(kind, "r1"), None, clock.at(60), topic=kind, kind=ScheduleKind.RETRY)
+        await ledger.schedule(self.task(kind, "d1"), None, clock.at(10), topic=kind, kind=ScheduleKind.DELAY)
+        # A retry is not a delayed task: asking for DELAY leaves it scheduled
+        assert await ledger.unschedule(kind, "r1", kind=ScheduleKind.DELAY) is None
+        # A task released by due is outstanding, no longer in the schedule: too late
+        assert ids(await ledger.due(kind, clock.at(20), kind=ScheduleKind.DELAY)) == ["d1"]
+        assert await ledger.unschedule(kind, "d1", kind=ScheduleKind.DELAY) is None
+        assert await ledger.find(kind, "d1") is not None
+        assert ids(await ledger.due(kind, clock.at(100))) == ["r1"]
+
+    async def test_unschedule_and_due_racing_give_the_task_to_one(
+        self, ledger: Ledger, clock: Clock, kind: str
+    ) -> None:
+        assert isinstance(ledger, ScheduleCanceller)
+        for i in range(5):
+            await ledger.schedule(self.task(kind, f"t{i}"), None, clock.at(i), topic=kind,
+                                  kind=ScheduleKind.DELAY)
+        got = await asyncio.gather(ledger.due(kind, clock.at(10)),
+                                   *(ledger.unschedule(kind, f"t{i}") for i in range(5)))
+        released = ids(got[0])
+        cancelled = [entry.task.id for entry in got[1:] if entry is not None]
+        assert sorted(released + cancelled) == [f"t{i}" for i in range(5)]
 
     async def test_stats_count_states_and_oldest_age(self, ledger: Ledger, clock: Clock, kind: str) -> None:
         empty = await ledger.stats(kind)
