@@ -43,9 +43,10 @@ from zoneinfo import ZoneInfo
 from task.apps.schedule import CronSchedule, is_valid_cron, zone
 from task.duration import parse_duration
 from task.errors import ConfigError
+from task.flow.file_glob import glob_regex
 from task.timetemplate import shift
 
-__all__ = ["BY_UNITS", "RULE_KEYS", "Rule", "RuleError", "glob_regex", "parse_rule", "read_meta_file"]
+__all__ = ["BY_UNITS", "RULE_KEYS", "Rule", "RuleError", "parse_rule", "read_meta_file"]
 
 #: every key a rule may carry (``meta_file`` is read as ``meta-file``)
 RULE_KEYS = (
@@ -109,50 +110,6 @@ def _duration(key: str, text: str, *, negative: bool = False) -> timedelta:
     if sign < 0 and not negative and seconds:
         raise RuleError(f"{key}={text!r} cannot be negative")
     return timedelta(seconds=sign * seconds)
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """The regular expression a ``files=`` glob means: ``*`` and ``?`` stay within one path
-    part (as Go's ``filepath.Match``), ``**`` crosses ``/`` (``a/**/b`` matches ``a/b`` too),
-    ``[abc]``/``[!abc]`` are classes, ``\\`` escapes.
-
-    Raises:
-        RuleError: an unclosed ``[``.
-    """
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "\\" and i + 1 < n:
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        elif c == "[":
-            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "^") else i + 1)
-            if end < 0:
-                raise RuleError(f"files={pattern!r}: '[' at position {i + 1} is never closed")
-            body = pattern[i + 1 : end]
-            if body[:1] in ("!", "^"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = end + 1
-            continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
 
 
 def _meta(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -375,7 +332,10 @@ def parse_rule(text: str) -> Rule:
     if "files" in fields:
         if not fields["files"].strip():
             raise RuleError("files= is empty; write a glob such as gs://bucket/*/*.gz")
-        glob_regex(fields["files"].strip())
+        try:
+            glob_regex(fields["files"].strip())
+        except ValueError as err:
+            raise RuleError(f"files={fields['files'].strip()!r}: {err}") from err
         rule["files"] = fields["files"].strip()
     if "require" in values:
         rule["require"] = _require(values["require"])
