@@ -123,8 +123,9 @@ class FlowEngine:
             logger.error("cannot record %d task events in the store: %s", len(events), err)
 
     async def send_new(self, tasks: Sequence[Task], kind: Event = Event.CREATED, *,
-                       parent: str = "") -> int:
-        """Send tasks a phase made (recording each in the ledger, then the store).
+                       parent: str = "", skip_known: bool = False) -> int:
+        """Send tasks a phase made (recording each in the ledger, then the store); with
+        ``skip_known`` a task the ledger holds already is not sent. How many were sent.
 
         Raises:
             BusError: the bus refused one; those before it were sent.
@@ -132,7 +133,8 @@ class FlowEngine:
         now = self.clock()
         sent = 0
         for task in tasks:
-            await self.sender.send(task, task.type)
+            if not await self.sender.send(task, task.type, skip_known=skip_known):
+                continue
             sent += 1
             await self.record([event(task, kind, now, parent=parent)])
         return sent
@@ -326,7 +328,8 @@ class FlowEngine:
                         phase.workflow, rfc3339.format_utc(tick))
             return 0
         try:
-            sent = await self.send_new(tasks)
+            # without the key (ledger down) the ledger's own record still stops a duplicate
+            sent = await self.send_new(tasks, skip_known=held is None)
         except BusError:
             if held:
                 await self.fire_keys.give_back(rule_key, tasks[0])
