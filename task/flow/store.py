@@ -235,9 +235,13 @@ class TaskStore(Protocol):
     async def days(self) -> list[date]:
         """The days that have tasks, newest first (the console's day picker)."""
 
-    async def unfinished(self, created_before: float, *, limit: int = 1000) -> list[TaskRow]:
-        """Tasks first seen before ``created_before`` and still running (not done since their
-        last send), oldest first: what "incomplete" alerts are raised for."""
+    async def unfinished(
+        self, created_before: float, *, created_after: float | None = None, limit: int = 1000
+    ) -> list[TaskRow]:
+        """Tasks first seen before ``created_before`` (and at or after ``created_after``)
+        and still running (not done since their last send), oldest first: what "incomplete"
+        alerts are raised for. Give ``created_after`` (where the previous look stopped, or
+        ``task_ttl`` further back) so a day-partitioned store reads only the days between."""
 
     async def record_alert(self, alert: AlertRecord) -> None:
         """Keep ``alert`` under the UTC day of its ``at``."""

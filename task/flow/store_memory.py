@@ -102,9 +102,13 @@ class MemoryTaskStore:
         self._check()
         return sorted(self._days, reverse=True)
 
-    async def unfinished(self, created_before: float, *, limit: int = 1000) -> list[TaskRow]:
+    async def unfinished(
+        self, created_before: float, *, created_after: float | None = None, limit: int = 1000
+    ) -> list[TaskRow]:
         self._check()
-        folds = sorted((f for f in self._tasks.values() if f.running and f.first < created_before),
+        after = float("-inf") if created_after is None else created_after
+        folds = sorted((f for f in self._tasks.values()
+                        if f.running and after <= f.first < created_before),
                        key=lambda f: (f.first, f.seq))
         return [f.row() for f in folds[:limit]]
 

@@ -197,10 +197,13 @@ class SqliteTaskStore:
         rows = await self._run(lambda c: c.execute("SELECT day FROM flow_days ORDER BY day DESC").fetchall())
         return [date.fromisoformat(day) for (day,) in rows]
 
-    async def unfinished(self, created_before: float, *, limit: int = 1000) -> list[TaskRow]:
+    async def unfinished(
+        self, created_before: float, *, created_after: float | None = None, limit: int = 1000
+    ) -> list[TaskRow]:
         sql = (f"SELECT {_ROW_COLUMNS} FROM flow_tasks WHERE running = 1 AND first < ? "
-               "ORDER BY first, seq LIMIT ?")
-        rows = await self._run(lambda c: c.execute(sql, (created_before, limit)).fetchall())
+               "AND first >= ? ORDER BY first, seq LIMIT ?")
+        after = float("-inf") if created_after is None else created_after
+        rows = await self._run(lambda c: c.execute(sql, (created_before, after, limit)).fetchall())
         return [_task_row(row) for row in rows]
 
     async def record_alert(self, alert: AlertRecord) -> None:

@@ -231,6 +231,8 @@ class StoreContract:
         mine = [r.id for r in rows if r.id in self._ids.values()]
         assert mine == [self.id("older"), self.id("old")]
         assert len(await store.unfinished(self.at(3), limit=1)) == 1
+        later = await store.unfinished(self.at(3), created_after=self.at(0.75))
+        assert [r.id for r in later if r.id in self._ids.values()] == [self.id("old")]
 
     # --- alerts and files ----------------------------------------------------------------------
 
