@@ -262,3 +262,44 @@ def test_a_missing_meta_file_is_a_warning(tmp_path: Path) -> None:
     ]
     rows.write_text('{"name": "x"}\n')
     assert load(tmp_path, text).warnings == []
+
+
+def test_go_readme_examples(tmp_path: Path) -> None:
+    # Given the phases Go's flowlord README documents (its missing quotes fixed)
+    result = load(tmp_path, '''
+[[Phase]]
+task = "topic_name"
+dependsOn = ""
+rule = "cron=0 * * * *&offset=-4h&job=t2"
+retry = 3
+template = "?date={yyyy}-{mm}-{dd}"
+
+[[Phase]]
+task = "task1"
+dependsOn = "topic_name"
+rule = "retry_delay=30s"
+retry = 3
+template = "?hour={yyyy}-{mm}-{dd}T{hh}"
+
+[[Phase]]
+task="worker:job-meta"
+rule="cron=0 1 2 * * *&meta=name:a,b,c|value:1,2,3"
+template="?name={meta:name}&value={meta:value}&day={yyyy}-{mm}-{dd}"
+
+[[Phase]]
+task="worker:lastweek"
+rule="cron=0 7 7 * * *&for=-168h&by=day"
+template="?day={yyyy}-{mm}-{dd}"
+''')
+    assert result.problems == [] and result.warnings == []
+    topic, child, meta, week = result.workflows["etl.toml"].phases
+    assert (topic.key, topic.rule.offset, child.depends_on) == ("topic_name:t2", timedelta(hours=-4),
+                                                                "topic_name")
+    # "generates 3 tasks with the info of ?name=a&value=1 AND ?name=b&value=2 AND ..."
+    assert [r["name"] + r["value"] for r in meta.rule.meta_rows()] == ["a1", "b2", "c3"]
+    # "generates 8 tasks from today to 7 days ago"
+    fired = week.rule.schedule(datetime(2024, 3, 9, tzinfo=UTC)).next_at
+    assert len(week.rule.batch_times(week.rule.task_time(fired))) == 8
+    # And the README's "Offset=-6h" (ignored by Go, which reads keys case-sensitively) is caught
+    lines = problems(tmp_path, '[[Phase]]\ntask = "topic"\nrule = "cron=0 0 1 * * *&Offset=-6h"\n')
+    assert lines == ["etl.toml: phase 1 (topic): rule: rule key 'Offset' must be written 'offset'"]
