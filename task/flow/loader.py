@@ -119,9 +119,9 @@ class WorkflowSet:
                 raise FileNotFoundError(self.path)
             files = _files(self.path)
         except OSError as err:
-            self._path_problem = (f"{self.path}: cannot read the workflow path "
-                                  f"({getattr(err, 'strerror', None) or 'no such file or directory'})"
-                                  "; workflows loaded before stay in use")
+            why = getattr(err, "strerror", None) or "no such file or directory"
+            kept = "; workflows loaded before stay in use" if self._workflows else ""
+            self._path_problem = f"{self.path}: cannot read the workflow path ({why}){kept}"
             logger.error("%s", self._path_problem)
             self._stamps = {}  # so changed() stays False until the path is back
             return []

@@ -226,3 +226,10 @@ def test_lookups_follow_go_flowlord(tmp_path: Path) -> None:
     assert children("task3", "") == []
     assert children("task1", "j4") == ["task2", "task5"]
     assert workflows.children("task1", "", workflow="*") == []  # as Go: * names no workflow here
+
+
+def test_a_missing_path_at_start(tmp_path: Path) -> None:
+    result = load_workflows(tmp_path / "nope")
+    assert result.workflows == {}
+    assert result.problems == [(f"{tmp_path / 'nope'}: cannot read the workflow path (no such file "
+                               "or directory)")]
