@@ -1,0 +1,128 @@
+"""Where a client's done tasks go: to ``wait`` calls, to ``done()`` followers, or nowhere.
+
+A done task may arrive before anyone waits for it (a fast worker), so the done tasks of ids
+this client sent are kept until a ``wait`` takes them; every other done task goes only to
+callers already waiting for its id and to followers, then is dropped. Both what is kept and
+what is expected are bounded (the oldest are forgotten first), so a client that sends
+without ever waiting does not grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+from task.errors import BusError
+from task.task import Task
+
+__all__ = ["KEEP_DONE", "DoneRouter"]
+
+logger = logging.getLogger(__name__)
+
+#: sent ids awaited at most, and done tasks kept for a later ``wait`` at most
+KEEP_DONE = 10_000
+#: done tasks a ``done()`` follower may fall behind by; beyond, the oldest are dropped
+FOLLOWER_BACKLOG = 10_000
+
+
+class DoneRouter:
+    """Routes done tasks by id; no I/O, one event loop."""
+
+    def __init__(self, keep: int = KEEP_DONE) -> None:
+        self.keep = keep
+        self._waiting: dict[str, list[asyncio.Future[Task]]] = {}
+        self._expected: OrderedDict[str, None] = OrderedDict()
+        self._arrived: OrderedDict[str, Task] = OrderedDict()
+        self._followers: set[asyncio.Queue[Task | None]] = set()
+        self._closed: BusError | None = None
+        #: done tasks dropped because a follower fell behind
+        self.dropped = 0
+
+    def expect(self, id: str) -> None:
+        """Keep the done task of ``id`` until a ``wait`` takes it (call before sending)."""
+        self._expected[id] = None
+        self._expected.move_to_end(id)
+        while len(self._expected) > self.keep:
+            old, _ = self._expected.popitem(last=False)
+            logger.debug("client: no longer keeping the done task of %s (over %d sent)", old, self.keep)
+
+    def forget(self, id: str) -> None:
+        """The task was not sent after all: keep nothing for it."""
+        self._expected.pop(id, None)
+
+    def route(self, task: Task) -> None:
+        """Hand a done task to the waits for its id, keep it if expected, and feed followers."""
+        futures = self._waiting.pop(task.id, [])
+        for future in futures:
+            if not future.done():
+                future.set_result(task)
+        if task.id in self._expected:
+            del self._expected[task.id]
+            if not futures:
+                self._arrived[task.id] = task
+                while len(self._arrived) > self.keep:
+                    self._arrived.popitem(last=False)
+        for queue in self._followers:
+            if queue.full():
+                queue.get_nowait()
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    logger.warning("client: a done() follower is %d behind; %d done tasks dropped so far",
+                                   queue.qsize(), self.dropped)
+            queue.put_nowait(task)
+
+    async def wait(self, id: str, timeout: float | None = None) -> Task:
+        """The done task of ``id``: one that arrived already (for an id this client sent), or
+        the next to arrive.
+
+        Raises:
+            TimeoutError: none arrived within ``timeout`` seconds.
+            BusError: the done topic can no longer be read.
+        """
+        task = self._arrived.pop(id, None)
+        if task is not None:
+            return task
+        if self._closed is not None:
+            raise self._closed
+        future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(id, []).append(future)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no done task for {id} within {timeout:g}s") from None
+        finally:
+            waits = self._waiting.get(id)
+            if waits is not None and future in waits:
+                waits.remove(future)
+                if not waits:
+                    del self._waiting[id]
+
+    async def follow(self) -> AsyncIterator[Task]:
+        """Every done task routed from now on, until ``close``."""
+        queue: asyncio.Queue[Task | None] = asyncio.Queue(FOLLOWER_BACKLOG)
+        self._followers.add(queue)
+        try:
+            while self._closed is None or not queue.empty():
+                task = await queue.get()
+                if task is None:
+                    return
+                yield task
+        finally:
+            self._followers.discard(queue)
+
+    def close(self, reason: BusError) -> None:
+        """No more done tasks will come: waits fail with ``reason``, followers end."""
+        if self._closed is not None:
+            return
+        self._closed = reason
+        for futures in self._waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(reason)
+        self._waiting.clear()
+        for queue in self._followers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
