@@ -108,6 +108,7 @@ INSPECTORS: dict[str, tuple[str, str | None, str | None]] = {
     "jetstream": ("task.inspect.jetstream", "nats", "nats"),
     "kafka": ("task.inspect.kafka", "kafka", "aiokafka"),
     "nsq": ("task.inspect.nsq", None, None),
+    "nsqlookup": ("task.inspect.nsq", None, None),
 }
 
 

@@ -69,7 +69,7 @@ class FileInspector:
             channels = self._channels(path)
             if not channels:
                 stats = self._stats(path, topic, "", 0)
-                stats.notes.append("no reader yet: every line waits")
+                stats.notes.insert(0, "no reader yet: every line waits")
                 rows.append(stats)
             rows.extend(self._backlog(path, topic, channel) for channel in channels)
         return rows
@@ -81,7 +81,7 @@ class FileInspector:
         start, note = self._start(path, channel)
         stats = self._stats(path, topic, channel, start)
         if note:
-            stats.notes.append(note)
+            stats.notes.insert(0, note)
         return stats
 
     def _start(self, path: Path, channel: str) -> tuple[int, str | None]:
