@@ -22,7 +22,7 @@ from typing import Literal
 
 from task import rfc3339
 from task.bus.base import Producer
-from task.bus.delaying import DelayingProducer
+from task.bus.delaying import DelayingProducer, NativeDelayUnavailable
 from task.errors import ConfigError
 from task.ledger.base import Ledger, ScheduleCanceller, ScheduleKind
 from task.task import Task
@@ -127,8 +127,9 @@ async def send_delayed(
     """Send ``task`` to ``topic`` so that it is delivered at ``at`` or later, never earlier.
 
     The task sent is a copy with ``run_at`` in its meta (``at`` rounded up to the second).
-    Natively delayed where ``producer`` is a ``DelayingProducer``, otherwise held in the
-    ``ledger``'s schedule until a releaser sends it. ``task`` itself is not changed.
+    Natively delayed where ``producer`` is a ``DelayingProducer`` that can hold it that long,
+    otherwise held in the ``ledger``'s schedule until a releaser sends it. ``task`` itself
+    is not changed.
 
     Raises:
         ConfigError: the bus has no native delay and there is no ledger, the task has no id
@@ -139,15 +140,20 @@ async def send_delayed(
     at = due_time(at=at)
     held = task.copy()
     held.set_meta(RUN_AT, rfc3339.format_utc(at))
+    bus = str(producer.info().get("bus", type(producer).__name__))
+    why = f"the {bus} bus cannot delay a task by itself"
     if isinstance(producer, DelayingProducer):
-        await producer.send_at(topic, held.to_json(), at)
-        logger.debug("task %s delayed by the bus until %s", held.id, held.get_meta(RUN_AT))
-        return DelayedSend(held.id, at, "native", held)
+        try:
+            await producer.send_at(topic, held.to_json(), at)
+        except NativeDelayUnavailable as err:
+            why = f"the {bus} bus cannot hold this one: {err}"
+        else:
+            logger.debug("task %s delayed by the bus until %s", held.id, held.get_meta(RUN_AT))
+            return DelayedSend(held.id, at, "native", held)
     if ledger is None:
-        bus = str(producer.info().get("bus", type(producer).__name__))
         raise ConfigError(
-            f"the {bus} bus cannot delay a task by itself and no ledger is set: add "
-            "--ledger sqlite:./taskbus-data/ledger.db, or use a bus with native delay (nsq, jetstream)"
+            f"{why} and no ledger is set: add --ledger sqlite:./taskbus-data/ledger.db, "
+            "or use a bus with native delay (nsq, jetstream)"
         )
     if not held.id:
         raise ConfigError(f"a delayed task of type {held.type!r} needs an id for the ledger to hold it")

@@ -10,7 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["DelayingProducer"]
+from task.errors import BusError
+
+__all__ = ["DelayingProducer", "NativeDelayUnavailable"]
+
+
+class NativeDelayUnavailable(BusError):
+    """Raised by ``send_at`` when the broker cannot hold this message until then (longer than
+    it keeps messages or allows a delay, or the server has no message scheduling); nothing
+    was sent, so the caller may hold the task in the ledger instead."""
 
 
 @runtime_checkable
@@ -24,7 +32,8 @@ class DelayingProducer(Protocol):
         A time in the past delivers at once.
 
         Raises:
-            BusError: the broker refused the message or could not be reached, or cannot hold
-                a message that long (the message names the limit).
+            NativeDelayUnavailable: the broker cannot delay this message (too long, or not
+                supported by this server); nothing was sent.
+            BusError: the broker refused the message or could not be reached.
             BusClosedError: called after ``stop()``.
         """

@@ -1,9 +1,11 @@
-"""The JetStream producer: every publish confirmed, retried with its own message id."""
+"""The JetStream producer: every publish confirmed, retried with its own message id; delayed
+messages through JetStream message schedules (``send_at``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 
 import nats.errors
 import nats.js.errors
@@ -11,10 +13,13 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.nuid import NUID
 
+from task import rfc3339
 from task.backoff import Backoff
 from task.bus.base import BusInfo, BusPart
-from task.bus.jetstream_options import JetStreamOptions, ensure_stream
+from task.bus.delaying import NativeDelayUnavailable
+from task.bus.jetstream_options import JetStreamOptions, ensure_stream, stream_name
 from task.bus.nats_connect import connect
+from task.duration import format_duration
 from task.errors import BusClosedError, BusError
 
 __all__ = ["JetStreamProducer"]
@@ -23,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 #: Waits between publishes the server did not confirm.
 PUBLISH_RETRY = Backoff(first=0.1, cap=1.0)
+#: The subject token under a topic where delayed messages wait: ``<topic>.taskbus-at.<id>``.
+SCHEDULE_TOKEN = "taskbus-at"
+#: Seconds short of the stream's max_age beyond which a delay is refused (it would expire).
+SCHEDULE_MARGIN = 60.0
 
 
 class JetStreamProducer(BusPart):
@@ -38,6 +47,9 @@ class JetStreamProducer(BusPart):
         self._stopped = False
         self._sent = 0
         self._retries = 0
+        self._delayed = 0
+        #: topics whose stream allows message schedules, with the stream's max_age (seconds)
+        self._schedules: dict[str, float] = {}
 
     async def start(self) -> None:
         """Connect.
@@ -78,6 +90,40 @@ class JetStreamProducer(BusPart):
             BusError: not confirmed after every retry, or refused (too big, no permission).
             BusClosedError: called after ``stop()``.
         """
+        js = await self._ready(topic)
+        await self._publish(js, topic, topic, body, {"Nats-Msg-Id": self._nuid.next().decode()})
+        self._sent += 1
+
+    async def send_at(self, topic: str, body: bytes, at: datetime) -> None:
+        """Publish ``body`` so JetStream delivers it to ``topic`` at ``at`` (message schedules,
+        nats-server 2.12 and later): stored now, confirmed like ``send``.
+
+        The message waits on its own subject ``<topic>.taskbus-at.<id>`` of the topic's
+        stream (which workers, filtering on the topic, never read) with ``Nats-Schedule:
+        @at <time>``; at that time the server publishes it to ``topic`` and removes it. The
+        first delayed send to a topic allows schedules on its stream and adds that subject.
+
+        Raises:
+            NativeDelayUnavailable: the server has no message schedules, or ``at`` is
+                beyond the stream's ``max_age`` (the message would expire first).
+            BusError: not confirmed after every retry, or refused.
+            BusClosedError: called after ``stop()``.
+        """
+        js = await self._ready(topic)
+        max_age = await self._schedules_ready(js, topic)
+        wait = (at - datetime.now(UTC)).total_seconds()
+        if max_age and wait > max_age - SCHEDULE_MARGIN:
+            raise NativeDelayUnavailable(
+                f"stream {stream_name(topic)} keeps messages {format_duration(max_age)}, "
+                f"less than the delay of {format_duration(wait)}")
+        nuid = self._nuid.next().decode()
+        headers = {"Nats-Msg-Id": nuid, "Nats-Schedule": "@at " + rfc3339.format_utc(at),
+                   "Nats-Schedule-Target": topic}
+        await self._publish(js, topic, f"{topic}.{SCHEDULE_TOKEN}.{nuid}", body, headers)
+        self._sent += 1
+        self._delayed += 1
+
+    async def _ready(self, topic: str) -> JetStreamContext:
         js = self._js
         if js is None:
             await self.start()
@@ -85,19 +131,51 @@ class JetStreamProducer(BusPart):
             assert js is not None
         if topic not in self._streams or not self._streams[topic].done():
             await self._stream_ready(js, topic)
-        headers = {"Nats-Msg-Id": self._nuid.next().decode()}
+        return js
+
+    async def _schedules_ready(self, js: JetStreamContext, topic: str) -> float:
+        """Allow schedules on the topic's stream once; its ``max_age`` in seconds (0: none)."""
+        known = self._schedules.get(topic)
+        if known is not None:
+            return known
+        name = stream_name(topic)
+        subject = f"{topic}.{SCHEDULE_TOKEN}.>"
+        try:
+            config = (await js.stream_info(name)).config
+            if not config.allow_msg_schedules or subject not in (config.subjects or []):
+                config = config.evolve(allow_msg_schedules=True,
+                                       subjects=sorted({*(config.subjects or []), subject}))
+                config = (await js.update_stream(config)).config
+        except nats.js.errors.BadRequestError as err:
+            raise NativeDelayUnavailable(
+                f"{self.options.connect.shown} refused message schedules on stream {name} "
+                f"(nats-server 2.12 or later has them): {err}") from err
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as err:
+            raise BusError(f"cannot set up delayed messages on stream {name}: {err or type(err).__name__}") from err
+        if not config.allow_msg_schedules:  # an older server ignores the field
+            raise NativeDelayUnavailable(
+                f"{self.options.connect.shown} has no message schedules (nats-server 2.12 or later has them)")
+        self._schedules[topic] = max_age = float(config.max_age or 0)
+        return max_age
+
+    async def _publish(self, js: JetStreamContext, topic: str, subject: str, body: bytes,
+                       headers: dict[str, str]) -> None:
+        """Publish to ``subject`` of ``topic``'s stream until stored, retrying with the same
+        headers (so the same message id)."""
         last: BaseException | None = None
         for attempt in range(self.options.publish_retries + 1):
             if self._stopped:
                 raise BusClosedError(f"jetstream producer for {self.options.connect.shown} used after stop()")
             try:
-                await js.publish(topic, body, headers=headers)
-                self._sent += 1
+                await js.publish(subject, body, headers=headers)
                 return
             except nats.js.errors.NoStreamResponseError as err:
                 last = err  # the stream went away (deleted, memory storage restarted)
                 self._streams.pop(topic, None)
+                self._schedules.pop(topic, None)
                 await self._stream_ready(js, topic)
+                if subject != topic:
+                    await self._schedules_ready(js, topic)
             except (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError) as err:
                 last = err
                 self._retries += 1
@@ -121,4 +199,5 @@ class JetStreamProducer(BusPart):
             await client.close()
 
     def info(self) -> BusInfo:
-        return {"bus": "jetstream", "url": self.options.connect.shown, "sent": self._sent, "retries": self._retries}
+        return {"bus": "jetstream", "url": self.options.connect.shown, "sent": self._sent,
+                "retries": self._retries, "delayed": self._delayed}

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from task.bus import nsq_lookup as lookupd
 from task.bus import nsq_protocol as proto
 from task.bus.base import BusInfo, BusPart
+from task.bus.delaying import NativeDelayUnavailable
 from task.bus.nsq_connection import NsqConnection
 from task.credentials import Credentials
+from task.duration import format_duration
 from task.errors import BusClosedError, BusError
 
 if TYPE_CHECKING:
@@ -26,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["NsqProducer"]
 
 logger = logging.getLogger(__name__)
+
+#: Longest delay sent as DPUB, in seconds: nsqd's default ``--max-req-timeout``.
+MAX_DPUB_DELAY = 3600.0
 
 
 class NsqProducer(BusPart):
@@ -41,6 +48,9 @@ class NsqProducer(BusPart):
         self._stopped = False
         self._sent = 0
         self._failovers = 0
+        self._delayed = 0
+        #: what ``send_at`` counts delays from (tests fix it to check the wire bytes)
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def start(self) -> None:
         """Connect to the first nsqd that answers. Idempotent.
@@ -139,6 +149,32 @@ class NsqProducer(BusPart):
         """
         await self._publish(topic, proto.dpub(topic, delay, body), 1)
 
+    async def send_at(self, topic: str, body: bytes, at: datetime) -> None:
+        """DPUB ``body`` so nsqd delivers it to ``topic`` no sooner than ``at``.
+
+        The delay is counted from now and rounded up to the millisecond, never down. nsqd
+        holds a deferred message in memory (saved on a clean shutdown, lost if it crashes)
+        and refuses delays over its ``--max-req-timeout`` (1h by default): longer ones are
+        not sent here, so the caller holds them in the ledger.
+
+        Raises:
+            NativeDelayUnavailable: the delay is over ``MAX_DPUB_DELAY`` or nsqd refused it
+                as out of range; nothing was sent.
+            BusError, BusClosedError, ConfigError: as ``send``.
+        """
+        delay = math.ceil(max(0.0, (at - self.clock()).total_seconds()) * 1000) / 1000
+        if delay > MAX_DPUB_DELAY:
+            raise NativeDelayUnavailable(
+                f"nsqd defers a message at most {format_duration(MAX_DPUB_DELAY)} "
+                f"(--max-req-timeout), not {format_duration(delay)}")
+        try:
+            await self._publish(topic, proto.dpub(topic, delay, body), 1)
+        except proto.NsqServerError as err:
+            if err.code == "E_INVALID" and "timeout" in str(err).lower():
+                raise NativeDelayUnavailable(f"nsqd refused a delay of {format_duration(delay)}: {err}") from err
+            raise
+        self._delayed += 1
+
     async def stop(self) -> None:
         """Close the connection; sends in progress have their answer or fail. Idempotent."""
         self._stopped = True
@@ -151,4 +187,5 @@ class NsqProducer(BusPart):
             "nsqd": self._conn.address if self._conn is not None else None,
             "sent": self._sent,
             "failovers": self._failovers,
+            "delayed": self._delayed,
         }
