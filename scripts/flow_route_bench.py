@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from task.apps.flow import FlowApp  # noqa: E402
-from task.bus.registry import open_consumer, open_producer  # noqa: E402
-from task.flow.loader import WorkflowSet  # noqa: E402
-from task.flow.store import open_store  # noqa: E402
-from task.ledger.registry import open_ledger  # noqa: E402
-from task.task import Task  # noqa: E402
-from tests.servers.nats import NatsServer  # noqa: E402
+from task.apps.flow import FlowApp
+from task.bus.registry import open_consumer, open_producer
+from task.flow.loader import WorkflowSet
+from task.flow.store import open_store
+from task.ledger.registry import open_ledger
+from task.task import Task
+from tests.servers.nats import NatsServer
 
 WORKFLOW = """
 [[phase]]
