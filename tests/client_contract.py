@@ -17,6 +17,7 @@ from typing import ClassVar
 import pytest
 
 from task import Client, Worker, completed
+from task.bus.base import Consumer
 from task.bus.registry import open_consumer, open_producer
 from task.launcher import Launcher, LauncherOptions
 from task.result import Outcome
@@ -54,10 +55,14 @@ class ClientContract:
     def client(self) -> Client:
         return Client(self.url, done_topic=self.done_topic)
 
+    def worker_consumer(self) -> Consumer:
+        """What the worker consumes ``self.type`` with."""
+        return open_consumer(self.worker_url, topic=self.type, channel=self.type)
+
     @asynccontextmanager
     async def worker(self) -> AsyncIterator[Launcher]:
         """An Echo worker running on ``self.type`` until the block ends (started: subscribed)."""
-        consumer = open_consumer(self.worker_url, topic=self.type, channel=self.type)
+        consumer = self.worker_consumer()
         options = LauncherOptions(task_type=self.type, done_topic=self.done_topic, worker_kill_time=2.0)
         launcher = Launcher(Echo, consumer, open_producer(self.worker_url), options)
         await consumer.start()  # the launcher's start() is idempotent: subscribed before any send
