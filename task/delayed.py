@@ -33,6 +33,7 @@ __all__ = [
     "CancelResult",
     "DelayedSend",
     "cancel_delayed",
+    "check_delayable",
     "due_time",
     "run_at",
     "send_delayed",
@@ -140,26 +141,42 @@ async def send_delayed(
     at = due_time(at=at)
     held = task.copy()
     held.set_meta(RUN_AT, rfc3339.format_utc(at))
-    bus = str(producer.info().get("bus", type(producer).__name__))
-    why = f"the {bus} bus cannot delay a task by itself"
+    check_delayable(producer, ledger)
     if isinstance(producer, DelayingProducer):
         try:
             await producer.send_at(topic, held.to_json(), at)
         except NativeDelayUnavailable as err:
-            why = f"the {bus} bus cannot hold this one: {err}"
+            if ledger is None:
+                raise _no_ledger(f"the {_bus(producer)} bus cannot hold this one ({err})") from err
         else:
             logger.debug("task %s delayed by the bus until %s", held.id, held.get_meta(RUN_AT))
             return DelayedSend(held.id, at, "native", held)
-    if ledger is None:
-        raise ConfigError(
-            f"{why} and no ledger is set: add --ledger sqlite:./taskbus-data/ledger.db, "
-            "or use a bus with native delay (nsq, jetstream)"
-        )
+    assert ledger is not None
     if not held.id:
         raise ConfigError(f"a delayed task of type {held.type!r} needs an id for the ledger to hold it")
     await ledger.schedule(held, None, at, topic=topic, kind=ScheduleKind.DELAY)
     logger.debug("task %s held in the ledger until %s", held.id, held.get_meta(RUN_AT))
     return DelayedSend(held.id, at, "ledger", held)
+
+
+def check_delayable(producer: Producer, ledger: Ledger | None) -> None:
+    """Fail before anything is sent when tasks cannot be delayed at all: the bus has no native
+    delay and there is no ledger. No I/O.
+
+    Raises:
+        ConfigError: one line naming both fixes.
+    """
+    if ledger is None and not isinstance(producer, DelayingProducer):
+        raise _no_ledger(f"the {_bus(producer)} bus cannot delay a task by itself")
+
+
+def _bus(producer: Producer) -> str:
+    return str(producer.info().get("bus", type(producer).__name__))
+
+
+def _no_ledger(why: str) -> ConfigError:
+    return ConfigError(f"{why} and no ledger is set: add --ledger sqlite:./taskbus-data/ledger.db, "
+                       "or use a bus with native delay (nsq, jetstream)")
 
 
 async def cancel_delayed(ledger: Ledger, id: str, *, task_list: str | None = None) -> CancelResult:

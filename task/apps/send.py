@@ -1,13 +1,21 @@
-"""``taskbus send TYPE INFO``: create one task, record it in the ledger, send it."""
+"""``taskbus send TYPE INFO``: create one task, record it in the ledger, send it.
+
+``--delay 15m`` or ``--at 2026-12-01T05:00:00Z`` sends it delayed (``task.delayed``): the bus
+holds it where it can (NSQ, JetStream), otherwise the ledger does until a worker releases it.
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import ClassVar
 
 from pydantic import Field
 
+from task import rfc3339
 from task.bus.registry import open_producer
+from task.delayed import RUN_AT, check_delayable, due_time, send_delayed
+from task.duration import parse_duration
 from task.errors import ConfigError, LedgerError
 from task.ledger.registry import open_ledger
 from task.settings import BusSettings, positional
@@ -28,6 +36,8 @@ class SendSettings(BusSettings):
     job: str = Field("", description="the task's job")
     meta: list[str] = Field(default_factory=list, description="meta key=value pairs")
     count: int = Field(1, ge=1, description="send this many tasks (info gets no suffix; ids are new)")
+    delay: str = Field("", description="deliver after this long (90s, 15m, 2h); needs native delay or --ledger")
+    at: str = Field("", description="deliver at this time, RFC 3339 (2026-12-01T05:00:00Z); needs native delay or --ledger")
 
 
 def parse_meta_pairs(pairs: list[str]) -> dict[str, list[str]]:
@@ -63,6 +73,8 @@ class SendApp:
         self.settings = settings
         self.meta = parse_meta_pairs(settings.meta)
         self.sent: list[Task] = []
+        self.delay = _delay_of(settings)
+        self.at = _at_of(settings)
 
     @classmethod
     def from_settings(cls, settings: SendSettings) -> SendApp:
@@ -73,10 +85,19 @@ class SendApp:
         producer = open_producer(s.producer_url, credentials=s.credentials())
         ledger = open_ledger(s.ledger) if s.ledger else None
         topic = s.topic or s.task_type
+        if self.delay is not None or self.at is not None:
+            check_delayable(producer, ledger)  # before connecting: nothing could be sent
         try:
             async with producer:
                 for _ in range(s.count):
                     task = Task.new(s.task_type, s.info, id=s.id or None, job=s.job or None, meta=self.meta or None)
+                    if self.delay is not None or self.at is not None:
+                        at = due_time(at=self.at, delay=self.delay)
+                        held = await send_delayed(producer, topic, task, at, ledger=ledger)
+                        logger.info("task %s delayed until %s, held by the %s", held.id,
+                                    held.task.get_meta(RUN_AT), "bus" if held.how == "native" else "ledger")
+                        self.sent.append(held.task)
+                        continue
                     if ledger is not None:
                         try:
                             await ledger.created(task, s.task_type)
@@ -95,3 +116,28 @@ class SendApp:
 
     async def stop(self) -> None:
         """Sending is short; nothing to interrupt."""
+
+
+def _delay_of(settings: SendSettings) -> float | None:
+    """``--delay`` in seconds, or None.
+
+    Raises:
+        ConfigError: not a duration, or given with ``--at``.
+    """
+    if settings.delay and settings.at:
+        raise ConfigError("give --delay or --at, not both")
+    return parse_duration(settings.delay, "--delay") if settings.delay else None
+
+
+def _at_of(settings: SendSettings) -> datetime | None:
+    """``--at`` as an aware time, or None.
+
+    Raises:
+        ConfigError: not an RFC 3339 time with a zone.
+    """
+    if not settings.at:
+        return None
+    at = rfc3339.parse(settings.at)
+    if at is None:
+        raise ConfigError(f"--at {settings.at!r} is not an RFC 3339 time; use e.g. 2026-12-01T05:00:00Z")
+    return at

@@ -2,6 +2,9 @@
 
 ``--processes N`` starts N launcher processes that share the channel (queue group, consumer
 group) so one command uses every core; a SIGTERM to the parent is passed to each child.
+With a ledger the worker also releases the delayed tasks of its type when they come due
+(``task.delay_release``), and every worker sends a recurrent task (``every=`` in its meta)
+again when it completes (``task.recurrent``).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import sys
 from typing import Any, ClassVar
 
 from task.apps.lifecycle import Lifecycle
+from task.delay_release import DelayReleaser
 from task.errors import ConfigError, TaskError
 from task.launcher import Launcher
 from task.logs import configure_logging
 from task.metrics import launcher_metrics
+from task.recurrent import Recurrence
 from task.settings import WorkerSettings
 from task.url import parse_url
 from task.worker import MakeWorker, Worker
@@ -116,9 +121,12 @@ class WorkerApp:
         if self._stopping:  # stop() came during start-up, before there was a launcher
             await self.launcher.stop()
         options = self.launcher.options
+        self.launcher.after_done = Recurrence(self.launcher.producer, self.launcher.ledger,
+                                              topic=options.topic)
         lifecycle = Lifecycle(
             "worker", self.launcher.stats, logger=logger, status_host=self.settings.status_host,
             status_port=self.settings.status_port, metrics=launcher_metrics(self.launcher),
+            parts=[self._releaser(options.task_type)],
         )
         await lifecycle.open({
             "worker": self.settings.worker, "type": options.task_type, "bus": self.settings.bus,
@@ -133,6 +141,15 @@ class WorkerApp:
         stats = self.launcher.stats()
         logger.info("stopped: %s tasks finished, %s invalid", stats["tasks_finished"], stats["tasks_invalid"])
         return 0
+
+    def _releaser(self, task_type: str) -> DelayReleaser | None:
+        """With a ledger, the worker releases the delayed tasks of its type that come due (its
+        own ledger connection and producer: the Launcher closes its own before this stops)."""
+        if not self.settings.ledger:
+            return None
+        return DelayReleaser.from_urls(self.settings.ledger, self.settings.producer_url,
+                                       credentials=self.settings.credentials(),
+                                       task_lists=[task_type] if task_type else [])
 
     async def _run_processes(self) -> int:
         context = multiprocessing.get_context("spawn")
