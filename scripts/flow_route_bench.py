@@ -46,7 +46,7 @@ async def bench(n: int, root: Path, server: NatsServer) -> float:
     (root / "wf" / "bench.toml").write_text(WORKFLOW, "utf-8")
     db = f"sqlite:{root / 'flow.db'}"
     app = FlowApp(workflows=WorkflowSet(root / "wf"),
-                  consumer=open_consumer(url, topic="done", channel="flow", prefetch=64),
+                  consumer=open_consumer(url, topic="done", channel="flow", prefetch=16),
                   producer=open_producer(url), ledger=open_ledger(db), store=open_store(db),
                   task_ttl=0)
     sender = open_producer(url)

@@ -70,6 +70,7 @@ class FlowSettings(BusSettings):
     reload_every: Duration = Field(5.0, gt=0, description="how often workflow files are checked for changes")
     poll_interval: Duration = Field(1.0, gt=0, description="how often due retries are looked for")
     fire_key_ttl: Duration = Field(86400.0, gt=0, description="how long a fired cron tick or child keeps other replicas from firing it")
+    max_in_progress: int = Field(16, ge=1, description="done tasks handled at once (also the done consumer's prefetch)")
 
 
 class _Closer:
@@ -111,6 +112,7 @@ class FlowApp(LifecycleApp):
         reload_every: float = 5.0,
         poll_interval: float = 1.0,
         fire_key_ttl: float = 86400.0,
+        max_in_progress: int = 16,
         clock: Clock | None = None,
         owner: str = "",
         status_port: int = 0,
@@ -127,6 +129,7 @@ class FlowApp(LifecycleApp):
         self.retention = retention
         self.reload_every = reload_every
         self.poll_interval = poll_interval
+        self.max_in_progress = max_in_progress
         self.sender = TaskSender(producer, self.ledger)
         alerts = Alerts(store, [TopicNotifier(producer, alert_topic), *notifiers],
                         clock=lambda: self.clock.now().timestamp())
@@ -216,7 +219,8 @@ class FlowApp(LifecycleApp):
         app = cls(
             workflows=WorkflowSet(path),
             consumer=open_consumer(settings.bus, topic=settings.done_topic,
-                                   channel=settings.channel, credentials=creds),
+                                   channel=settings.channel, prefetch=settings.max_in_progress,
+                                   credentials=creds),
             files_consumer=files,
             producer=open_producer(settings.producer_url, credentials=creds),
             ledger=open_ledger(settings.ledger) if settings.ledger else None,
@@ -228,6 +232,7 @@ class FlowApp(LifecycleApp):
             reload_every=settings.reload_every,
             poll_interval=settings.poll_interval,
             fire_key_ttl=settings.fire_key_ttl,
+            max_in_progress=settings.max_in_progress,
             status_port=settings.status_port,
             status_host=settings.status_host,
         )
@@ -267,8 +272,24 @@ class FlowApp(LifecycleApp):
         return 0
 
     async def _read_done(self) -> None:
-        while (message := await self.consumer.msg()) is not None:
-            await self.handle_done(message)
+        """Handle up to ``max_in_progress`` done tasks at once (each waits on the ledger,
+        the store and the bus, not on the CPU); those under way finish before it returns."""
+        slots = asyncio.Semaphore(self.max_in_progress)
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(job: asyncio.Task[None]) -> None:
+            running.discard(job)
+            slots.release()
+
+        try:
+            while (message := await self.consumer.msg()) is not None:
+                await slots.acquire()
+                job = asyncio.create_task(self.handle_done(message))
+                running.add(job)
+                job.add_done_callback(finished)
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
         if not self._stopping.is_set():
             logger.warning("the done topic finished (a file bus without ?follow=1?): no more "
                            "children or retries start; cron phases go on")

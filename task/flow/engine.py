@@ -20,6 +20,7 @@ done within ``task_ttl`` raises one ``incomplete`` alert.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -104,6 +105,8 @@ class FlowEngine:
         #: task types whose retries this engine scheduled (besides the phases' topics)
         self._retry_types: set[str] = set()
         self._alerted: set[tuple[str, str]] = set()
+        self._pending: list[TaskEvent] = []
+        self._writing = asyncio.Lock()
         self.counts = {k: 0 for k in (
             "done", "ignored", "children", "not_ready", "retries", "released", "failed",
             "alerted", "warned", "cron_tasks", "file_tasks", "files_unmatched", "fired_elsewhere", "incomplete", "store_errors",
@@ -112,15 +115,25 @@ class FlowEngine:
     # -- recording ---------------------------------------------------------------------------
 
     async def record(self, events: Sequence[TaskEvent]) -> None:
-        """Write ``events`` to the store; a store failure is logged and counted, not raised
-        (the store is the record, the bus and ledger carry the work)."""
+        """Write ``events`` to the store, and return once they are written; a store failure
+        is logged and counted, not raised (the store is the record, the bus and ledger carry
+        the work).
+
+        Group commit: events recorded while a write is under way are written together by
+        the next one, so done tasks handled at once share a transaction.
+        """
         if not events:
             return
-        try:
-            await self.store.record(events)
-        except Exception as err:  # noqa: BLE001 - the workflow goes on without its record
-            self.counts["store_errors"] += 1
-            logger.error("cannot record %d task events in the store: %s", len(events), err)
+        self._pending.extend(events)
+        async with self._writing:
+            if not self._pending:
+                return  # the write that just ended took ours too
+            batch, self._pending = self._pending, []
+            try:
+                await self.store.record(batch)
+            except Exception as err:  # noqa: BLE001 - the workflow goes on without its record
+                self.counts["store_errors"] += 1
+                logger.error("cannot record %d task events in the store: %s", len(batch), err)
 
     async def send_new(self, tasks: Sequence[Task], kind: Event = Event.CREATED, *,
                        parent: str = "", skip_known: bool = False) -> int:
