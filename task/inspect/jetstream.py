@@ -3,8 +3,8 @@
 Each topic lives in its stream ``TASK_<TOPIC>`` and each channel is a durable consumer (see
 ``task.bus.jetstream``). The consumer's own counters are the backlog: ``num_pending`` (not
 yet delivered) waits, ``num_ack_pending`` is in flight, ``num_redelivered`` was delivered more
-than once. Peeking reads messages by sequence with the stream's message-get API, which no
-consumer sees: nothing is delivered, acknowledged or moved.
+than once. Peeking reads messages by sequence from the consumer's ack floor with the stream's
+message-get API, which no consumer sees: nothing is delivered, acknowledged or moved.
 """
 
 from __future__ import annotations
@@ -147,15 +147,20 @@ class JetStreamInspector:
             return None
 
     async def peek(self, topic: str, n: int, channel: str | None = None) -> list[bytes]:
-        """The next ``n`` messages the channel's consumer has not been given yet (from the
-        start of the stream when it has no consumer yet)."""
+        """The next ``n`` messages the channel has not acknowledged, from its ack floor (from
+        the start of the stream when it has no consumer yet).
+
+        Messages delivered and not yet acknowledged are shown too: they are not done, and come
+        back if their worker gives them back or dies. One acknowledged out of order above the
+        floor is shown as well (JetStream tells only the floor): at most ``max_ack_pending``.
+        """
         jsm = await self._manager()
         stream, durable = stream_name(topic), self._durable(topic, channel or topic)
         bodies: list[bytes] = []
         try:
             try:
                 info = await jsm.consumer_info(stream, durable)
-                seq = (info.delivered.stream_seq or 0) + 1 if info.delivered else 1
+                seq = (info.ack_floor.stream_seq or 0) + 1 if info.ack_floor else 1
             except nats.js.errors.NotFoundError:
                 seq = 1
             while len(bodies) < n:

@@ -44,6 +44,9 @@ async def test_backlog_counts_waiting_in_flight_and_redelivered(jetstream_server
             # Then 3 wait and 2 are in flight, none redelivered yet
             stats = await inspector.backlog(topic, "workers")
             assert (stats.waiting, stats.in_flight, stats.redelivered) == (3, 2, 0)
+            # and peek shows the held ones too: they are not done yet
+            peeked = await inspector.peek(topic, 10, "workers")
+            assert [Task.from_json(b).id for b in peeked] == ["t0", "t1", "t2", "t3", "t4"]
             await first.ack()
             await second.ack()
     finally:
@@ -51,21 +54,22 @@ async def test_backlog_counts_waiting_in_flight_and_redelivered(jetstream_server
 
 
 async def test_a_task_delivered_again_counts_as_redelivered(jetstream_server: NatsServer, topic: str) -> None:
-    # Given 3 tasks and a worker that takes one at a time
+    # Given a worker that takes one task at a time, gives its task back and gets it again
     url = f"jetstream://{jetstream_server.hostport}"
     options = JetStreamOptions.from_url(url)
-    async with JetStreamProducer(options) as producer:
-        for i in range(3):
-            await producer.send(topic, body(i))
     inspector = open_inspector(url)
     try:
-        async with JetStreamConsumer(options, topic, "workers", prefetch=1) as consumer:
+        async with JetStreamProducer(options) as producer, \
+                JetStreamConsumer(options, topic, "workers", prefetch=1) as consumer:
+            await producer.send(topic, body(0))
             first = await asyncio.wait_for(consumer.msg(), 10)
             assert first is not None
-            # When it gives its task back and gets it again (JetStream redelivers first)
             await first.nack(0)
             again = await asyncio.wait_for(consumer.msg(), 10)
             assert again is not None and again.attempt == 2
+            # When 2 more tasks come while it still holds that one
+            for i in (1, 2):
+                await producer.send(topic, body(i))
             # Then that task counts as in flight and redelivered; the other 2 wait
             stats = await inspector.backlog(topic, "workers")
             assert (stats.waiting, stats.in_flight, stats.redelivered) == (2, 1, 1)
@@ -96,7 +100,7 @@ async def test_peek_shows_the_next_tasks_and_consumes_nothing(jetstream_server: 
             message = await asyncio.wait_for(consumer.msg(), 10)
             assert message is not None and Task.from_json(message.body).id == "t0"
             await message.ack()
-        # and peek for its channel goes on after what it was given
+        # and peek for its channel goes on after what it acknowledged
         assert [Task.from_json(b).id for b in await inspector.peek(topic, 10)] == ["t1", "t2", "t3"]
     finally:
         await inspector.close()
