@@ -146,7 +146,7 @@ class FlowApp(LifecycleApp):
                                    ledger=self.ledger)
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
-        self._last_reload = 0.0
+        self._last_reload = float("-inf")
         self._last_incomplete = float("-inf")
         self._last_clean = float("-inf")
         self.counts = {"consumed": 0, "invalid": 0, "files": 0, "nacked": 0, "cleaned": 0}
@@ -188,9 +188,10 @@ class FlowApp(LifecycleApp):
 
     async def refresh(self) -> list[str]:
         """Reload the workflow files now (``/refresh``, and when they change)."""
-        changed = await asyncio.to_thread(self._workflows.reload)
+        # in the loop's thread: the engine reads the set between awaits, never during a reload
+        changed = self._workflows.reload()
         self._cron.refresh(self._workflows.cron_phases(), self.clock.now())
-        self._last_reload = time.monotonic()
+        self._last_reload = self.clock.now().timestamp()
         if changed:
             logger.info("workflows reloaded: %s", ", ".join(changed))
         return changed
@@ -343,9 +344,9 @@ class FlowApp(LifecycleApp):
         """One round: reload changed workflows, fire due cron ticks, send due retries, look
         for incomplete tasks, clean the store once a day. Tests call it after moving the
         clock."""
-        if time.monotonic() - self._last_reload >= self.reload_every:
-            self._last_reload = time.monotonic()
-            if await asyncio.to_thread(self._workflows.changed):
+        if self.clock.now().timestamp() - self._last_reload >= self.reload_every:
+            self._last_reload = self.clock.now().timestamp()
+            if self._workflows.changed():  # a few stat calls
                 await self.refresh()
         for phase, at in self._cron.pop_due(self.clock.now()):
             try:

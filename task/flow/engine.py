@@ -417,6 +417,8 @@ class FlowEngine:
             logger.error("cannot read unfinished tasks from the store: %s", err)
             return 0
         raised = 0
+        # forget what the store no longer lists (done at last, or cleaned)
+        self._alerted &= {(row.type, row.id) for row in rows}
         for row in rows:
             key = (row.type, row.id)
             if key in self._alerted:

@@ -62,6 +62,9 @@ async def test_info_lists_workflows_phases_and_cron_times(api: Api) -> None:
     assert info["problems"] == []
     assert await api.get("/healthz") == "ok\n"
     assert (await api.get("/stats"))["app"] == "flow"
+    async with api.http.get(api.base + "/metrics") as response:
+        text = await response.text()
+        assert response.status == 200 and "taskbus_flow_" in text or "pip install" in text
 
 
 async def test_task_returns_the_whole_chain_and_recap_counts_it(api: Api) -> None:
@@ -125,7 +128,7 @@ async def test_a_bad_workflow_file_keeps_the_good_one_and_info_shows_why(api: Ap
     assert any("stays in use" in line for line in info["problems"])
     # When a second, good file is added, the app picks it up on its own
     write_workflows(api.workflows, '[[phase]]\ntask = "nightly"\nrule = "cron=0 0 * * *"\n', "more.toml")
-    api.app.reload_every = 0
+    api.clock.advance(5)  # reload_every
     await api.app.tick()
     assert sorted((await api.get("/info"))["workflows"]) == ["etl.toml", "more.toml"]
 
