@@ -70,6 +70,8 @@ class StatusServer:
         self.host = host
         self.port = port
         self._server: asyncio.base_events.Server | None = None
+        #: requests being answered; stop() ends them (a browser keeps one open ahead of its next)
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @classmethod
     def for_app(
@@ -103,6 +105,9 @@ class StatusServer:
         """Stop listening. Idempotent."""
         if self._server is not None:
             self._server.close()
+            for handler in list(self._handlers):
+                handler.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
 
@@ -146,6 +151,9 @@ class StatusServer:
         return 404, "text/plain", b"try /, /healthz, /readyz, /stats or /metrics\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        if me is not None:
+            self._handlers.add(me)
         try:
             request = await asyncio.wait_for(reader.readline(), 5)
             while (await asyncio.wait_for(reader.readline(), 5)).strip():
@@ -161,10 +169,16 @@ class StatusServer:
             await writer.drain()
         except (TimeoutError, ConnectionError) as err:
             logger.debug("status request dropped: %s", err)
+        except asyncio.CancelledError:
+            # stop() ends a connection that sent nothing; the handler is its own task, so
+            # ending quietly is right (a cancelled one is logged as a traceback on 3.11)
+            logger.debug("status request dropped: the status server stopped")
         except Exception:  # a bug in stats() must not kill the app
             logger.exception("status endpoint failed")
         finally:
             writer.close()
+            if me is not None:
+                self._handlers.discard(me)
 
 
 def backlog_metrics(backlog: object) -> bytes:

@@ -36,7 +36,7 @@ def render_status_page(
     title = f"taskbus {app}" + (f" · {kind}" if kind else "")
     parts = [
         tag("header", tag("h1", title), _badge(verdict), tag("nav", *_links())),
-        tag("main", _health(verdict), _cards(stats), *_sections(stats, now)),
+        tag("main", _health(verdict, "ledger" in stats), _cards(stats), *_sections(stats, now)),
         tag("footer", f"Reloads every {refresh}s · rendered {rfc3339.format_utc(datetime.fromtimestamp(now, UTC))} · "
                       "the same numbers as /stats"),
     ]
@@ -55,15 +55,16 @@ def _badge(verdict: Verdict) -> Markup:
     return tag("span", "HEALTHY", class_="badge ok", id="health-badge")
 
 
-def _health(verdict: Verdict) -> Markup:
+def _health(verdict: Verdict, has_ledger: bool) -> Markup:
     if verdict.problems:
         lines = tag("ul", *(tag("li", problem) for problem in verdict.problems), class_="problems")
-        why = tag("p", "/healthz answers 503: an orchestrator restarts this worker. Why:")
+        why = tag("p", "/healthz answers 503 (a liveness probe restarts the worker), because:")
         return tag("section", tag("h2", "Health"), why, lines, class_="panel", id="health")
     if not verdict.started:
         text = "Starting: the bus consumer has not subscribed yet (/readyz answers 503, /healthz 200)."
     else:
-        text = "Healthy and ready: the bus connection is up and the ledger takes writes."
+        text = "Healthy and ready: the bus connection is up" + (
+            " and the ledger takes writes." if has_ledger else ".")
     return tag("section", tag("h2", "Health"), tag("p", text), class_="panel", id="health")
 
 
@@ -161,7 +162,7 @@ def _running_for(started: object, now: float) -> str:
     moment = rfc3339.parse(started) if isinstance(started, str) and started else None
     if moment is None:
         return ""
-    return format_duration(max(0.0, now - moment.timestamp()))
+    return format_duration(max(0, int(now - moment.timestamp())))  # starts are whole seconds
 
 
 def _plain(value: object) -> str:
