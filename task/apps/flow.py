@@ -35,6 +35,7 @@ from task.flow.cron_phases import CronPhases
 from task.flow.engine import FlowEngine
 from task.flow.file_phases import parse_stats
 from task.flow.loader import WorkflowSet
+from task.flow.retention import Retention
 from task.flow.store import TaskStore, open_store
 from task.ledger.base import Ledger
 from task.ledger.memory import MemoryLedger
@@ -51,8 +52,6 @@ logger = logging.getLogger(__name__)
 NACK_DELAY = 5.0
 #: Seconds between two looks for tasks not done within ``task_ttl``.
 INCOMPLETE_EVERY = 60.0
-#: Seconds between two clean-ups of the task store.
-CLEAN_EVERY = 86400.0
 
 
 class FlowSettings(BusSettings):
@@ -126,7 +125,7 @@ class FlowApp(LifecycleApp):
         self.memory_ledger = ledger is None
         self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
         self.clock: Clock = clock or SystemClock()
-        self.retention = retention
+        self.retention = Retention(store, keep=retention, clock=self.clock)
         self.reload_every = reload_every
         self.poll_interval = poll_interval
         self.max_in_progress = max_in_progress
@@ -148,8 +147,7 @@ class FlowApp(LifecycleApp):
         self._started = time.monotonic()
         self._last_reload = float("-inf")
         self._last_incomplete = float("-inf")
-        self._last_clean = float("-inf")
-        self.counts = {"consumed": 0, "invalid": 0, "files": 0, "nacked": 0, "cleaned": 0}
+        self.counts = {"consumed": 0, "invalid": 0, "files": 0, "nacked": 0}
         info = consumer.info()
         #: what the start-up log line names; ``from_settings`` puts the URLs in
         self.startup: dict[str, object] = {
@@ -263,13 +261,15 @@ class FlowApp(LifecycleApp):
         readers = [asyncio.create_task(self._read_done())]
         if self.files_consumer is not None:
             readers.append(asyncio.create_task(self._read_files(self.files_consumer)))
+        cleaner = asyncio.create_task(self.retention.run())
         try:
             await self._tick_loop()
         finally:
             self._stopping.set()
+            await self.retention.stop()
             for reader in readers:
                 reader.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
+            await asyncio.gather(*readers, cleaner, return_exceptions=True)
         return 0
 
     async def _read_done(self) -> None:
@@ -342,8 +342,8 @@ class FlowApp(LifecycleApp):
 
     async def tick(self) -> None:
         """One round: reload changed workflows, fire due cron ticks, send due retries, look
-        for incomplete tasks, clean the store once a day. Tests call it after moving the
-        clock."""
+        for incomplete tasks (the store's daily clean-up runs beside, ``Retention``). Tests
+        call it after moving the clock."""
         if self.clock.now().timestamp() - self._last_reload >= self.reload_every:
             self._last_reload = self.clock.now().timestamp()
             if self._workflows.changed():  # a few stat calls
@@ -359,12 +359,6 @@ class FlowApp(LifecycleApp):
         if now - self._last_incomplete >= INCOMPLETE_EVERY:
             self._last_incomplete = now
             await self._engine.check_incomplete()
-        if now - self._last_clean >= CLEAN_EVERY:
-            self._last_clean = now
-            try:
-                self.counts["cleaned"] += await self._store.clean(now - self.retention)
-            except Exception as err:  # noqa: BLE001 - the next day tries again
-                logger.error("cannot clean the task store: %s", err)
 
     async def _tick_loop(self) -> None:
         while not self._stopping.is_set():
@@ -387,6 +381,8 @@ class FlowApp(LifecycleApp):
             "workflows": len(self._workflows.workflows()),
             "problems": len(self._workflows.problems),
             "cron_missed": self._cron.missed,
+            "store_cleaned": self.retention.removed,
+            "store_clean_error": self.retention.last_error,
             "next_cron": None if upcoming is None else upcoming.isoformat(),
             "consumer": self.consumer.info(),
         }

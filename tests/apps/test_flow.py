@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Self
 
@@ -13,14 +13,16 @@ import pytest
 
 from task.apps.flow import FlowApp, FlowSettings
 from task.bus.base import Consumer
+from task.bus.memory import MemoryBroker
 from task.bus.registry import open_consumer, open_producer
 from task.cli import main
 from task.flow.loader import WorkflowSet
-from task.flow.store import open_store
+from task.flow.store import Event, TaskEvent, open_store
+from task.flow.store_memory import MemoryTaskStore
 from task.ledger.registry import open_ledger
 from task.settings import load_settings
 from task.task import Task
-from tests.flow.flow_harness import TestClock, eventually, finish, write_workflows
+from tests.flow.flow_harness import TestClock, eventually, finish, memory_app, write_workflows
 from tests.servers.nats import NatsServer
 
 FIVE = datetime(2024, 1, 31, 5, 0, tzinfo=UTC)
@@ -144,3 +146,24 @@ def test_bad_command_lines_exit_2_with_one_line(args: list[str], error: str,
     err = capsys.readouterr().err
     assert error in err
     assert err.count("\n") == 1
+
+
+async def test_the_store_forgets_days_older_than_the_retention(tmp_path: Path) -> None:
+    # Given a store holding a task of 40 days ago and one of today, retention 30d
+    store, clock = MemoryTaskStore(), TestClock(FIVE)
+    old = TaskEvent("old", "load", "", Event.CREATED, (FIVE - timedelta(days=40)).timestamp())
+    new = TaskEvent("new", "load", "", Event.CREATED, FIVE.timestamp())
+    await store.record([old, new])
+    app = memory_app(MemoryBroker(), write_workflows(tmp_path / "wf"), clock, store=store,
+                     retention=30 * 86400)
+    # When flow runs
+    async with app:
+        runner = asyncio.create_task(app.run())
+        try:
+            await eventually(lambda: app.retention.removed == 1, "the clean-up")
+            # Then the old day is gone, today's task kept
+            assert await store.chain("old") == []
+            assert [e.id for e in await store.chain("new")] == ["new"]
+        finally:
+            await app.stop()
+            await asyncio.wait_for(runner, 10)

@@ -49,8 +49,8 @@ template = "{meta:file}?day={yyyy}-{mm}-{dd}"
 
 
 class TestClock:
-    """A clock the test moves by hand; ``sleep`` only yields, so a running app loop spins
-    without the time passing."""
+    """A clock the test moves by hand; ``sleep`` returns once the test has moved it
+    ``seconds`` on (polling), so a running app waits on simulated time."""
 
     __test__ = False
 
@@ -61,7 +61,9 @@ class TestClock:
         return self.current
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0.005)
+        until = self.current + timedelta(seconds=seconds)
+        while self.current < until:
+            await asyncio.sleep(0.005)
 
     def advance(self, seconds: float) -> None:
         self.current += timedelta(seconds=seconds)
