@@ -225,17 +225,17 @@ class Client:
         self._ready()
         return await self._router.wait(id, timeout)
 
-    async def done(self, type: str | None = None, job: str | None = None) -> AsyncGenerator[Task, None]:
-        """Every done task from the first iteration on (of ``type`` and ``job`` when given),
-        until the client closes.
+    def done(self, type: str | None = None, job: str | None = None) -> AsyncGenerator[Task, None]:
+        """Every done task from this call on (of ``type`` and ``job`` when given), until the
+        client closes: ``async for d in client.done(type="fetch-file"):``. Following starts
+        at the call, so ``follow = client.done()``, then a send, then ``anext(follow)``
+        misses nothing.
 
         Raises:
             ConfigError: the client is not open.
         """
         self._ready()
-        async for task in self._router.follow():
-            if (type is None or task.type == type) and (job is None or task.job == job):
-                yield task
+        return _matching(self._router.follow(), type, job)
 
     async def cancel(self, id: str) -> CancelResult:
         """Cancel the delayed task ``id`` if the ledger still holds it (``result.outcome`` says
@@ -250,3 +250,14 @@ class Client:
         if self.ledger is None:
             raise ConfigError("cancel needs the ledger that holds delayed tasks: Client(url, ledger=...)")
         return await cancel_delayed(self.ledger, id)
+
+
+async def _matching(
+    follow: AsyncGenerator[Task, None], type: str | None, job: str | None
+) -> AsyncGenerator[Task, None]:
+    try:
+        async for task in follow:
+            if (type is None or task.type == type) and (job is None or task.job == job):
+                yield task
+    finally:
+        await follow.aclose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Self, TypeVar
@@ -119,9 +119,19 @@ class SyncClient:
         return self._call(self.client.wait(id, timeout))
 
     def done(self, type: str | None = None, job: str | None = None) -> Iterator[Task]:
-        """``Client.done`` as a blocking iterator; it ends when the client closes."""
-        follow = self.client.done(type, job)
+        """``Client.done`` as a blocking iterator, following from this call on; it ends when
+        the client closes.
 
+        Raises:
+            ConfigError: the client is not open.
+        """
+
+        async def start() -> AsyncGenerator[Task, None]:
+            return self.client.done(type, job)  # on the client's loop, which its queue needs
+
+        return self._iterate(self._call(start()))
+
+    def _iterate(self, follow: AsyncGenerator[Task, None]) -> Iterator[Task]:
         async def next_task() -> Task | None:
             try:
                 return await anext(follow)

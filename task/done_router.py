@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from weakref import WeakSet
 
 from task.errors import BusError
 from task.task import Task
@@ -35,7 +36,7 @@ class DoneRouter:
         self._waiting: dict[str, list[asyncio.Future[Task]]] = {}
         self._expected: OrderedDict[str, None] = OrderedDict()
         self._arrived: OrderedDict[str, Task] = OrderedDict()
-        self._followers: set[asyncio.Queue[Task | None]] = set()
+        self._followers: WeakSet[asyncio.Queue[Task | None]] = WeakSet()
         self._closed: BusError | None = None
         #: done tasks dropped because a follower fell behind
         self.dropped = 0
@@ -64,7 +65,7 @@ class DoneRouter:
                 self._arrived[task.id] = task
                 while len(self._arrived) > self.keep:
                     self._arrived.popitem(last=False)
-        for queue in self._followers:
+        for queue in list(self._followers):
             if queue.full():
                 queue.get_nowait()
                 self.dropped += 1
@@ -99,10 +100,19 @@ class DoneRouter:
                 if not waits:
                     del self._waiting[id]
 
-    async def follow(self) -> AsyncIterator[Task]:
-        """Every done task routed from now on, until ``close``."""
+    def follow(self) -> AsyncGenerator[Task, None]:
+        """Every done task routed from this call on, until ``close``.
+
+        The follower is registered now, not at the first iteration, so a done task that
+        arrives between this call and the first ``anext`` is not missed. One dropped
+        without being iterated is forgotten with it (the router holds it weakly).
+        """
         queue: asyncio.Queue[Task | None] = asyncio.Queue(FOLLOWER_BACKLOG)
-        self._followers.add(queue)
+        if self._closed is None:
+            self._followers.add(queue)
+        return self._drain(queue)
+
+    async def _drain(self, queue: asyncio.Queue[Task | None]) -> AsyncGenerator[Task, None]:
         try:
             while self._closed is None or not queue.empty():
                 task = await queue.get()
@@ -122,7 +132,6 @@ class DoneRouter:
                 if not future.done():
                     future.set_exception(reason)
         self._waiting.clear()
-        for queue in self._followers:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(None)
+        for queue in list(self._followers):
+            if not queue.full():  # a full one ends once drained: its loop sees _closed
+                queue.put_nowait(None)

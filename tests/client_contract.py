@@ -87,11 +87,9 @@ class ClientContract:
         # Given a worker already running and a client following its own done tasks
         async with self.worker(), self.client() as client:
             follow = client.done(type=self.type)
-            first = asyncio.ensure_future(anext(follow))
-            await asyncio.sleep(0)  # the follower is registered
             # When the task is sent and its done task has arrived before wait is called
             sent = await client.send(self.type, "quick")
-            arrived = await asyncio.wait_for(first, self.patience)
+            arrived = await asyncio.wait_for(anext(follow), self.patience)
             assert arrived.id == sent.id
             # Then wait still returns it, at once
             done = await client.wait(sent.id, timeout=0)
@@ -112,11 +110,9 @@ class ClientContract:
     async def test_done_follows_by_type_and_job(self) -> None:
         async with self.worker(), self.client() as client:
             follow = client.done(type=self.type, job="wanted")
-            first = asyncio.ensure_future(anext(follow))
-            await asyncio.sleep(0)
             await client.send(self.type, "skip me", job="other")
             wanted = await client.send(self.type, "take me", job="wanted")
-            got = await asyncio.wait_for(first, self.patience)
+            got = await asyncio.wait_for(anext(follow), self.patience)
             await follow.aclose()
         assert got.id == wanted.id and got.job == "wanted"
 
@@ -137,6 +133,10 @@ class ClientContract:
             pytest.skip("this bus lives in one event loop; the sync client runs its own")
         async with self.worker():
             with Client.sync(self.url, done_topic=self.done_topic) as client:
+                follow = client.done(type=self.type)
                 sent = await asyncio.to_thread(client.send, self.type, "from a script")
                 done = await asyncio.to_thread(client.wait, sent.id, self.patience)
+                followed = await asyncio.to_thread(next, follow)
+                follow.close()
         assert done.id == sent.id and done.msg == "did from a script"
+        assert followed.id == sent.id

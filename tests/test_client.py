@@ -59,7 +59,6 @@ async def test_closing_the_router_fails_waits_and_ends_followers() -> None:
     waiting = asyncio.ensure_future(router.wait("x"))
     follow = router.follow()
     following = asyncio.ensure_future(anext(follow, None))
-    await asyncio.sleep(0)
     router.close(BusError("gone"))
     with pytest.raises(BusError, match="gone"):
         await waiting
@@ -110,3 +109,16 @@ async def test_wait_times_out_with_the_id_in_the_message(tmp_path: Path) -> None
     async with Client(f"file:{tmp_path}/?poll=10ms") as client:
         with pytest.raises(TimeoutError, match="nobody-runs-this"):
             await client.wait("nobody-runs-this", timeout=0)
+
+
+async def test_a_follower_that_falls_behind_loses_the_oldest_done_tasks_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("task.done_router.FOLLOWER_BACKLOG", 2)
+    router = DoneRouter()
+    follow = router.follow()
+    for id in ("a", "b", "c"):
+        router.route(Task.new("t", "", id=id))
+    router.close(BusError("closed"))
+    assert [t.id async for t in follow] == ["b", "c"]
+    assert router.dropped == 1
