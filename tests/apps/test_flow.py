@@ -22,7 +22,8 @@ from task.flow.store_memory import MemoryTaskStore
 from task.ledger.registry import open_ledger
 from task.settings import load_settings
 from task.task import Task
-from tests.flow.flow_harness import TestClock, eventually, finish, memory_app, write_workflows
+from tests.faults.helpers import until
+from tests.flow.flow_harness import TestClock, finish, memory_app, write_workflows
 from tests.servers.nats import NatsServer
 
 FIVE = datetime(2024, 1, 31, 5, 0, tzinfo=UTC)
@@ -93,19 +94,19 @@ async def run_scenario(bus: str, tmp_path: Path, suffix: str) -> None:
         try:
             # When the clock reaches 05:00: one load task
             clock.set(FIVE)
-            await eventually(lambda: len(loads.tasks) == 1, "the load task")
+            await until(lambda: len(loads.tasks) == 1, "the load task")
             [load] = loads.tasks
             assert load.meta == "workflow=etl.toml&cron=2024-01-31T04&job=hourly"
             # When its worker completes it with rows: the report, same id, rows filled
             await done_out.send(f"done{suffix}", finish(load, "complete", FIVE, rows="9").to_json())
-            await eventually(lambda: len(reports.tasks) == 1, "the report task")
+            await until(lambda: len(reports.tasks) == 1, "the report task")
             [report] = reports.tasks
             assert (report.id, report.info) == (load.id, "?day=2024-01-31&rows=9")
             # When the report fails: retried after its delay, not before
             await done_out.send(f"done{suffix}", finish(report, "error", FIVE, "oops").to_json())
-            await eventually(lambda: app.engine.counts["retries"] == 1, "the retry scheduled")
+            await until(lambda: app.engine.counts["retries"] == 1, "the retry scheduled")
             clock.advance(60)
-            await eventually(lambda: len(reports.tasks) == 2, "the retry")
+            await until(lambda: len(reports.tasks) == 2, "the retry")
             assert reports.tasks[1].get_meta("retry") == "1"
         finally:
             await app.stop()
@@ -160,7 +161,7 @@ async def test_the_store_forgets_days_older_than_the_retention(tmp_path: Path) -
     async with app:
         runner = asyncio.create_task(app.run())
         try:
-            await eventually(lambda: app.retention.removed == 1, "the clean-up")
+            await until(lambda: app.retention.removed == 1, "the clean-up")
             # Then the old day is gone, today's task kept
             assert await store.chain("old") == []
             assert [e.id for e in await store.chain("new")] == ["new"]

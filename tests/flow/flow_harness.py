@@ -4,7 +4,6 @@ on the memory bus, and a worker's done task."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -123,17 +122,3 @@ async def deliver(app: FlowApp, broker: MemoryBroker, done: Task) -> None:
     assert message is not None
     await app.handle_done(message)
 
-
-async def eventually(check: Callable[[], bool | Awaitable[bool]], what: str, limit: float = 10.0) -> None:
-    """Wait (polling) until ``check`` is true; fail naming ``what`` after ``limit`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while True:
-        value = check()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
