@@ -27,6 +27,7 @@ from task.backoff import Backoff
 from task.bus.base import BusInfo, BusPart
 from task.bus.jetstream_options import JetStreamOptions, dead_letter_record, ensure_stream
 from task.bus.jetstream_producer import JetStreamProducer
+from task.bus.nats import connection_problem
 from task.bus.nats_connect import connect, flush_in_order
 from task.bus.waiters import Waiters
 from task.errors import BusError
@@ -403,11 +404,7 @@ class JetStreamConsumer(BusPart):
 
     def health(self) -> str | None:
         """Why messages cannot arrive now (the connection is down), or None."""
-        client = self._client
-        if client is None or self._stopped or client.is_connected:
-            return None
-        state = "closed" if client.is_closed else "down, reconnecting"
-        return f"connection to {self.options.connect.shown} {state}"
+        return None if self._stopped else connection_problem(self._client, self.options.connect.shown)
 
 
 def _delivery_count(reply: str) -> int:

@@ -197,11 +197,15 @@ class NatsConsumer(BusPart):
 
     def health(self) -> str | None:
         """Why messages cannot arrive now (the connection is down), or None."""
-        client = self._client
-        if client is None or self._stopped or client.is_connected:
-            return None
-        state = "closed" if client.is_closed else "down, reconnecting"
-        return f"connection to {self.options.connect.shown} {state}"
+        return None if self._stopped else connection_problem(self._client, self.options.connect.shown)
+
+
+def connection_problem(client: Client | None, shown: str) -> str | None:
+    """What is wrong with a NATS connection, for ``health()`` (core NATS and JetStream): None
+    while it is up, or before it was opened."""
+    if client is None or client.is_connected:
+        return None
+    return f"connection to {shown} {'closed' if client.is_closed else 'down, reconnecting'}"
 
 
 class NatsProducer(BusPart):
