@@ -257,6 +257,7 @@ class FlowEngine:
             return
         again = Task.new(done.type, done.info, id=done.id, job=phase.job or done.job or None)
         again.meta = done.meta
+        again.created = rfc3339.format_utc(self.clock())
         again.set_meta("retry", str(retry))
         at = self.retry_at(done, phase, retry)
         if phase.rule.retry_delay is not None:
