@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from task import rfc3339
 from task.bus.base import Consumer
 from task.bus.registry import open_consumer
 from tests.client_contract import ClientContract
@@ -27,6 +28,18 @@ class TestClientOnJetStream(ClientContract):
     @pytest.fixture(autouse=True)
     def _url(self, jetstream_server: NatsServer) -> None:
         self.url = self.worker_url = f"jetstream://{jetstream_server.hostport}"
+
+
+    async def test_a_delayed_task_is_held_by_jetstream_and_runs_no_earlier(self) -> None:
+        # Given a worker and a client without a ledger: JetStream holds the task itself
+        async with self.worker(), self.client() as client:
+            sent = await client.send(self.type, "later", delay=1)
+            done = await client.wait(sent.id, timeout=self.patience)
+        run_at = rfc3339.parse(sent.get_meta("run_at"))
+        assert run_at is not None
+        started = rfc3339.parse(done.started)
+        assert started is not None and started >= run_at  # never early
+        assert done.result == "complete"
 
 
 @pytest.mark.kafka
