@@ -55,6 +55,8 @@ class TopicStats:
     #: age of the oldest waiting task in seconds, where the bus keeps a time
     oldest_age_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    #: failed tasks waiting out their backoff in the ledger's schedule (``taskbus retry``)
+    retrying: int | None = None
 
     def to_json(self) -> dict[str, object]:
         """A plain dict for ``--json`` and ``/stats``."""

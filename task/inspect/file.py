@@ -111,7 +111,7 @@ class FileInspector:
                 age = created_age(line, self._now())
             waiting += 1
         stats = TopicStats(topic, channel, waiting=waiting, oldest_age_seconds=age)
-        if waiting:
+        if waiting and channel:
             stats.notes.append(_HELD)
         return stats
 
