@@ -165,6 +165,8 @@ class Client:
     # ------------------------------------------------------------------ the API
 
     def _ready(self) -> TaskSender:
+        if self._closed:
+            raise ConfigError("this client is closed; make a new Client")
         if self._sender is None:
             raise ConfigError("the client is not open: use `async with Client(...) as client:`")
         return self._sender

@@ -103,6 +103,10 @@ async def test_a_closed_or_unopened_client_says_how_to_use_it(tmp_path: Path) ->
         await client.send("echo", "x")
     with pytest.raises(ConfigError, match="file:-"):
         await Client("file:-").open()
+    async with client:
+        pass
+    with pytest.raises(ConfigError, match="closed"):
+        await client.send("echo", "x")
 
 
 async def test_wait_times_out_with_the_id_in_the_message(tmp_path: Path) -> None:
