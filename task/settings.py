@@ -135,7 +135,7 @@ class WorkerSettings(BusSettings):
         "", description="MODULE:ATTR of the worker class (or 'nop' for the built-in)"
     )
     type: str = Field("", description="task type (default: the worker class's task_type)")
-    topic: str = Field("", description="topic to consume (default: the task type)")
+    topic: str = Field("", description="topic to consume, or topics in priority order: high,default,low (default: the task type)")
     channel: str = Field("", description="channel / consumer group (default: the task type)")
     done_topic: str = Field("done", description="topic done tasks are sent to")
     max_in_progress: int = Field(1, ge=1, description="tasks run at once (also the prefetch)")
@@ -148,6 +148,8 @@ class WorkerSettings(BusSettings):
     ignore_bad_type: bool = Field(False, description="acknowledge tasks of another type without running them")
     dead_letter_topic: str = Field("", description="topic for messages that are not tasks (empty: none)")
     processes: int = Field(1, ge=1, description="launcher processes sharing the channel")
+    broadcast: bool = Field(False, description="also do every broadcast task (taskbus send --scope all) sent to <type>.all while this worker runs")
+    instance: str = Field("", description="this worker's name in broadcast done tasks (meta instance=; default: hostname-pid)")
     heartbeat_interval: Duration = Field(
         5.0, gt=0,
         description="time between heartbeats (bus in_progress, ledger touch) of a running task; keep recover's older_than well above it",
