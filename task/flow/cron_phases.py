@@ -78,7 +78,7 @@ class CronPhases:
         """The soonest next tick of any phase, or None without cron phases."""
         return min((s.next_at for _, s in self._schedules.values()), default=None)
 
-    def times(self, phase: Phase, now: datetime) -> tuple[datetime | None, datetime]:
+    def times(self, phase: Phase, now: datetime) -> tuple[datetime, datetime]:
         """``(next, previous)`` fire times (UTC) of ``phase`` for ``/info``."""
         known = self._schedules.get(_key(phase))
         upcoming = known[1].next_at if known is not None else phase.rule.schedule(now).next_at
