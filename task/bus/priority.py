@@ -1,0 +1,280 @@
+"""Several topics read in strict priority order: ``--topic high,default,low``.
+
+``PriorityConsumer`` is itself a ``Consumer``: ``msg()`` hands out the next message of the
+first non-empty topic, as Resque works ``high,default,low``, and the messages are the
+underlying buses' own, so ack-after-done, nack and heartbeats work as on one topic.
+
+How it waits without losing a message: each underlying consumer has at most ONE ``msg()``
+call outstanding, run as a task that is never cancelled; its result is kept until handed
+out (or given back with ``nack(0)`` at ``stop()``). So the messages held per topic are at
+most that consumer's prefetch, one of which may be the kept result.
+
+"Non-empty" cannot be asked of a bus without a round trip, so a topic counts as empty once
+its outstanding ``msg()`` has waited ``grace`` seconds (0.25 s by default) with nothing:
+after a higher topic's task is taken, the next lower-priority task waits up to ``grace`` for
+the higher topic's next message (the bus's fetch round trip) before it is handed out. A
+lower-priority task therefore starts ahead of a higher one only when the higher one took
+longer than ``grace`` to reach this worker from the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from task.bus.base import BusInfo, BusPart, Consumer, Message, consumer_health
+from task.credentials import Credentials
+from task.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_GRACE", "PriorityConsumer", "open_priority_consumer", "open_worker_consumer", "split_topics",
+]
+
+logger = logging.getLogger(__name__)
+
+#: seconds a higher topic's msg() must have waited with nothing before a lower topic's
+#: message is handed out (covers a bus's fetch round trip between two messages)
+DEFAULT_GRACE = 0.25
+#: seconds stop() waits for an underlying msg() to return once its consumer is stopped
+STOP_WAIT = 10.0
+
+
+class _Lane:
+    """One underlying consumer, its one outstanding ``msg()`` and when that began."""
+
+    __slots__ = ("consumer", "fetch", "finished", "since")
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.fetch: asyncio.Task[Message | None] | None = None
+        self.since = 0.0
+        self.finished = False
+
+
+class PriorityConsumer(BusPart):
+    """Reads ``consumers`` in order: always the first topic with a message waiting.
+
+    Returns None once every underlying consumer is finished (a drained file) or after
+    ``stop()`` (the first ``optional`` consumers do not count). ``grace`` is how long a higher topic's empty wait must last before a lower
+    topic's message goes first (see the module docstring).
+    """
+
+    def __init__(
+        self, consumers: Sequence[Consumer], *, grace: float = DEFAULT_GRACE, optional: int = 0
+    ) -> None:
+        if len(consumers) <= optional:
+            raise ConfigError("a priority consumer needs at least one topic")
+        self._lanes = [_Lane(c) for c in consumers]
+        #: the first ``optional`` consumers (a broadcast subscription) do not keep the reader
+        #: going: msg() returns None once all the others are finished
+        self.optional = optional
+        self.grace = grace
+        self._stopped = False
+        self._started = False
+        self._handed = [0] * len(consumers)
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        """The underlying consumers, highest priority first."""
+        return [lane.consumer for lane in self._lanes]
+
+    async def start(self) -> None:
+        """Start every consumer, highest priority first. Idempotent.
+
+        Raises:
+            BusError: a bus cannot be reached (those started are stopped again).
+        """
+        if self._started or self._stopped:
+            return
+        started: list[Consumer] = []
+        try:
+            for lane in self._lanes:
+                await lane.consumer.start()
+                started.append(lane.consumer)
+        except BaseException:
+            for consumer in started:
+                await consumer.stop()
+            raise
+        self._started = True
+
+    def _arm(self, lane: _Lane, now: float) -> None:
+        if lane.fetch is None and not lane.finished and not self._stopped:
+            lane.fetch = asyncio.create_task(lane.consumer.msg())
+            lane.since = now
+
+    async def msg(self) -> Message | None:
+        """The next message of the highest-priority topic that has one; None when every
+        topic is finished or after ``stop()``.
+
+        Raises:
+            BusError: an underlying consumer failed beyond recovery.
+        """
+        await self.start()
+        loop = asyncio.get_running_loop()
+        while not self._stopped:
+            now = loop.time()
+            for lane in self._lanes:
+                self._arm(lane, now)
+            blocking: list[asyncio.Task[Message | None]] = []  # higher fetches still young
+            deadline = now
+            for index, lane in enumerate(self._lanes):
+                fetch = lane.fetch
+                if fetch is None:
+                    continue  # finished
+                if not fetch.done():
+                    if now - lane.since < self.grace:
+                        blocking.append(fetch)
+                        deadline = max(deadline, lane.since + self.grace)
+                    continue
+                if blocking:
+                    break  # a message is ready here, but a higher topic may still deliver
+                lane.fetch = None
+                message = fetch.result()  # re-raises a bus failure
+                if message is None:
+                    lane.finished = True
+                    continue
+                self._handed[index] += 1
+                self._arm(lane, now)  # eager: the topic's idle time counts from now
+                return message
+            if all(lane.finished for lane in self._lanes[self.optional:]):
+                return None  # every topic is finished
+            pending = [lane.fetch for lane in self._lanes if lane.fetch is not None]
+            if blocking:
+                await asyncio.wait(blocking, timeout=max(0.0, deadline - loop.time()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        return None
+
+    async def stop(self) -> None:
+        """Stop every consumer; a message taken from a topic and not handed out goes back
+        (``nack(0)``), never lost. Idempotent."""
+        if self._stopped:
+            for lane in self._lanes:
+                await lane.consumer.stop()
+            return
+        self._stopped = True
+        for lane in self._lanes:
+            fetch, lane.fetch = lane.fetch, None
+            if fetch is not None and fetch.done():
+                await _give_back(fetch)
+            await lane.consumer.stop()
+            if fetch is not None and not fetch.done():
+                # a consumer's msg() returns None after stop(); one that took a message
+                # just before still hands it over, and it goes back
+                await asyncio.wait([fetch], timeout=STOP_WAIT)
+                if fetch.done():
+                    await _give_back(fetch)
+                else:
+                    logger.warning("a consumer of %r did not return from msg() after stop()",
+                                   lane.consumer.info().get("topic"))
+
+    def info(self) -> BusInfo:
+        """Every topic's info under ``topics``, with how many messages each handed out."""
+        topics = []
+        for lane, handed in zip(self._lanes, self._handed, strict=True):
+            info = dict(lane.consumer.info())
+            info["handed_out"] = handed
+            topics.append(info)
+        return {"bus": "priority", "topics": topics}
+
+    @property
+    def started(self) -> bool:
+        """Every underlying consumer has started (``ReportsHealth``)."""
+        return all(consumer_health(lane.consumer)[0] for lane in self._lanes)
+
+    def health(self) -> str | None:
+        """The first problem among the underlying consumers, or None."""
+        for lane in self._lanes:
+            problem = consumer_health(lane.consumer)[1]
+            if problem is not None:
+                return problem
+        return None
+
+
+async def _give_back(fetch: asyncio.Task[Message | None]) -> None:
+    """Return a kept message to its bus; a failed fetch has nothing to return."""
+    if fetch.cancelled() or fetch.exception() is not None:
+        return
+    message = fetch.result()
+    if message is None:
+        return
+    try:
+        await message.nack(0)
+    except Exception as err:  # noqa: BLE001 - the bus redelivers it after its lease anyway
+        logger.warning("cannot give back a prefetched message: %s", err)
+
+
+def split_topics(topics: str) -> list[str]:
+    """``"high,default,low"`` as a list, highest priority first.
+
+    Raises:
+        ConfigError: an empty name in the list, or a topic named twice.
+    """
+    if "," not in topics:
+        return [topics]  # one topic (an empty one is refused where a consumer is opened)
+    names = [name.strip() for name in topics.split(",")]
+    if any(not name for name in names):
+        raise ConfigError(f"--topic {topics!r} has an empty name; give topics as high,default,low")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--topic {topics!r} names a topic twice; each priority needs its own topic")
+    return names
+
+
+def open_priority_consumer(
+    url: str,
+    topics: Sequence[str],
+    *,
+    channel: str,
+    prefetch: int,
+    credentials: Credentials | None = None,
+    grace: float = DEFAULT_GRACE,
+) -> PriorityConsumer:
+    """A ``PriorityConsumer`` over one consumer per topic on the bus ``url``, all on
+    ``channel``. The first topic gets ``prefetch`` (the Launcher's ``max_in_progress``);
+    each lower topic gets a prefetch of 1, so at most one lower-priority message per
+    lower topic is held when a higher one arrives. No I/O here.
+
+    Raises:
+        ConfigError: unknown scheme, a malformed URL or option, a missing extra.
+    """
+    from task.bus.registry import open_consumer
+
+    consumers = [
+        open_consumer(url, topic=topic, channel=channel, prefetch=prefetch if i == 0 else 1,
+                      credentials=credentials)
+        for i, topic in enumerate(topics)
+    ]
+    return PriorityConsumer(consumers, grace=grace)
+
+
+def open_worker_consumer(
+    url: str,
+    topics: Sequence[str],
+    *,
+    channel: str,
+    prefetch: int,
+    credentials: Credentials | None = None,
+    broadcast_of: str = "",
+    instance: str = "",
+) -> Consumer:
+    """What ``taskbus worker`` reads: ``topics`` (highest priority first, as
+    ``split_topics`` gives them) on ``url`` and, with ``broadcast_of``, this instance's subscription to
+    ``<broadcast_of>.all`` before them all. A single topic without broadcast is its bus's
+    own consumer, unwrapped. No I/O here.
+
+    Raises:
+        ConfigError: unknown scheme, a bad URL or option, a missing extra.
+    """
+    from task.bus.broadcast import default_instance, open_broadcast_consumer
+    from task.bus.registry import open_consumer
+
+    if len(topics) == 1 and not broadcast_of:
+        return open_consumer(url, topic=topics[0], channel=channel, prefetch=prefetch, credentials=credentials)
+    priority = open_priority_consumer(url, topics, channel=channel, prefetch=prefetch, credentials=credentials)
+    if broadcast_of:
+        everyone = open_broadcast_consumer(url, broadcast_of, instance=instance or default_instance(),
+                                           credentials=credentials)
+        priority = PriorityConsumer([everyone, *priority.consumers], grace=priority.grace, optional=1)
+    return priority
