@@ -171,16 +171,19 @@ class Launcher:
             ConfigError: a bad URL, an unknown bus or ledger, a missing extra.
         """
         from task.backlog import BacklogReader
-        from task.bus.registry import open_consumer, open_producer
+        from task.bus.priority import open_worker_consumer, split_topics
+        from task.bus.registry import open_producer
         from task.ledger.registry import open_ledger
 
         task_type = settings.type or str(getattr(make_worker, "task_type", "") or "")
-        topic = settings.topic or task_type
+        topics = split_topics(settings.topic or task_type)  # high,default,low: priority order
+        topic = topics[0]  # logs, stats, the backlog and dead letters name the first
         channel = settings.channel or task_type or topic
         credentials = settings.credentials()
-        consumer = open_consumer(
-            settings.bus, topic=topic, channel=channel,
-            prefetch=settings.max_in_progress, credentials=credentials,
+        consumer = open_worker_consumer(  # priorities and broadcast: task/bus/priority.py
+            settings.bus, topics, channel=channel, prefetch=settings.max_in_progress,
+            credentials=credentials, broadcast_of=(task_type or topic) if settings.broadcast else "",
+            instance=settings.instance,
         )
         producer = open_producer(settings.producer_url, credentials=credentials)
         options = LauncherOptions(
