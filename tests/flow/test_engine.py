@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from task.bus.memory import MemoryBroker
+from task.bus.memory import Fault, MemoryBroker
 from task.flow.store import AlertKind, Event
 from task.flow.store_memory import MemoryTaskStore
 from task.ledger.memory import MemoryLedger
@@ -226,3 +226,20 @@ async def test_a_file_starts_the_phases_its_path_matches(tmp_path: Path) -> None
         assert meta["workflow"] == ["etl.toml"]
         [first, second] = await store.files(FIVE.date())
         assert first.task_ids == (landing.id,) and second.task_ids == ()
+
+
+async def test_a_child_the_bus_refused_starts_when_the_done_task_comes_back(tmp_path: Path) -> None:
+    # Given a completed load whose child the bus refuses to take
+    broker, clock = MemoryBroker(), TestClock(FIVE)
+    async with memory_app(broker, write_workflows(tmp_path / "wf"), clock, ledger=MemoryLedger()) as app:
+        load = Task.new("load", "x", id="l-1", job="hourly", meta="workflow=etl.toml&job=hourly")
+        done = finish(load, "complete", clock.now(), rows="1")
+        broker.inject(Fault.SEND_FAILS)
+        await deliver(app, broker, done)
+        # Then the done task is given back to the bus, not acknowledged
+        assert app.counts["nacked"] == 1
+        assert bodies(broker, "report") == []
+        # When it comes back: its children start, once each
+        await deliver(app, broker, done)
+        assert [t.id for t in bodies(broker, "report")] == ["l-1"]
+        assert [t.id for t in bodies(broker, "audit")] == ["l-1"]
