@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from task import rfc3339
+from task.bus.broadcast import SCOPE_ALL, SCOPE_KEY, broadcast_topic
 from task.bus.registry import open_producer
 from task.delayed import RUN_AT, check_delayable, due_time, send_delayed
 from task.duration import parse_duration
@@ -38,6 +39,7 @@ class SendSettings(BusSettings):
     count: int = Field(1, ge=1, description="send this many tasks (info gets no suffix; ids are new)")
     delay: str = Field("", description="deliver after this long (90s, 15m, 2h); needs native delay or --ledger")
     at: str = Field("", description="deliver at this time, RFC 3339 (2026-12-01T05:00:00Z); needs native delay or --ledger")
+    scope: Literal["", "all"] = Field("", description="'all': every worker of the type running now does it once (topic <topic>.all; workers need --broadcast)")
 
 
 def parse_meta_pairs(pairs: list[str]) -> dict[str, list[str]]:
@@ -83,8 +85,11 @@ class SendApp:
     async def run(self) -> int:
         s = self.settings
         producer = open_producer(s.producer_url, credentials=s.credentials())
-        ledger = open_ledger(s.ledger) if s.ledger else None
+        # a broadcast (--scope all) is not recorded here: each instance records its own run
+        ledger = open_ledger(s.ledger) if s.ledger and s.scope != SCOPE_ALL else None
         topic = s.topic or s.task_type
+        if s.scope == SCOPE_ALL:
+            topic, self.meta[SCOPE_KEY] = broadcast_topic(topic), [SCOPE_ALL]
         if self.delay is not None or self.at is not None:
             check_delayable(producer, ledger)  # before connecting: nothing could be sent
         try:
