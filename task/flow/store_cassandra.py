@@ -11,6 +11,7 @@ transaction across partitions, so a call that failed may have kept part of its e
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -83,7 +84,7 @@ class CassandraTaskStore:
         self._statements: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
         self._closed = False
-        self._cache: dict[date, tuple[float, list[TaskFold]]] = {}
+        self._cache: dict[date, tuple[float, list[TaskRow]]] = {}
         self._task_days: dict[_Key, str] = {}
         self._known_days: set[tuple[str, str]] = set()
         self._last_ns = 0
@@ -202,8 +203,9 @@ class CassandraTaskStore:
         rows.sort(key=lambda row: (row["at"], row["seq"]))
         return [_event(row) for row in rows]
 
-    async def _fold(self, day: date) -> list[TaskFold]:
-        """The tasks of ``day``, folded from its events (cached ``cache_seconds``)."""
+    async def _day(self, day: date) -> list[TaskRow]:
+        """The tasks of ``day``, newest first, folded from its events (cached
+        ``cache_seconds``)."""
         cached = self._cache.get(day)
         if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
             return cached[1]
@@ -216,11 +218,10 @@ class CassandraTaskStore:
             event = _event(row)
             fold = folds.get((event.id, event.type, event.job))
             if fold is None:
-                fold = folds[(event.id, event.type, event.job)] = TaskFold(event, n)
-                fold.day = day
+                folds[(event.id, event.type, event.job)] = TaskFold(event, n, day)
             else:
                 fold.add(event)
-        result = list(folds.values())
+        result = [f.row() for f in sorted(folds.values(), key=lambda f: (-f.first, -f.seq))]
         self._cache[day] = (time.monotonic(), result)
         return result
 
@@ -228,18 +229,17 @@ class CassandraTaskStore:
         self, day: date, *, type: str | None = None, job: str | None = None,
         result: str | None = None, running: bool | None = None, limit: int = 100, offset: int = 0,
     ) -> list[TaskRow]:
-        folds = sorted(await self._fold(day), key=lambda f: (-f.first, -f.seq))
-        rows = [r for r in (f.row() for f in folds) if matches(r, type, job, result, running)]
-        return rows[offset:offset + limit]
+        rows = (r for r in await self._day(day) if matches(r, type, job, result, running))
+        return list(itertools.islice(rows, offset, offset + limit))
 
     async def count_tasks(
         self, day: date, *, type: str | None = None, job: str | None = None,
         result: str | None = None, running: bool | None = None,
     ) -> int:
-        return sum(1 for f in await self._fold(day) if matches(f.row(), type, job, result, running))
+        return sum(1 for r in await self._day(day) if matches(r, type, job, result, running))
 
     async def recap(self, day: date) -> list[RecapRow]:
-        return recap_rows(f.row() for f in await self._fold(day))
+        return recap_rows(await self._day(day))
 
     async def _day_list(self, scope: str) -> list[date]:
         return sorted([date.fromisoformat(row["day"]) async for row in self._rows("days", scope)])
@@ -252,13 +252,14 @@ class CassandraTaskStore:
     ) -> list[TaskRow]:
         after = float("-inf") if created_after is None else created_after
         first_day = date.min if created_after is None else day_of(created_after)
-        folds: list[tuple[float, date, int, TaskFold]] = []
+        found: list[TaskRow] = []
         for day in await self._day_list(cql.SCOPE):
             if first_day <= day <= day_of(created_before):
-                folds += [(f.first, day, f.seq, f) for f in await self._fold(day)
-                          if f.running and after <= f.first < created_before]
-        folds.sort(key=lambda entry: entry[:3])
-        return [entry[3].row() for entry in folds[:limit]]
+                # a day's rows are newest first: reversed, they are in record order
+                found += [r for r in reversed(await self._day(day))
+                          if r.running and after <= r.first < created_before]
+        found.sort(key=lambda row: row.first)  # stable: equal times keep record order
+        return found[:limit]
 
     async def record_alert(self, alert: AlertRecord) -> None:
         day = day_of(alert.at).isoformat()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from task import rfc3339
 from task.flow.store import Event, RecapRow, TaskEvent, TaskRow, day_of
@@ -22,9 +22,21 @@ __all__ = ["TaskFold", "matches", "recap_rows", "run_time"]
 _SENDS = frozenset({Event.CREATED, Event.CHILD, Event.RETRIED})
 
 
+def _instant(text: str) -> datetime | None:
+    # fromisoformat (C) reads the usual spellings 30 times faster than the strict parser,
+    # which a day's fold would spend most of its time in; anything else goes the strict way
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return rfc3339.parse(text)
+    return moment if moment.tzinfo is not None else rfc3339.parse(text)
+
+
 def run_time(started: str, ended: str) -> float | None:
     """Seconds from ``started`` to ``ended`` (RFC 3339), or None when either is missing."""
-    begin, end = rfc3339.parse(started), rfc3339.parse(ended)
+    if not started or not ended:
+        return None
+    begin, end = _instant(started), _instant(ended)
     if begin is None or end is None:
         return None
     return (end - begin).total_seconds()
@@ -36,7 +48,7 @@ class TaskFold:
 
     first_event: TaskEvent
     seq: int
-    #: the UTC day of the first recorded event: the task stays on it
+    #: the UTC day the task is on: by default its first recorded event's (it stays there)
     day: date = date.min
     first: float = 0.0
     last: float = float("-inf")
@@ -47,13 +59,15 @@ class TaskFold:
     created: str = ""
     started: str = ""
     ended: str = ""
+    run_time: float | None = None
     info: str = ""
     workflow: str = ""
     attempts: int = 0
 
     def __post_init__(self) -> None:
         self.first = self.first_event.at
-        self.day = day_of(self.first)
+        if self.day == date.min:
+            self.day = day_of(self.first)
         self.add(self.first_event)
 
     def add(self, event: TaskEvent) -> None:
@@ -68,6 +82,7 @@ class TaskFold:
             self.done_at = event.at
             self.result, self.msg = event.result, event.msg
             self.started, self.ended = event.started, event.ended
+            self.run_time = run_time(event.started, event.ended)
         elif event.event is not Event.DONE and not self.msg:
             self.msg = event.msg
         self.created = self.created or event.created
@@ -80,7 +95,7 @@ class TaskFold:
         return TaskRow(
             id=e.id, type=e.type, job=e.job, day=self.day, result=self.result,
             running=self.running, created=self.created, started=self.started, ended=self.ended,
-            run_time=run_time(self.started, self.ended), attempts=max(1, self.attempts),
+            run_time=self.run_time, attempts=max(1, self.attempts),
             msg=self.msg, workflow=self.workflow, info=self.info, first=self.first, last=self.last,
         )
 

@@ -39,6 +39,8 @@ class MemoryTaskStore:
         self._events: dict[str, list[tuple[float, int, TaskEvent]]] = {}
         self._tasks: dict[_Key, TaskFold] = {}
         self._days: dict[date, list[_Key]] = {}
+        #: each day's rows, newest first, built on the first read after a change
+        self._rows: dict[date, list[TaskRow]] = {}
         self._alerts: list[AlertRecord] = []
         self._files: list[FileRecord] = []
         self._seq = itertools.count()
@@ -66,37 +68,42 @@ class MemoryTaskStore:
             key = (event.id, event.type, event.job)
             fold = self._tasks.get(key)
             if fold is None:
-                self._tasks[key] = TaskFold(event, seq)
-                self._days.setdefault(self._tasks[key].day, []).append(key)
+                fold = self._tasks[key] = TaskFold(event, seq)
+                self._days.setdefault(fold.day, []).append(key)
             else:
                 fold.add(event)
+            self._rows.pop(fold.day, None)
 
     async def chain(self, id: str) -> list[TaskEvent]:
         self._check()
         return [event for _, _, event in sorted(self._events.get(id, []), key=lambda e: e[:2])]
 
-    def _day(self, day: date) -> list[TaskFold]:
-        return [self._tasks[key] for key in self._days.get(day, [])]
+    def _day(self, day: date) -> list[TaskRow]:
+        rows = self._rows.get(day)
+        if rows is None:
+            folds = sorted((self._tasks[key] for key in self._days.get(day, [])),
+                           key=lambda f: (-f.first, -f.seq))
+            rows = self._rows[day] = [f.row() for f in folds]
+        return rows
 
     async def tasks(
         self, day: date, *, type: str | None = None, job: str | None = None,
         result: str | None = None, running: bool | None = None, limit: int = 100, offset: int = 0,
     ) -> list[TaskRow]:
         self._check()
-        folds = sorted(self._day(day), key=lambda f: (-f.first, -f.seq))
-        rows = [r for r in (f.row() for f in folds) if matches(r, type, job, result, running)]
-        return rows[offset:offset + limit]
+        rows = (r for r in self._day(day) if matches(r, type, job, result, running))
+        return list(itertools.islice(rows, offset, offset + limit))
 
     async def count_tasks(
         self, day: date, *, type: str | None = None, job: str | None = None,
         result: str | None = None, running: bool | None = None,
     ) -> int:
         self._check()
-        return sum(1 for f in self._day(day) if matches(f.row(), type, job, result, running))
+        return sum(1 for r in self._day(day) if matches(r, type, job, result, running))
 
     async def recap(self, day: date) -> list[RecapRow]:
         self._check()
-        return recap_rows(f.row() for f in self._day(day))
+        return recap_rows(self._day(day))
 
     async def days(self) -> list[date]:
         self._check()
@@ -134,6 +141,7 @@ class MemoryTaskStore:
         self._check()
         removed = 0
         for day in [d for d in self._days if day_span(d)[1] <= older_than]:
+            self._rows.pop(day, None)
             for key in self._days.pop(day):
                 del self._tasks[key]
                 events = self._events[key[0]]

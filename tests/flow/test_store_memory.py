@@ -18,3 +18,13 @@ async def test_named_stores_are_shared_in_the_process() -> None:
     assert open_store("memory:") is not open_store("memory:")
     await a.close()
     assert open_store("memory:flow-test") is not a  # a closed one is replaced
+
+
+def test_run_times_read_any_rfc3339_offset_and_skip_what_is_not_one() -> None:
+    from task.flow.store_fold import run_time
+
+    assert run_time("2026-11-02T01:00:00Z", "2026-11-02T01:15:00Z") == 900.0
+    assert run_time("2026-11-02T01:00:00.5+01:00", "2026-11-02T00:00:01Z") == 0.5
+    assert run_time("", "2026-11-02T01:00:00Z") is None
+    assert run_time("soon", "2026-11-02T01:00:00Z") is None
+    assert run_time("2026-11-02T01:00:00", "2026-11-02T01:00:00Z") is None  # no offset: not RFC 3339
