@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from task.bus.nsq import open_consumer, open_producer
+from task.cli import main
 from task.credentials import Credentials
 from task.errors import BusError
 from task.inspect import CannotPeek, open_inspector
@@ -44,28 +47,36 @@ STATS = {
 }
 
 
-@pytest.fixture
-async def nsqd_http() -> AsyncIterator[int]:
-    """A stand-in nsqd HTTP port answering /stats with STATS (and lookupd's /nodes)."""
+class _StandIn(BaseHTTPRequestHandler):
+    """Answers /stats as nsqd does and /nodes as nsqlookupd does (pointing at itself)."""
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        path = request.split()[1].decode()
-        if path.startswith("/nodes"):
+    def do_GET(self) -> None:  # the name http.server calls
+        port = self.server.server_address[1]
+        if self.path.startswith("/nodes"):
             doc: object = {"producers": [{"broadcast_address": "127.0.0.1", "tcp_port": port - 1, "http_port": port}]}
-        elif path.startswith("/stats?format=json"):
+        elif self.path.startswith("/stats?format=json"):
             doc = STATS
         else:
             doc = {"message": "NOT_FOUND"}
         body = json.dumps(doc).encode()
-        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
-        await writer.drain()
-        writer.close()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield port
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def nsqd_http() -> Iterator[int]:
+    """The HTTP port of a stand-in nsqd (in a thread, so the CLI's own loop can reach it)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
 
 
 async def test_stats_become_rows_per_topic_and_channel(nsqd_http: int) -> None:
@@ -99,6 +110,17 @@ async def test_a_wrong_port_is_a_bus_error_naming_it() -> None:
     await server.wait_closed()
     with pytest.raises(BusError, match=f"127.0.0.1:{port}"):
         await open_inspector(f"nsq://127.0.0.1:{port - 1}").topics()
+
+
+def test_the_commands_on_nsq(nsqd_http: int, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"nsq://127.0.0.1:{nsqd_http - 1}"
+    assert main(["topics", "--bus", url]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[3].split() == ["nop", "workers", "3", "2", "3", "1", "-", "-"]
+    assert main(["peek", "nop", "--bus", url]) == 2
+    assert "NSQ cannot show a message without delivering it" in capsys.readouterr().err
+    assert main(["dlq", "ls", "--topic", "dead", "--bus", url]) == 2
+    assert "replay --all or --id still works" in capsys.readouterr().err
 
 
 @pytest.mark.nsq
