@@ -9,8 +9,9 @@ for ``taskbus recover`` to find, so none is lost.
 
 ``DelayReleaser`` is a part of the app that runs it (``start``/``stop``): ``start`` releases
 what is due at once, before the app's consumer reads anything (so a finite file-bus worker
-takes the released tasks in the same run), then polls; ``stop`` logs how many delayed tasks
-still wait and when the next is due. ``release_scheduled`` is the one release step, for
+takes the released tasks in the same run), then polls just after each whole second (due
+times are whole seconds: a task is released within milliseconds of its time, not up to a
+poll interval late); ``stop`` logs how many delayed tasks still wait and when the next is due. ``release_scheduled`` is the one release step, for
 every kind: retries and workflow steps are released the same way.
 """
 
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between looks at the ledger for due delayed tasks.
 POLL_INTERVAL = 1.0
+#: Seconds after a whole poll interval that a poll runs (clocks and timers are not exact).
+SLACK = 0.005
 #: Seconds before a released task whose send failed is tried again.
 SEND_AGAIN_AFTER = 5.0
 #: Scheduled tasks read per task list to count what still waits (more shows as "N+").
@@ -147,8 +150,14 @@ class DelayReleaser:
         self.send_errors += done.failed
         self.released += len(done.sent)
         for entry in done.sent:
+            logger.debug("delayed task %s (%s) due %s: sent to %r", entry.task.id, entry.task.type,
+                         entry.task.get_meta("run_at", "?"), entry.topic)
+        if len(done.sent) == 1:
+            entry = done.sent[0]
             logger.info("delayed task %s (%s) due %s: sent to %r", entry.task.id, entry.task.type,
                         entry.task.get_meta("run_at", "?"), entry.topic)
+        elif done.sent:
+            logger.info("%d delayed tasks due: sent", len(done.sent))
         return len(done.sent)
 
     async def waiting(self) -> tuple[int, datetime | None]:
@@ -204,6 +213,12 @@ class DelayReleaser:
             when = rfc3339.format_utc(soonest) if soonest else "?"
             logger.info("%s delayed, next at %s", shown, when)
 
+    def _until_next_poll(self) -> float:
+        """Seconds to the next multiple of ``poll_interval`` on the clock, plus ``SLACK``:
+        due times are whole seconds, so a poll just after one finds its tasks at once."""
+        now = self.clock().timestamp()
+        return self.poll_interval - now % self.poll_interval + SLACK
+
     async def _poll(self) -> None:
-        while not await wait_or_stop(self._stopping, self.poll_interval, self.sleep):
+        while not await wait_or_stop(self._stopping, self._until_next_poll(), self.sleep):
             await self.release_due()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from task.bench.delayed import lateness_figures
 from task.bus.memory import Fault, MemoryBroker, MemoryProducer
 from task.bus.registry import open_producer
 from task.credentials import Credentials
@@ -230,3 +231,35 @@ async def test_a_finite_file_bus_worker_releases_what_is_due_and_says_what_waits
     done = [json.loads(line) for line in (tmp_path / "data" / "done.jsonl").read_text().splitlines()]
     assert [(d["info"], d["result"]) for d in done] == [("past", "complete")]
     assert f"1 delayed, next at {later.task.get_meta('run_at')}" in run.stderr
+
+
+async def test_the_releaser_polls_just_after_each_whole_second() -> None:
+    # Given a task due at 05:00:01 and a releaser started at 05:00:00.3
+    broker, ledger = MemoryBroker(), MemoryLedger()
+    clock = Clock(START + timedelta(seconds=0.3))
+    sent = await send_delayed(MemoryProducer(broker), "fetch", Task.new("fetch", "x"),
+                              START + timedelta(seconds=1), ledger=ledger)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(round(seconds, 3))
+        clock.advance(seconds)
+        if len(waits) >= 3:
+            await asyncio.Event().wait()  # until stop()
+
+    releaser = DelayReleaser(ledger, MemoryProducer(broker), clock=clock, sleep=sleep)
+    await releaser.start()
+    while len(waits) < 3:
+        await asyncio.sleep(0)
+    await releaser.stop()
+    # Then it woke just after 05:00:01 (and each second after), when the task was due
+    assert waits == [0.705, 1.0, 1.0]
+    assert [t.id for t in bodies(broker)] == [sent.id]
+
+
+def test_bench_lateness_figures_are_percentiles_in_ms_and_count_early_arrivals() -> None:
+    late = [i / 1000 for i in range(1, 101)]  # 1 ms .. 100 ms
+    assert lateness_figures("memory", "ledger", late) == {
+        "bus": "memory", "held_by": "ledger", "tasks": 100, "p50_ms": 50.0, "p99_ms": 99.0,
+        "max_ms": 100.0, "early": 0}
+    assert lateness_figures("nsq", "native", [-0.001, 0.002])["early"] == 1

@@ -55,6 +55,7 @@ class BenchSettings(BusSettings):
     json_output: bool = Field(False, description="print one JSON object", json_schema_extra={"flag": "--json"})
     raw: bool = Field(True, description="also run the raw client loop on broker buses")
     profile: bool = Field(False, description="print where the time goes (cProfile, top functions)")
+    delayed: int = Field(0, ge=0, description="instead: lateness (p50/p99) of this many delayed tasks (task.bench.delayed)")
 
 
 def _tasks(n: int) -> list[bytes]:
@@ -159,6 +160,9 @@ class BenchApp:
 
     async def run(self) -> int:
         s = self.settings
+        if s.delayed:
+            from task.bench.delayed import run_delayed_bench
+            return await run_delayed_bench(s.bus, s.delayed, self.credentials, s.json_output)
         url = s.bus
         tmp: tempfile.TemporaryDirectory[str] | None = None
         if scheme_of(url) == "file" and url in ("file:", "file:-"):
