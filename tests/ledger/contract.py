@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from task.ledger.base import Ledger, LedgerRecord, ScheduleCanceller, ScheduledTask, ScheduleKind, State
+from task.ledger.base import (
+    Ledger,
+    LedgerRecord,
+    ScheduleCanceller,
+    ScheduledTask,
+    ScheduleKind,
+    State,
+)
 from task.task import Task
 
 
