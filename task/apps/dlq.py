@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 #: the reader whose position marks what is still in the dead-letter topic
 DEFAULT_CHANNEL = "taskbus-dlq"
-#: characters of a body shown by ``ls``
+#: characters of a reason or body shown by ``ls`` (``show`` prints them whole)
 SHORT = 50
 
 ACTIONS: dict[str, str] = {
@@ -103,13 +103,13 @@ def check_action(action: str, args: Sequence[str], replay_all: bool, ids: Sequen
     _positions(args)
 
 
-def _short(letter: DeadLetter) -> str:
-    if letter.body is None:
-        text = letter.raw.decode("utf-8", "replace")
-    else:
-        text = letter.body.decode("utf-8", "replace")
+def _cut(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= SHORT else text[: SHORT - 1] + "…"
+
+
+def _short(letter: DeadLetter) -> str:
+    return _cut((letter.raw if letter.body is None else letter.body).decode("utf-8", "replace"))
 
 
 def _letter_json(n: int, letter: DeadLetter) -> dict[str, object]:
@@ -228,7 +228,7 @@ class DlqApp:
             print(f"no dead letters on {self.topic!r}")
         else:
             print(table(("#", "REASON", "TOPIC", "ATTEMPTS", "RECEIVED", "BODY"), [
-                (n, x.reason, x.topic or "-", x.attempts, x.received or "-", _short(x))
+                (n, _cut(x.reason), x.topic or "-", x.attempts, x.received or "-", _short(x))
                 for n, x in enumerate(letters, 1)
             ]))
         return 0

@@ -18,7 +18,8 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from task.bus.base import Consumer, Producer
+from task.bus.base import Consumer, Message, Producer
+from task.errors import BusError
 from task.inspect.deadletters import DeadLetter, parse_dead_letter
 
 __all__ = ["Choice", "ReplayReport", "replay"]
@@ -71,6 +72,16 @@ class ReplayReport:
         return text
 
 
+async def _send_then_ack(producer: Producer, topic: str, body: bytes, message: Message) -> None:
+    """Acknowledge ``message`` once ``body`` is confirmed on ``topic``; give it back if not."""
+    try:
+        await producer.send(topic, body)
+    except BusError:
+        await message.nack(0)
+        raise
+    await message.ack()
+
+
 async def replay(
     consumer: Consumer,
     producer: Producer,
@@ -108,13 +119,11 @@ async def replay(
         if choice.pick(letter):
             why = letter.why_not_replayable
             if why is None and letter.body is not None:
-                await producer.send(letter.topic, letter.body)
-                await message.ack()
+                await _send_then_ack(producer, letter.topic, letter.body, message)
                 report.replayed += 1
                 continue
             report.refused.append(f"{letter.task_id or 'an envelope without a task id'}: {why}")
-        await producer.send(dead_letter_topic, message.body)
-        await message.ack()
+        await _send_then_ack(producer, dead_letter_topic, message.body, message)
         report.kept += 1
     if chosen is None:
         report.chosen = choice.picked
