@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from task import Task
 from task.bus.registry import open_producer
 from task.health import Verdict
@@ -140,6 +142,8 @@ def test_the_page_shows_the_running_task_and_the_backlog_on_the_file_bus(
         screenshot(browser, "worker-page-file")
 
 
+@pytest.mark.jetstream
+@pytest.mark.faults
 def test_the_page_says_why_the_worker_is_unhealthy_while_jetstream_is_down(
     browser: WebDriver, tmp_path: Path, nats_servers: NatsServerFactory,
 ) -> None:

@@ -561,15 +561,17 @@ class KafkaConsumer(BusPart):
 
     def health(self) -> str | None:
         """Why messages cannot arrive now, or None: fetching failed for good, or no broker
-        connection is up (aiokafka keeps retrying without saying so: its connections tell)."""
+        answers (aiokafka retries without saying so; its client tells: no connection is up
+        and its last metadata request failed, which is not the case just after start)."""
         if self._failure is not None:
             return str(self._failure)
-        client = self._client
-        if client is None or self._stopped:
+        kafka = getattr(self._client, "_client", None)
+        if kafka is None or self._stopped:
             return None
-        conns = getattr(getattr(client, "_client", None), "_conns", None)
-        if conns is not None and not any(conn.connected() for conn in conns.values()):
-            return f"no connection to any Kafka broker of {self.topic!r}; reconnecting"
+        cluster = getattr(kafka, "cluster", None)
+        failed = getattr(cluster, "_last_refresh_ms", 0) > getattr(cluster, "_last_successful_refresh_ms", 0)
+        if failed and not any(conn.connected() for conn in getattr(kafka, "_conns", {}).values()):
+            return f"no Kafka broker answers for {self.topic!r}; reconnecting"
         return None
 
 
