@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from datetime import date
 from typing import Any, Self
@@ -34,7 +35,8 @@ from task.flow.store import (
     TaskRow,
     day_of,
 )
-from task.flow.store_fold import TaskFold, matches, recap_rows
+from task.flow.store_day_view import DayView
+from task.flow.store_fold import matches, recap_rows
 from task.ledger.cassandra_schema import KEYSPACE, render, replication_map
 from task.ledger.cassandra_session import CassandraOptions, SharedSession, acquire, execute, release
 from task.ledger.cassandra_upgrade import ledger_url
@@ -45,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: requests in flight at once while recording or cleaning
 _CONCURRENCY = 64
+#: rows above which a day is folded in a worker thread
+_FOLD_IN_THREAD = 2000
 #: scope of ``flow_days`` rows of days with any record (alerts, files), which clean-up reads
 _KEPT = "kept"
 
@@ -73,18 +77,28 @@ def shard_of(id: str) -> int:
 class CassandraTaskStore:
     """A ``TaskStore`` in a Cassandra keyspace. No I/O until first use.
 
-    ``cache_seconds``: how long a day read whole is reused for the next reads (a console
-    page asks for rows, their count and the recap); this process's own writes refresh it.
+    A day is read whole once, then kept folded in memory (``DayView``, the ``views`` most
+    recently used days) and caught up with the rows written since, at most every
+    ``cache_seconds`` (a console page asks for rows, their count and the recap: one read)
+    and at once after this process's own writes; every ``full_refresh`` seconds it is read
+    whole again, which picks up a row another replica wrote later than the view's margin.
     """
 
-    def __init__(self, options: CassandraOptions, *, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self, options: CassandraOptions, *, cache_seconds: float = 2.0,
+        full_refresh: float = 600.0, views: int = 3,
+    ) -> None:
         self.options = options
         self.cache_seconds = cache_seconds
+        self.full_refresh = full_refresh
+        self.views = views
         self._shared: SharedSession | None = None
         self._statements: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
+        self._day_lock = asyncio.Lock()
         self._closed = False
-        self._cache: dict[date, tuple[float, list[TaskRow]]] = {}
+        #: day -> (its view, when it was read whole, when it was caught up); most recent last
+        self._views: OrderedDict[date, tuple[DayView, float, float]] = OrderedDict()
         self._task_days: dict[_Key, str] = {}
         self._known_days: set[tuple[str, str]] = set()
         self._last_ns = 0
@@ -196,34 +210,48 @@ class CassandraTaskStore:
             calls += [("event_put", (day, shard_of(e.id), *values)), ("chain_put", (day, *values))]
         await self._all(calls)
         for day in set(days.values()):
-            self._cache.pop(date.fromisoformat(day), None)
+            self._stale(date.fromisoformat(day))
 
     async def chain(self, id: str) -> list[TaskEvent]:
         rows = [row async for row in self._rows("chain_get", id)]
         rows.sort(key=lambda row: (row["at"], row["seq"]))
         return [_event(row) for row in rows]
 
+    def _stale(self, day: date) -> None:
+        """Catch ``day``'s view up at its next read."""
+        if day in self._views:
+            view, full, _ = self._views[day]
+            self._views[day] = (view, full, float("-inf"))
+
     async def _day(self, day: date) -> list[TaskRow]:
-        """The tasks of ``day``, newest first, folded from its events (cached
-        ``cache_seconds``)."""
-        cached = self._cache.get(day)
-        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
-            return cached[1]
-        rows = []
-        for shard in range(cql.SHARDS):
-            rows += [row async for row in self._rows("events_of_day", day.isoformat(), shard)]
-        rows.sort(key=lambda row: (row["at"], row["seq"]))
-        folds: dict[_Key, TaskFold] = {}
-        for n, row in enumerate(rows):
-            event = _event(row)
-            fold = folds.get((event.id, event.type, event.job))
-            if fold is None:
-                folds[(event.id, event.type, event.job)] = TaskFold(event, n, day)
+        """The tasks of ``day``, newest first (see the class for how fresh)."""
+        async with self._day_lock:  # concurrent pages of one day share one read
+            now = time.monotonic()
+            view, full, caught_up = self._views.pop(day, (None, now, float("-inf")))
+            if view is None or now - full >= self.full_refresh:
+                view, full, since = DayView(day), now, None
+            elif now - caught_up >= self.cache_seconds:
+                since = view.since() if view.since() > float("-inf") else None
             else:
-                fold.add(event)
-        result = [f.row() for f in sorted(folds.values(), key=lambda f: (-f.first, -f.seq))]
-        self._cache[day] = (time.monotonic(), result)
-        return result
+                self._views[day] = (view, full, caught_up)
+                return view.rows()
+            rows: list[dict[str, Any]] = []
+            for shard in range(cql.SHARDS):
+                if since is None:
+                    rows += [r async for r in self._rows("events_of_day", day.isoformat(), shard)]
+                else:
+                    rows += [r async for r in self._rows("events_since", day.isoformat(), shard, since)]
+            if len(rows) > _FOLD_IN_THREAD:
+                # a whole day is seconds of CPU: in a thread, the engine's loop keeps running
+                await asyncio.to_thread(view.add, rows, _event)
+                result = await asyncio.to_thread(view.rows)
+            else:
+                view.add(rows, _event)
+                result = view.rows()
+            self._views[day] = (view, full, now)
+            while len(self._views) > self.views:
+                self._views.popitem(last=False)
+            return result
 
     async def tasks(
         self, day: date, *, type: str | None = None, job: str | None = None,
@@ -302,7 +330,7 @@ class CassandraTaskStore:
             for key in keys:
                 self._task_days.pop(key, None)
             self._known_days -= {(cql.SCOPE, text), (_KEPT, text)}
-            self._cache.pop(day, None)
+            self._views.pop(day, None)
             removed += len(events)
         return removed
 

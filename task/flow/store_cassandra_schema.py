@@ -7,8 +7,9 @@ partitions**: ``flow_events`` is keyed ``((day, shard), at, seq)``, where ``day`
 of the task's first event (a late event joins its task's day) and ``shard`` a hash of the id
 into ``SHARDS`` partitions, so 100,000 events a day make partitions of ~12,500 rows, not one
 of 100,000. A day is read whole (``SHARDS`` partition reads) and folded into task rows in the
-client (``store_fold``), with a few seconds of cache so a console page's count, rows and
-recap cost one read. Dropping a day deletes its partitions: one tombstone each, none per row.
+client (``store_fold``) and kept folded (``store_day_view``): after that, only the rows
+written since are read (``events_since``, a slice of the clustering order), so a console page
+costs ``SHARDS`` small reads. Dropping a day deletes its partitions: one tombstone each, none per row.
 
 * ``flow_chain`` ``((id), at, seq)``: the same events by id, for ``chain`` (one partition).
 * ``flow_task_day`` ``((id), type, job)``: the day a task is on, read before recording its
@@ -79,6 +80,10 @@ STATEMENTS: dict[str, str] = {
     ),
     "events_of_day": (
         "SELECT " + EVENT_COLUMNS + " FROM {ks}.flow_events WHERE day = ? AND shard = ?"
+    ),
+    "events_since": (
+        "SELECT " + EVENT_COLUMNS + " FROM {ks}.flow_events WHERE day = ? AND shard = ?"
+        " AND at >= ?"
     ),
     "events_count": "SELECT count(*) FROM {ks}.flow_events WHERE day = ? AND shard = ?",
     "events_drop": "DELETE FROM {ks}.flow_events WHERE day = ? AND shard = ?",
