@@ -4,7 +4,6 @@ session, and against a real server when ``TASK_TEST_CASSANDRA=host:port`` is set
 from __future__ import annotations
 
 import os
-from datetime import date
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 
 from task.errors import ConfigError, LedgerError
 from task.flow import store_cassandra_schema as schema
-from task.flow.store import Event, TaskEvent, TaskStore, open_store
+from task.flow.store import Event, TaskEvent, TaskStore, day_of, open_store
 from task.flow.store_cassandra import CassandraTaskStore, shard_of
 from task.ledger.cassandra_session import CassandraOptions, SharedSession
 from tests.flow.store_contract import StoreContract
@@ -169,38 +168,32 @@ async def test_a_day_already_read_is_caught_up_with_the_new_rows_only() -> None:
     console, recorder = await two_replicas(cache_seconds=0)
     day = 1_800_000_000 - 1_800_000_000 % 86400
     await recorder.record([TaskEvent(f"t{n}", "load", "", Event.CREATED, day + n) for n in range(20)])
-    assert await console.count_tasks(date_of(day)) == 20
+    assert await console.count_tasks(day_of(day)) == 20
     session = console._shared.session  # type: ignore[union-attr]
     session.executed.clear()
     # When the other replica records more, a little behind the newest row the console read
     await recorder.record([TaskEvent("t3", "load", "", Event.DONE, day + 3, result="complete"),
                            TaskEvent("late", "load", "", Event.CREATED, day + 10)])
-    rows = await console.tasks(date_of(day), limit=100)
+    rows = await console.tasks(day_of(day), limit=100)
     # Then the console sees both, and read only the rows since its margin, not the day again
     assert len(rows) == 21 and next(r for r in rows if r.id == "t3").result == "complete"
     reads = [q for q in session.executed if "FROM ks.flow_events" in q]
     assert reads and all("at >= ?" in q for q in reads)
     # And reading again with nothing new folds nothing twice
-    assert await console.count_tasks(date_of(day)) == 21
-    assert await console.count_tasks(date_of(day), running=False) == 1
+    assert await console.count_tasks(day_of(day)) == 21
+    assert await console.count_tasks(day_of(day), running=False) == 1
 
 
 async def test_a_row_behind_the_margin_is_found_at_the_full_refresh() -> None:
     console, recorder = await two_replicas(cache_seconds=0)
     day = 1_800_000_000 - 1_800_000_000 % 86400
     await recorder.record([TaskEvent("a", "load", "", Event.CREATED, day + 7200)])
-    assert await console.count_tasks(date_of(day)) == 1
+    assert await console.count_tasks(day_of(day)) == 1
     # another replica records an event an hour behind: beyond the view's 5-minute margin
     await recorder.record([TaskEvent("b", "load", "", Event.CREATED, day + 3600)])
-    assert await console.count_tasks(date_of(day)) == 1
+    assert await console.count_tasks(day_of(day)) == 1
     console.full_refresh = 0
-    assert await console.count_tasks(date_of(day)) == 2
-
-
-def date_of(at: float) -> date:
-    from task.flow.store import day_of
-
-    return day_of(at)
+    assert await console.count_tasks(day_of(day)) == 2
 
 
 async def test_a_big_day_is_folded_in_a_thread_with_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,7 +202,7 @@ async def test_a_big_day_is_folded_in_a_thread_with_the_same_rows(monkeypatch: p
     console, recorder = await two_replicas(cache_seconds=0)
     day = 1_800_000_000 - 1_800_000_000 % 86400
     await recorder.record([TaskEvent(f"t{n}", "load", "", Event.CREATED, day + n) for n in range(30)])
-    inline = await console.tasks(date_of(day), limit=100)
+    inline = await console.tasks(day_of(day), limit=100)
     monkeypatch.setattr(store_cassandra, "_FOLD_IN_THREAD", 10)
     console.full_refresh = 0
-    assert await console.tasks(date_of(day), limit=100) == inline
+    assert await console.tasks(day_of(day), limit=100) == inline
