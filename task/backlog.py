@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from task.credentials import Credentials
 from task.errors import BusError, ConfigError
-from task.inspect.base import CannotInspect, Inspector, open_inspector
+from task.inspect.base import CannotInspect, Inspector, TopicStats, open_inspector
 
 __all__ = ["BACKLOG_EVERY", "BacklogReader"]
 
@@ -89,7 +89,7 @@ class BacklogReader:
             self._reading = stats.to_json()
         except (ConfigError, CannotInspect) as err:  # never readable here (core NATS keeps nothing)
             self._impossible = True
-            self._reading = {"error": str(err)}
+            self._reading = TopicStats(self.topic, self.channel, notes=[str(err)]).to_json()
         except (BusError, TimeoutError, OSError) as err:
             self._reading = {"error": f"cannot read the backlog: {err or type(err).__name__}"}
         except Exception as err:  # an inspector's bug must not reach the status page

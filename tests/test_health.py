@@ -88,6 +88,12 @@ def test_a_consumer_without_the_capability_counts_as_started_and_healthy() -> No
     assert consumer_health(object()) == (True, None)
 
 
+def test_an_nsq_consumer_with_no_nsqd_left_says_so() -> None:
+    consumer: Any = open_consumer("nsq://127.0.0.1:1", topic="t", channel="c")
+    consumer._started = True  # started, and every connection since lost (none reconnected)
+    assert consumer_health(consumer) == (True, "no nsqd connected for t/c; reconnecting")
+
+
 def test_a_kafka_consumer_that_failed_for_good_says_why() -> None:
     consumer: Any = open_consumer("kafka://127.0.0.1:1", topic="t", channel="c")
     consumer._failure = BusError("Kafka consumer of 't' failed: fatal")
@@ -308,7 +314,8 @@ async def test_a_failed_backlog_read_says_why_and_an_impossible_one_is_not_retri
     assert await reader.refresh() == {"error": "cannot read the backlog: cannot reach jetstream://x", "age_s": 0}
     inspector.fails = ConfigError("cannot inspect the 'nop' bus")
     now[0] += 1
-    assert (await reader.refresh() or {})["error"] == "cannot inspect the 'nop' bus"
+    impossible = await reader.refresh() or {}  # not an error: nothing to count, said once
+    assert (impossible["waiting"], impossible["notes"]) == (None, ["cannot inspect the 'nop' bus"])
     now[0] += 5
     reader.latest()
     assert inspector.reads == 2

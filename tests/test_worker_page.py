@@ -214,3 +214,13 @@ async def test_stopping_the_status_server_ends_a_browsers_idle_connection() -> N
     assert [t for t in asyncio.all_tasks() if "_handle" in repr(t.get_coro())] == []
     assert await reader.read() == b""
     writer.close()
+
+
+def test_a_missing_browser_is_named_with_the_packages_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tests.browser
+
+    monkeypatch.setattr(tests.browser, "CHROMEDRIVER", tmp_path / "chromedriver")
+    assert tests.browser.missing() == (
+        f"{tmp_path / 'chromedriver'} is missing: apt-get install chromium chromium-driver (.ci/run does)")
