@@ -72,7 +72,7 @@ class _StandIn(BaseHTTPRequestHandler):
 def nsqd_http() -> Iterator[int]:
     """The HTTP port of a stand-in nsqd (in a thread, so the CLI's own loop can reach it)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield server.server_address[1]
     server.shutdown()
@@ -141,3 +141,37 @@ async def test_real_nsqd_backlog_matches_what_was_sent_and_held() -> None:
         for message in held:
             assert message is not None
             await message.ack()
+
+
+@pytest.mark.nsq
+@pytest.mark.skipif(not NSQD, reason="set TASK_TEST_NSQD=host:port to run against a real nsqd")
+def test_real_nsqd_dlq_replay_all(capsys: pytest.CaptureFixture[str]) -> None:
+    # Given 2 dead letters on a fresh dead-letter topic
+    from task.bus.deadletter import dead_letter_envelope
+
+    dead, topic = "dl" + uuid.uuid4().hex[:8], "nop" + uuid.uuid4().hex[:8]
+    url = f"nsq://{NSQD}"
+    bodies = [Task.new("nop", "", id=f"t{i}").to_json() for i in range(2)]
+
+    async def fill() -> None:
+        async with open_producer(url, credentials=Credentials()) as producer:
+            for b in bodies:
+                await producer.send(dead, dead_letter_envelope(b, "boom", topic, 5))
+
+    asyncio.run(fill())
+    # When every one is replayed (NSQ cannot list, but can read and replay)
+    assert main(["dlq", "replay", "--all", "--topic", dead, "--bus", url]) == 0
+    assert capsys.readouterr().out == "replayed 2 of 2\n"
+
+    # Then both tasks are on their topic again
+    async def read_back() -> set[bytes]:
+        async with open_consumer(url, topic=topic, channel="check", prefetch=2, credentials=Credentials()) as c:
+            got = set()
+            for _ in range(2):
+                message = await asyncio.wait_for(c.msg(), 15)
+                assert message is not None
+                got.add(message.body)
+                await message.ack()
+            return got
+
+    assert asyncio.run(read_back()) == set(bodies)
