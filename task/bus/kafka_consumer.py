@@ -113,9 +113,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._consumer.joined = False
         await self._consumer._revoke(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._consumer.joined = True
         logger.info("kafka group %s: assigned %s", self._consumer.channel, sorted(assigned))
 
 
@@ -137,6 +139,10 @@ class KafkaConsumer(BusPart):
     partition at its end offset, so it reads exactly the records sent after ``start()``
     returned, taking none from anyone (what ``task.Client`` uses to follow the done topic).
     """
+
+    #: the group has given this member its partitions (False again during a rebalance):
+    #: until then an empty ``msg()`` says nothing about the topic (``task.bus.priority``)
+    joined = False
 
     def __init__(
         self, options: KafkaOptions, topic: str, channel: str, prefetch: int = 1, *, from_end: bool = False
@@ -207,6 +213,7 @@ class KafkaConsumer(BusPart):
             raise unreachable(self.options, err) from err
         if self.from_end:
             await self._assign_at_end(client)
+            self.joined = True
         else:
             client.subscribe([self.topic], listener=_Listener(self))
         self._client = client
