@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Self, TypeVar, cast
 
-from task.errors import ConfigError
+from task.errors import ConfigError, LedgerError
 from task.flow import store_sqlite_schema
 from task.flow.store import (
     AlertKind,
@@ -131,6 +131,8 @@ class SqliteTaskStore:
         Raises:
             LedgerError: the file is locked past the busy timeout, or cannot be used.
         """
+        if self._db._closed:
+            raise LedgerError(f"the task store sqlite:{self.path} is closed; open a new one")
         if not self._ready:
             await self._db._run(self._prepare)
             self._ready = True

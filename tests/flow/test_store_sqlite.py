@@ -79,3 +79,19 @@ def test_urls() -> None:
         open_store("postgres://h/db")
     with pytest.raises(ConfigError, match="no scheme"):
         open_store("ledger.db")
+
+
+async def test_two_flow_replicas_on_one_file_fold_each_other_s_events(tmp_path: Path) -> None:
+    # Given two flow processes' stores on one file
+    url = f"sqlite:{tmp_path / 'ledger.db'}"
+    at = 1_800_000_000.0
+    async with open_store(url) as one, open_store(url) as two:  # type: ignore[attr-defined]
+        # When one records a task's creation and the other its error, retry and completion
+        await one.record([TaskEvent("a", "load", "", Event.CREATED, at)])
+        await two.record([TaskEvent("a", "load", "", Event.DONE, at + 1, result="error")])
+        await one.record([TaskEvent("a", "load", "", Event.RETRIED, at + 2, attempt=1)])
+        await two.record([TaskEvent("a", "load", "", Event.DONE, at + 3, result="complete")])
+        # Then both see one task, done, sent twice
+        for store in (one, two):
+            (row,) = await store.tasks((await store.days())[0])
+            assert (row.result, row.running, row.attempts) == ("complete", False, 2)
