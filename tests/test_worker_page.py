@@ -140,6 +140,26 @@ def test_the_page_shows_the_running_task_and_the_backlog_on_the_file_bus(
         assert browser.find_element(ID, "health-badge").text == "HEALTHY"
         assert browser.title == "taskbus worker · slow"
         screenshot(browser, "worker-page-file")
+        # and at 3 a.m. with the system in dark mode, the page is dark too
+        try:
+            dark(browser, True)
+            browser.get(f"http://127.0.0.1:{port}/")
+            assert body_background(browser) == "rgb(21, 23, 26)"
+            screenshot(browser, "worker-page-file-dark")
+        finally:
+            dark(browser, False)
+        browser.get(f"http://127.0.0.1:{port}/")
+        assert body_background(browser) == "rgb(251, 251, 250)"
+
+
+def dark(driver: WebDriver, on: bool) -> None:
+    """Make the browser report (or stop reporting) a system in dark mode."""
+    features = [{"name": "prefers-color-scheme", "value": "dark" if on else ""}]
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": features})  # type: ignore[attr-defined]
+
+
+def body_background(driver: WebDriver) -> str:
+    return str(driver.execute_script("return getComputedStyle(document.body).backgroundColor"))
 
 
 @pytest.mark.jetstream
@@ -190,6 +210,21 @@ def test_text_from_the_bus_is_escaped_everywhere_on_the_page() -> None:
     assert "<script>" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "j&amp;k" in page
     assert "1m" in page  # running for, from the task's start to now
+
+
+async def test_any_apps_status_port_serves_a_page_of_its_stats() -> None:
+    from task.status import StatusServer
+
+    async with StatusServer(lambda: {"tasks_sent": 12, "next_run": "05:00"}, name="cron") as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, body = (await reader.read()).partition(b"\r\n\r\n")
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"Content-Type: text/html; charset=utf-8" in head
+    page = body.decode()
+    assert "<title>taskbus cron</title>" in page and "HEALTHY" in page
+    assert "<th scope=\"row\">tasks_sent</th><td>12</td>" in page
+    assert 'href="/style.css"' in page and 'http-equiv="refresh"' in page
 
 
 def test_the_stylesheet_follows_the_systems_light_or_dark_scheme() -> None:
