@@ -145,7 +145,7 @@ class TestCassandraStore(StoreContract):
     @pytest.fixture(autouse=True)
     async def _schema(self) -> AsyncIterator[None]:
         # the keyspace outlives the test: each test gets days of its own
-        self.shift = random.randrange(1, 200_000)
+        self.shift = random.randrange(1, 3650)
         async with open_store(self.url) as store:  # type: ignore[attr-defined]
             await store.init_schema("1")
         yield
