@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from task.backoff import Backoff
+from task.bus.broadcast import ledger_id
 from task.ledger.base import Ledger
 from task.task import Task
 
@@ -48,6 +49,8 @@ class LedgerRecorder:
         self.max_pending = max_pending
         self._ops: deque[_Op] = deque()
         self._done_pending: dict[tuple[str, str], int] = {}
+        #: task id -> its ledger id, for broadcast tasks running here (``ledger_id``)
+        self._instance_ids: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
@@ -81,17 +84,21 @@ class LedgerRecorder:
         if not task.id:
             self.skipped_ids += 1
             return
-        self._push(_Op("started", task_list, task.id, task))
+        key = ledger_id(task)
+        if key != task.id:  # a broadcast task: one entry per instance, <id>@<instance>
+            self._instance_ids[task.id] = key
+            task = task.copy(id=key)
+        self._push(_Op("started", task_list, key, task))
 
     def touch(self, task_list: str, id: str) -> None:
         """Queue a heartbeat of a running task."""
         if id:
-            self._push(_Op("touch", task_list, id))
+            self._push(_Op("touch", task_list, self._instance_ids.get(id, id)))
 
     def done(self, task_list: str, id: str) -> None:
         """Queue ``ledger.done``."""
         if id:
-            self._push(_Op("done", task_list, id))
+            self._push(_Op("done", task_list, self._instance_ids.pop(id, id)))
 
     @property
     def pending(self) -> int:
