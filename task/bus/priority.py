@@ -10,7 +10,8 @@ out (or given back with ``nack(0)`` at ``stop()``). So the messages held per top
 most that consumer's prefetch, one of which may be the kept result.
 
 "Non-empty" cannot be asked of a bus without a round trip, so a topic counts as empty once
-its outstanding ``msg()`` has waited ``grace`` seconds (0.25 s by default) with nothing:
+its outstanding ``msg()`` has waited ``grace`` seconds (0.25 s by default) with nothing
+(counted from when its consumer group gave it partitions, on Kafka, where ``joined`` says so):
 after a higher topic's task is taken, the next lower-priority task waits up to ``grace`` for
 the higher topic's next message (the bus's fetch round trip) before it is handed out. A
 lower-priority task therefore starts ahead of a higher one only when the higher one took
@@ -123,6 +124,8 @@ class PriorityConsumer(BusPart):
                 if fetch is None:
                     continue  # finished
                 if not fetch.done():
+                    if getattr(lane.consumer, "joined", True) is False:
+                        lane.since = now  # a Kafka group still forming: its wait says nothing yet
                     if now - lane.since < self.grace:
                         blocking.append(fetch)
                         deadline = max(deadline, lane.since + self.grace)

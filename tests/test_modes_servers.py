@@ -1,0 +1,44 @@
+"""Priorities and broadcast tasks on real servers: core NATS, JetStream, Kafka (Tansu), and
+NSQ where ``TASK_TEST_NSQD`` points at an nsqd (none can be installed here)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.modes_contract import ModesContract
+from tests.servers.nats import NatsServer
+
+NSQD = os.environ.get("TASK_TEST_NSQD", "")
+
+
+@pytest.mark.nats
+class TestModesOnNats(ModesContract):
+    @pytest.fixture(autouse=True)
+    def _url(self, nats_server: NatsServer) -> None:
+        self.url = nats_server.url
+
+
+@pytest.mark.jetstream
+class TestModesOnJetStream(ModesContract):
+    @pytest.fixture(autouse=True)
+    def _url(self, jetstream_server: NatsServer) -> None:
+        self.url = f"jetstream://{jetstream_server.hostport}"
+
+
+@pytest.mark.kafka
+class TestModesOnKafka(ModesContract):
+    ordered = False
+
+    @pytest.fixture(autouse=True)
+    def _url(self, kafka_url: str) -> None:
+        self.url = kafka_url + "&commit_interval=100ms"
+
+
+@pytest.mark.nsq
+@pytest.mark.skipif(not NSQD, reason="set TASK_TEST_NSQD=host:port to run against a real nsqd")
+class TestModesOnNsq(ModesContract):
+    @pytest.fixture(autouse=True)
+    def _url(self) -> None:
+        self.url = f"nsq://{NSQD}"

@@ -1,0 +1,185 @@
+"""PriorityConsumer's guarantees (nothing lost on stop or cancellation), broadcast tasks in
+the ledger, and the command line of both. The per-bus behaviour is in tests/test_modes*.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from task import Task, Worker, completed
+from task.bus.memory import MemoryBroker, MemoryConsumer, MemoryProducer
+from task.bus.priority import PriorityConsumer, split_topics
+from task.errors import ConfigError
+from task.launcher import Launcher, LauncherOptions
+from task.ledger.memory import MemoryLedger
+from task.ledger.recorder import LedgerRecorder
+from task.result import Outcome
+from task.settings import WorkerSettings
+from task.worker import TaskContext
+from tests.modes_contract import recording_worker
+from tests.test_cli import lines, taskbus
+
+
+def _lanes(broker: MemoryBroker, *topics: str) -> list[MemoryConsumer]:
+    return [MemoryConsumer(broker, topic, "w") for topic in topics]
+
+
+async def test_stop_gives_back_a_message_taken_but_not_handed_out() -> None:
+    # Given a priority reader that has taken low-1 from its topic to keep it ready
+    broker = MemoryBroker()
+    for i in range(2):
+        broker.publish("low", f"low-{i}".encode())
+    reader = PriorityConsumer(_lanes(broker, "high", "low"), grace=0)
+    first = await reader.msg()
+    assert first is not None and first.body == b"low-0"
+    await asyncio.sleep(0)  # the kept fetch takes low-1
+    assert not broker.topic("low").ready
+    # When it stops
+    await reader.stop()
+    # Then low-1 is back on its topic for another worker, and nothing else moved
+    again = MemoryConsumer(broker, "low", "w")
+    taken = await again.msg()
+    assert taken is not None and (taken.body, taken.attempt) == (b"low-1", 2)
+    assert broker.pending("low") == 2  # low-0 (unacked, still held) and low-1
+
+
+async def test_a_cancelled_msg_loses_nothing() -> None:
+    # Given a reader whose msg() waits (a higher topic is given time to deliver)
+    broker = MemoryBroker()
+    broker.publish("low", b"low-0")
+    reader = PriorityConsumer(_lanes(broker, "high", "low"), grace=60)
+    waiting = asyncio.ensure_future(reader.msg())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    # When that call is cancelled (a runner ending at shutdown)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    # Then the message it had taken from the bus is handed to the next call
+    reader.grace = 0
+    message = await reader.msg()
+    assert message is not None and message.body == b"low-0"
+    await reader.stop()
+
+
+async def test_the_reader_is_finished_when_every_topic_is_but_not_by_broadcast() -> None:
+    # Given a high and a low topic that will end, behind a broadcast topic that never does
+    broker = MemoryBroker()
+    broker.publish("low", b"low-0")
+    for topic in ("high", "low"):
+        broker.close_topic(topic)
+    reader = PriorityConsumer(_lanes(broker, "t.all", "high", "low"), grace=0, optional=1)
+    # When both are drained
+    message = await reader.msg()
+    assert message is not None and message.body == b"low-0"
+    await message.ack()
+    # Then the reader is finished (the launcher stops), broadcast or not
+    assert await asyncio.wait_for(reader.msg(), 5) is None
+    await reader.stop()
+
+
+def test_a_topic_list_with_a_gap_or_a_repeat_is_refused() -> None:
+    assert split_topics("high, default ,low") == ["high", "default", "low"]
+    assert split_topics("one") == ["one"]
+    with pytest.raises(ConfigError, match="empty name"):
+        split_topics("high,,low")
+    with pytest.raises(ConfigError, match="names a topic twice"):
+        split_topics("a,b,a")
+
+
+def test_one_topic_without_broadcast_keeps_the_buss_own_consumer() -> None:
+    settings = WorkerSettings(worker="nop", type="t", bus="memory:units-one")
+    assert isinstance(Launcher.from_settings(recording_worker([]), settings).consumer, MemoryConsumer)
+
+
+async def test_the_ledger_holds_one_entry_per_instance_of_a_broadcast_task() -> None:
+    # Given two broadcast workers sharing a ledger, each blocked in the task
+    broker = MemoryBroker.named("units-ledger")
+    ledger = MemoryLedger()
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    class Blocked(Worker):
+        def __init__(self, info: str) -> None:
+            self.info = info
+
+        async def do_task(self, ctx: TaskContext) -> Outcome:
+            started.append(self.info)
+            await gate.wait()
+            return completed("done")
+
+    runs = []
+    launchers = []
+    for name in ("w0", "w1"):
+        settings = WorkerSettings(worker="nop", type="t", bus="memory:units-ledger", broadcast=True,
+                                  instance=name, worker_kill_time=2)
+        built = Launcher.from_settings(Blocked, settings)
+        launcher = Launcher(Blocked, built.consumer, built.producer,
+                            LauncherOptions(task_type="t", done_topic="done"), ledger)
+        launchers.append(launcher)
+        await launcher.consumer.start()
+        runs.append(asyncio.create_task(launcher.run()))
+    # When one broadcast task is sent
+    task = Task.new("t", "reload")
+    await MemoryProducer(broker).send("t.all", task.to_json())
+    while len(started) < 2:
+        await asyncio.sleep(0.01)
+    for _ in range(100):
+        if await ledger.find("t", f"{task.id}@w1") and await ledger.find("t", f"{task.id}@w0"):
+            break
+        await asyncio.sleep(0.01)
+    # Then each instance's run is outstanding under <id>@<instance>
+    w0, w1 = await ledger.find("t", f"{task.id}@w0"), await ledger.find("t", f"{task.id}@w1")
+    assert w0 is not None and w1 is not None and await ledger.find("t", task.id) is None
+    assert w0.task.get_meta("instance") == "w0"
+    # And once both are done, neither is
+    gate.set()
+    while len([b for t, b in broker.sent if t == "done"]) < 2:
+        await asyncio.sleep(0.01)
+    for launcher, run in zip(launchers, runs, strict=True):
+        await launcher.stop()
+        await run
+    assert await ledger.find("t", f"{task.id}@w0") is None
+    assert await ledger.find("t", f"{task.id}@w1") is None
+    done = [Task.from_json(b) for t, b in broker.sent if t == "done"]
+    assert sorted(d.get_meta("instance") for d in done) == ["w0", "w1"]
+
+
+async def test_an_ordinary_task_is_recorded_under_its_own_id() -> None:
+    ledger = MemoryLedger()
+    recorder = LedgerRecorder(ledger)
+    task = Task.new("t", "x", meta={"instance": "w0"})  # not sent with scope all
+    recorder.started(task, "t")
+    await recorder.close()
+    assert await ledger.find("t", task.id) is not None
+
+
+def test_send_scope_all_goes_to_the_broadcast_topic(tmp_path: Path) -> None:
+    out = taskbus("send", "reload", "cache", "--scope", "all", "--bus", f"file:{tmp_path}/", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    sent = lines(tmp_path / "reload.all.jsonl")
+    assert [(t["type"], t["info"], t["meta"]) for t in sent] == [("reload", "cache", "scope=all")]
+    assert not (tmp_path / "reload.jsonl").exists()
+
+
+def test_a_worker_on_a_topic_list_drains_it_in_priority_order(tmp_path: Path) -> None:
+    # Given a file bus with tasks on low and high
+    for topic in ("low", "high"):
+        with (tmp_path / f"{topic}.jsonl").open("w") as bus_file:
+            for i in range(3):
+                bus_file.write(Task.new("t", f"{topic}-{i}").to_json().decode() + "\n")
+    # When a worker reads high,low to the end
+    out = taskbus("worker", "nop", "--type", "t", "--topic", "high,low", "--bus", f"file:{tmp_path}/",
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    # Then every high task was done before any low one
+    done = [json.loads(line)["info"] for line in (tmp_path / "done.jsonl").read_text().splitlines()]
+    assert done == [f"high-{i}" for i in range(3)] + [f"low-{i}" for i in range(3)]
+
+
+def test_a_bad_topic_list_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    out = taskbus("worker", "nop", "--topic", "high,,low", "--bus", f"file:{tmp_path}/", cwd=tmp_path)
+    assert out.returncode == 2 and "empty name" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
