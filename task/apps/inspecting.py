@@ -24,9 +24,9 @@ def cli_inspector(command: str, url: str, credentials: Credentials) -> Inspector
     if scheme_of(url) == "memory":
         raise ConfigError(
             f"taskbus {command}: the memory bus lives inside the process that uses it; a "
-            "separate taskbus command would see its own empty broker. A worker on memory: "
-            "shows its backlog at /stats (--status-port); use file:, jetstream:// or kafka:// "
-            "to inspect from outside"
+            "separate taskbus command would see its own empty broker. A worker on the memory "
+            "bus shows its backlog at /stats (--status-port); use file:, jetstream:// or "
+            "kafka:// to inspect a bus from outside"
         )
     return open_inspector(url, credentials)
 
