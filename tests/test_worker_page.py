@@ -259,3 +259,12 @@ def test_a_missing_browser_is_named_with_the_packages_to_install(
     monkeypatch.setattr(tests.browser, "CHROMEDRIVER", tmp_path / "chromedriver")
     assert tests.browser.missing() == (
         f"{tmp_path / 'chromedriver'} is missing: apt-get install chromium chromium-driver (.ci/run does)")
+
+
+def test_tag_takes_any_attribute_including_name_and_escapes_values() -> None:
+    from task.web.page import tag
+
+    assert tag("input", type="hidden", name="day", value='a"b<') == (
+        '<input type="hidden" name="day" value="a&quot;b&lt;"></input>')
+    assert tag("td", "x", class_="num", data_id=3, hidden=True, title=None) == (
+        '<td class="num" data-id="3" hidden>x</td>')

@@ -36,7 +36,7 @@ def join(parts: Iterable[object]) -> Markup:
     return Markup("".join(esc(part) for part in parts))
 
 
-def tag(name: str, *children: object, **attrs: object) -> Markup:
+def tag(name: str, /, *children: object, **attrs: object) -> Markup:
     """``<name attrs>children</name>``; attribute values and text children are escaped.
 
     ``class_`` is written ``class``; an attribute whose value is None or False is left out,
