@@ -183,3 +183,19 @@ def test_a_bad_topic_list_is_one_line_and_exit_2(tmp_path: Path) -> None:
     out = taskbus("worker", "nop", "--topic", "high,,low", "--bus", f"file:{tmp_path}/", cwd=tmp_path)
     assert out.returncode == 2 and "empty name" in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+async def test_a_broadcast_run_sent_again_by_recover_is_done_under_the_same_entry() -> None:
+    # Given the ledger entry of w0's run, which recover sends again with the id <id>@w0
+    ledger = MemoryLedger()
+    recorder = LedgerRecorder(ledger)
+    again = Task.new("t", "reload", id="abc@w0", meta={"scope": "all", "instance": "w0"})
+    # When a worker runs it and finishes it
+    recorder.started(again, "t")
+    await recorder.close()
+    assert await ledger.find("t", "abc@w0") is not None
+    recorder = LedgerRecorder(ledger)
+    recorder.done("t", "abc@w0")
+    await recorder.close()
+    # Then that entry is done, not another one opened
+    assert await ledger.find("t", "abc@w0") is None and await ledger.find("t", "abc@w0@w0") is None

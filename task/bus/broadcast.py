@@ -66,9 +66,11 @@ def is_broadcast(task: Task) -> bool:
 
 def ledger_id(task: Task) -> str:
     """The id the ledger records ``task`` under: ``<id>@<instance>`` for a broadcast task,
-    so each instance's run is one outstanding entry of its own; the task's id otherwise."""
+    so each instance's run is one outstanding entry of its own; the task's id otherwise
+    (also for a run that ``recover`` sent again under that id)."""
     if task.id and is_broadcast(task):
-        return f"{task.id}@{task.get_meta(INSTANCE_KEY)}"
+        suffix = "@" + task.get_meta(INSTANCE_KEY)
+        return task.id if task.id.endswith(suffix) else task.id + suffix
     return task.id
 
 
