@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from task import rfc3339
 
-__all__ = ["age_seconds", "created_age"]
+__all__ = ["age_seconds", "created_age", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """The default clock of the inspectors (tests inject their own)."""
+    return datetime.now(UTC)
 
 
 def age_seconds(then: datetime, now: datetime) -> float:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 
 from task.bus.file_options import FileOptions, offset_file, parse_offset
 from task.credentials import Credentials
 from task.errors import BusError, ConfigError
-from task.inspect.age import created_age
+from task.inspect.age import created_age, utcnow
 from task.inspect.base import TopicStats
 
 __all__ = ["FileInspector", "open_inspector"]
@@ -26,14 +26,10 @@ _CHUNK = 1 << 20
 _HELD = "lines a running reader holds but has not acknowledged count as waiting"
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class FileInspector:
     """Reads ``file:`` topics and offset files; never writes either."""
 
-    def __init__(self, options: FileOptions, now: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, options: FileOptions, now: Callable[[], datetime] = utcnow) -> None:
         self.options = options
         self._now = now
 

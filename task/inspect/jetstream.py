@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import nats.errors
 import nats.js.errors
@@ -23,7 +23,7 @@ from task.bus.jetstream import JetStreamConsumer, JetStreamOptions, stream_name
 from task.bus.nats_connect import connect
 from task.credentials import Credentials
 from task.errors import BusError
-from task.inspect.age import age_seconds
+from task.inspect.age import age_seconds, utcnow
 from task.inspect.base import TopicStats
 
 __all__ = ["JetStreamInspector", "open_inspector"]
@@ -31,14 +31,10 @@ __all__ = ["JetStreamInspector", "open_inspector"]
 logger = logging.getLogger(__name__)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class JetStreamInspector:
     """Reads stream and consumer info of ``TASK_*`` streams; creates nothing."""
 
-    def __init__(self, options: JetStreamOptions, now: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, options: JetStreamOptions, now: Callable[[], datetime] = utcnow) -> None:
         self.options = options
         self._now = now
         self._client: Client | None = None

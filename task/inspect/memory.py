@@ -9,11 +9,11 @@ a topic sees the same numbers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from task.bus.memory import MemoryBroker
 from task.credentials import Credentials
-from task.inspect.age import created_age
+from task.inspect.age import created_age, utcnow
 from task.inspect.base import TopicStats
 from task.url import parse_url
 
@@ -22,14 +22,10 @@ __all__ = ["MemoryInspector", "open_inspector"]
 _SHARED = "one queue per topic, shared by every channel"
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class MemoryInspector:
     """Reads the queues of a ``MemoryBroker`` without taking anything from them."""
 
-    def __init__(self, broker: MemoryBroker, now: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, broker: MemoryBroker, now: Callable[[], datetime] = utcnow) -> None:
         self.broker = broker
         self._now = now
 
