@@ -27,7 +27,7 @@ from pydantic import Field
 from task.apps.dlq_replay import Choice, ReplayReport, replay
 from task.apps.inspecting import cli_inspector, table
 from task.bus.base import Consumer, Producer
-from task.bus.registry import open_consumer, open_producer
+from task.bus.registry import open_consumer, open_producer, scheme_of
 from task.errors import BusError, ConfigError
 from task.inspect.base import CannotInspect, Inspector
 from task.inspect.deadletters import DeadLetter, parse_dead_letter
@@ -101,6 +101,16 @@ def check_action(action: str, args: Sequence[str], replay_all: bool, ids: Sequen
         raise ConfigError("taskbus dlq replay: say which, one way: --all, numbers from taskbus dlq "
                           "ls (replay 1 3), or --id TASK_ID")
     _positions(args)
+
+
+def _reader_url(url: str) -> str:
+    """The bus URL for the dead-letter reader. On JetStream its durable consumer must never
+    give up on a message (``max_deliver=-1``): each replay gives back the one message it
+    fetched past the last it needed, and after ``max_deliver`` such returns JetStream would
+    stop delivering that dead letter to this reader for good."""
+    if scheme_of(url) != "jetstream" or "max_deliver=" in url:
+        return url
+    return url + ("&" if "?" in url else "?") + "max_deliver=-1"
 
 
 def _cut(text: str) -> str:
@@ -186,7 +196,7 @@ class DlqApp:
         inspector = cli_inspector("dlq", settings.bus, credentials)
         consumer = producer = None
         if settings.action == "replay":
-            consumer = open_consumer(settings.bus, topic=settings.dead_letter_topic,
+            consumer = open_consumer(_reader_url(settings.bus), topic=settings.dead_letter_topic,
                                      channel=settings.channel, prefetch=1, credentials=credentials)
             producer = open_producer(settings.producer_url, credentials=credentials)
         return cls(inspector=inspector, topic=settings.dead_letter_topic, action=settings.action,

@@ -203,6 +203,18 @@ def test_jetstream(jetstream_server: NatsServer, capsys: pytest.CaptureFixture[s
     assert asyncio.run(peek(url, topic)) == bodies
 
 
+def test_the_jetstream_reader_never_gives_up_on_a_dead_letter() -> None:
+    from task.apps.dlq import DlqSettings
+    from task.bus.jetstream import JetStreamConsumer
+
+    settings = DlqSettings(action="replay", replay_all=True, dead_letter_topic="dead",
+                           bus="jetstream://127.0.0.1:4222?ack_wait=1m")
+    app = DlqApp.from_settings(settings)
+    assert isinstance(app.consumer, JetStreamConsumer)
+    assert app.consumer.options.max_deliver == -1
+    assert app.consumer.options.ack_wait == 60
+
+
 @pytest.mark.kafka
 def test_kafka(kafka_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     url = kafka_url + "&partitions=1&commit_interval=50ms"
