@@ -199,3 +199,25 @@ async def test_a_broadcast_run_sent_again_by_recover_is_done_under_the_same_entr
     await recorder.close()
     # Then that entry is done, not another one opened
     assert await ledger.find("t", "abc@w0") is None and await ledger.find("t", "abc@w0@w0") is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["memory:units-open", "file:/tmp/units-open/?follow=1", "nats://127.0.0.1:4222",
+     "jetstream://127.0.0.1:4222", "kafka://127.0.0.1:9092", "nsq://127.0.0.1:4150"],
+)
+def test_each_bus_gives_a_broadcast_reader_its_own_channel_from_now_on(url: str) -> None:
+    from task.bus.broadcast import BroadcastConsumer, open_broadcast_consumer
+
+    opened = [open_broadcast_consumer(url, "cache", instance="host.example.com-12") for _ in range(2)]
+    inner = [b.consumer for b in opened if isinstance(b, BroadcastConsumer)]
+    assert [c.info()["topic"] for c in inner] == ["cache.all", "cache.all"]
+    channels = [str(c.info().get("channel") or c.info().get("consumer") or getattr(c, "channel", "")) for c in inner]
+    assert channels[0] != channels[1] and all(
+        ch.replace(".", "_").startswith("host_example_com-12-") for ch in channels)  # JetStream: no dots
+    if url.startswith("nsq"):
+        assert all(ch.endswith("#ephemeral") for ch in channels)  # nsqd drops it when we leave
+    elif not url.startswith("nats"):  # core NATS gives a new subscription only what comes next
+        assert all(getattr(c, "from_end", False) for c in inner)  # only what is sent from start
+    if url.startswith("file"):
+        assert all(getattr(c, "offset_path", "x") is None for c in inner)  # no offset file left
