@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -37,6 +38,7 @@ from task.flow.file_phases import parse_stats
 from task.flow.loader import WorkflowSet
 from task.flow.retention import Retention
 from task.flow.store import TaskStore, open_store
+from task.flow.webhook import WebhookNotifier
 from task.ledger.base import Ledger
 from task.ledger.memory import MemoryLedger
 from task.ledger.registry import open_ledger
@@ -70,6 +72,10 @@ class FlowSettings(BusSettings):
     poll_interval: Duration = Field(1.0, gt=0, description="how often due retries are looked for")
     fire_key_ttl: Duration = Field(86400.0, gt=0, description="how long a fired cron tick or child keeps other replicas from firing it")
     max_in_progress: int = Field(16, ge=1, description="done tasks handled at once (also the done consumer's prefetch)")
+    webhook: str = Field("", description="URL alert summaries are posted to (Slack-compatible; empty: none)")
+    alert_min_wait: Duration = Field(60.0, gt=0, description="least time between two alert summaries (and the first alert's wait for its burst)")
+    alert_max_wait: Duration = Field(3600.0, gt=0, description="most time between two alert summaries while alerts keep coming")
+    console_url: str = Field("", description="the console's address for links in summaries (default: http://status_host:status_port)")
 
 
 class _Closer:
@@ -106,6 +112,7 @@ class FlowApp(LifecycleApp):
         failed_topic: str = "flow-failed",
         alert_topic: str = "flow-alerts",
         notifiers: Sequence[Notifier] = (),
+        webhook: WebhookNotifier | None = None,
         task_ttl: float = 4 * 3600.0,
         retention: float = 30 * 86400.0,
         reload_every: float = 5.0,
@@ -130,7 +137,9 @@ class FlowApp(LifecycleApp):
         self.poll_interval = poll_interval
         self.max_in_progress = max_in_progress
         self.sender = TaskSender(producer, self.ledger)
-        alerts = Alerts(store, [TopicNotifier(producer, alert_topic), *notifiers],
+        self.webhook = webhook
+        extra = [webhook] if webhook is not None else []
+        alerts = Alerts(store, [TopicNotifier(producer, alert_topic), *notifiers, *extra],
                         clock=lambda: self.clock.now().timestamp())
         self._engine = FlowEngine(workflows, self.sender, ledger=self.ledger, store=store,
                                   alerts=alerts, clock=self.clock.now, failed_topic=failed_topic,
@@ -140,7 +149,9 @@ class FlowApp(LifecycleApp):
         if status_port:
             self.api = FlowApiServer(self, host=status_host, port=status_port,
                                      metrics=stats_metrics("flow", self.stats))
-        parts: list[Part | None] = [_Closer(store), consumer, files_consumer, producer, self.api]
+        # the webhook stops first (reverse order): it sends what is pending while all is up
+        parts: list[Part | None] = [_Closer(store), consumer, files_consumer, producer, self.api,
+                                    webhook]
         self.lifecycle = Lifecycle("flow", self.stats, logger=logger, parts=parts,
                                    ledger=self.ledger)
         self._stopping = asyncio.Event()
@@ -158,6 +169,8 @@ class FlowApp(LifecycleApp):
             "store": type(store).__name__, "failed_topic": failed_topic,
             "alert_topic": alert_topic, "task_ttl": format_duration(task_ttl),
             "retention": format_duration(retention), "status_port": status_port or None,
+            # the host only: a Slack webhook's path is its secret
+            "webhook": None if webhook is None else urlsplit(webhook.url).netloc,
         }
 
     # -- what the API reads (FlowView) --------------------------------------------------------
@@ -211,6 +224,19 @@ class FlowApp(LifecycleApp):
             raise ConfigError(f"--workflow {path}: no such file or directory")
         creds = settings.credentials()
         store_url = settings.store or settings.ledger or "memory:"
+        if settings.alert_max_wait < settings.alert_min_wait:
+            raise ConfigError(f"--alert-max-wait ({format_duration(settings.alert_max_wait)}) is "
+                              f"less than --alert-min-wait ({format_duration(settings.alert_min_wait)}); "
+                              "raise the max or lower the min")
+        webhook = None
+        if settings.webhook:
+            if not settings.webhook.startswith(("http://", "https://")):
+                raise ConfigError(f"--webhook {settings.webhook!r}: give an http:// or https:// URL")
+            console = settings.console_url or (
+                f"http://{settings.status_host}:{settings.status_port}" if settings.status_port else "")
+            webhook = WebhookNotifier(settings.webhook, console_url=console,
+                                      min_wait=settings.alert_min_wait,
+                                      max_wait=settings.alert_max_wait)
         files = None
         if settings.files_topic:
             files = open_consumer(settings.bus, topic=settings.files_topic,
@@ -226,6 +252,7 @@ class FlowApp(LifecycleApp):
             store=open_store(store_url),
             failed_topic=settings.failed_topic,
             alert_topic=settings.alert_topic,
+            webhook=webhook,
             task_ttl=settings.task_ttl,
             retention=settings.retention,
             reload_every=settings.reload_every,
@@ -359,6 +386,8 @@ class FlowApp(LifecycleApp):
         if now - self._last_incomplete >= INCOMPLETE_EVERY:
             self._last_incomplete = now
             await self._engine.check_incomplete()
+        if self.webhook is not None:
+            self.webhook.poke()  # sends in the background once the summary is due
 
     async def _tick_loop(self) -> None:
         while not self._stopping.is_set():
@@ -385,4 +414,5 @@ class FlowApp(LifecycleApp):
             "store_clean_error": self.retention.last_error,
             "next_cron": None if upcoming is None else upcoming.isoformat(),
             "consumer": self.consumer.info(),
+            **(self.webhook.stats() if self.webhook is not None else {}),
         }

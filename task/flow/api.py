@@ -9,6 +9,7 @@
 - ``POST /backload``: a phase's tasks over a span (``task``, ``from``, ``to`` or ``at``,
   ``by`` or ``every``, ``meta``); a dry run listing them unless ``"execute": true``.
 - ``POST /refresh`` (and ``GET``, as Go): reload the workflow files now.
+- ``/`` and ``/console/...``: the web console (``task.flow.console``), HTML for people.
 
 Bad input is a 400 with ``{"error": "..."}``; an unknown path a 404 naming the valid ones.
 Built on aiohttp (the ``[apps]`` extra) like ``taskbus http``; binds 127.0.0.1 by default.
@@ -27,6 +28,7 @@ from aiohttp import web
 
 from task.errors import BusError, ConfigError
 from task.flow.backload import plan_backload
+from task.flow.console import ConsoleRoutes
 from task.flow.cron_phases import CronPhases
 from task.flow.engine import FlowEngine
 from task.flow.loader import WorkflowSet
@@ -38,7 +40,7 @@ __all__ = ["FlowApiServer", "FlowView"]
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_PATHS = "GET /info, /task/{id}, /recap, /healthz, /stats, /metrics; POST /backload, /refresh"
+_PATHS = "GET /info, /task/{id}, /recap, /console, /healthz, /stats, /metrics; POST /backload, /refresh"
 
 
 class FlowView(Protocol):
@@ -55,6 +57,10 @@ class FlowView(Protocol):
 
     @property
     def store(self) -> TaskStore: ...
+
+    @property
+    def startup(self) -> Mapping[str, object]:
+        """The settings it started with (the start-up log line's), for the console."""
 
     def now(self) -> datetime:
         """The app's clock."""
@@ -100,6 +106,7 @@ class FlowApiServer:
         self.metrics = metrics
         self.max_body = max_body
         self._runner: web.AppRunner | None = None
+        self.console = ConsoleRoutes(view)
 
     def web_app(self) -> web.Application:
         """The aiohttp application, for embedding or testing."""
@@ -113,6 +120,7 @@ class FlowApiServer:
         app.router.add_post("/backload", self._backload)
         app.router.add_post("/refresh", self._refresh)
         app.router.add_get("/refresh", self._refresh)
+        self.console.add_to(app)
         return app
 
     async def start(self) -> None:

@@ -1,0 +1,132 @@
+"""What every console page shares: the header with its links, the day picker, links to a
+task's chain and to a filtered tasks list, times written the same way everywhere.
+
+Every page reads a UTC day (``?day=2024-01-31``, today by default); every task id anywhere
+links to its chain (``/console/task?id=...``: a query, so any id works, slashes and all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlencode
+
+from task.web.page import Markup, document, esc, join, tag
+
+__all__ = [
+    "BASE",
+    "ConsoleError",
+    "console_page",
+    "day_picker",
+    "error_page",
+    "fmt_seconds",
+    "fmt_time",
+    "read_day",
+    "task_link",
+    "tasks_url",
+    "url",
+    "void",
+]
+
+#: where the console lives on the status port (the JSON API keeps its own paths)
+BASE = "/console"
+_NAV = (("tasks", "Tasks"), ("alerts", "Alerts"), ("files", "Files"), ("workflows", "Workflows"),
+        ("backload", "Backload"), ("about", "About"))
+
+
+class ConsoleError(Exception):
+    """Bad input on a console page: answered 400 with this one line on an HTML page."""
+
+
+def void(name: str, **attrs: object) -> Markup:
+    """A void element (``<input ...>``): ``tag`` always writes a closing tag, which HTML
+    does not allow for these. Attributes are escaped as ``tag`` does."""
+    inner = tag(name, **attrs)
+    return Markup(inner[: -len(f"</{name}>")])
+
+
+def url(page: str, /, **query: object) -> str:
+    """``/console/<page>?query`` with the empty values left out."""
+    kept = {k: str(v) for k, v in query.items() if v not in (None, "")}
+    return f"{BASE}/{page}" + (f"?{urlencode(kept)}" if kept else "")
+
+
+def tasks_url(day: date, /, **filters: object) -> str:
+    """The tasks page of ``day`` with ``filters`` (type, job, result, running, page)."""
+    return url("tasks", day=day.isoformat(), **filters)
+
+
+def task_link(id: str) -> Markup:
+    """``id`` as a link to its chain."""
+    return tag("a", id, href=url("task", id=id), class_="task-id mono")
+
+
+def fmt_time(at: float, *, with_day: bool = False) -> str:
+    """Unix seconds as ``HH:MM:SS`` UTC (``YYYY-MM-DD HH:MM:SS`` with the day)."""
+    moment = datetime.fromtimestamp(at, UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S" if with_day else "%H:%M:%S")
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A run time: ``850ms``, ``12.3s``, ``4m05s``, ``2h03m``; ``—`` when unknown."""
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def read_day(query: Mapping[str, str], now: datetime) -> date:
+    """The ``day`` of the query, today (UTC) when absent.
+
+    Raises:
+        ConsoleError: a day that is not a date.
+    """
+    text = query.get("day", "").strip()
+    if not text:
+        return now.astimezone(UTC).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError as err:
+        raise ConsoleError(f"day={text!r} is not a date: write it like 2024-01-31") from err
+
+
+def day_picker(page: str, day: date, **keep: object) -> Markup:
+    """Previous / next day links and a date field (plain GET form) for ``page``; ``keep``
+    carries the page's filters along."""
+    hidden = [void("input", type="hidden", name_=k, value=v) for k, v in keep.items() if v not in (None, "")]
+    before, after = day - timedelta(days=1), day + timedelta(days=1)
+    return tag(
+        "form", tag("a", f"← {before.isoformat()}", href=url(page, day=before.isoformat(), **keep), id="day-prev"),
+        tag("label", "day", void("input", type="date", name_="day", value=day.isoformat(), id="day")),
+        *hidden, tag("button", "Show", type="submit"),
+        tag("a", f"{after.isoformat()} →", href=url(page, day=after.isoformat(), **keep), id="day-next"),
+        method="get", action=f"{BASE}/{page}", class_="day-picker",
+    )
+
+
+def _nav(active: str) -> Markup:
+    return tag("nav", *(
+        tag("a", label, href=f"{BASE}/{page}", aria_current="page" if page == active else None,
+            id=f"nav-{page}")
+        for page, label in _NAV))
+
+
+def console_page(title: str, active: str, *content: object, note: str = "") -> bytes:
+    """A whole console page: the header (title, links), ``content``, a footer."""
+    body = join([
+        tag("header", tag("h1", tag("a", "taskbus flow", href=f"{BASE}/tasks"), " · ", title),
+            _nav(active)),
+        tag("main", *content),
+        tag("footer", note or "All times UTC · JSON: /info, /task/{id}, /recap · /stats, /metrics"),
+    ])
+    return document(f"{title} · taskbus flow", body)
+
+
+def error_page(message: str) -> bytes:
+    """The page a bad request gets: the one line saying what to write."""
+    return console_page("bad request", "", tag("p", esc(message), class_="problems", id="error"))
