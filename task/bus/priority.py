@@ -25,6 +25,7 @@ import logging
 from collections.abc import Sequence
 
 from task.bus.base import BusInfo, BusPart, Consumer, Message, consumer_health
+from task.bus.waiters import Waiters
 from task.credentials import Credentials
 from task.errors import ConfigError
 
@@ -57,8 +58,9 @@ class PriorityConsumer(BusPart):
     """Reads ``consumers`` in order: always the first topic with a message waiting.
 
     Returns None once every underlying consumer is finished (a drained file) or after
-    ``stop()`` (the first ``optional`` consumers do not count). ``grace`` is how long a higher topic's empty wait must last before a lower
-    topic's message goes first (see the module docstring).
+    ``stop()`` (the first ``optional`` consumers do not count). ``grace`` is how long a
+    higher topic's empty wait must last before a lower topic's message goes first (see the
+    module docstring).
     """
 
     def __init__(
@@ -74,6 +76,8 @@ class PriorityConsumer(BusPart):
         self._stopped = False
         self._started = False
         self._handed = [0] * len(consumers)
+        #: msg() calls waiting, oldest first; a fetch that completes wakes one
+        self._waiters = Waiters()
 
     @property
     def consumers(self) -> list[Consumer]:
@@ -101,8 +105,15 @@ class PriorityConsumer(BusPart):
 
     def _arm(self, lane: _Lane, now: float) -> None:
         if lane.fetch is None and not lane.finished and not self._stopped:
-            lane.fetch = asyncio.create_task(lane.consumer.msg())
+            fetch = lane.fetch = asyncio.create_task(lane.consumer.msg())
+            fetch.add_done_callback(self._arrived)
             lane.since = now
+
+    def _arrived(self, fetch: asyncio.Task[Message | None]) -> None:
+        self._waiters.wake_one()
+
+    def _any_ready(self) -> bool:
+        return any(lane.fetch is not None and lane.fetch.done() for lane in self._lanes)
 
     async def msg(self) -> Message | None:
         """The next message of the highest-priority topic that has one; None when every
@@ -115,11 +126,9 @@ class PriorityConsumer(BusPart):
         loop = asyncio.get_running_loop()
         while not self._stopped:
             now = loop.time()
-            for lane in self._lanes:
-                self._arm(lane, now)
-            blocking: list[asyncio.Task[Message | None]] = []  # higher fetches still young
-            deadline = now
+            deadline = 0.0  # while > 0: a higher topic is still young until then
             for index, lane in enumerate(self._lanes):
+                self._arm(lane, now)
                 fetch = lane.fetch
                 if fetch is None:
                     continue  # finished
@@ -127,10 +136,9 @@ class PriorityConsumer(BusPart):
                     if getattr(lane.consumer, "joined", True) is False:
                         lane.since = now  # a Kafka group still forming: its wait says nothing yet
                     if now - lane.since < self.grace:
-                        blocking.append(fetch)
                         deadline = max(deadline, lane.since + self.grace)
                     continue
-                if blocking:
+                if deadline:
                     break  # a message is ready here, but a higher topic may still deliver
                 lane.fetch = None
                 message = fetch.result()  # re-raises a bus failure
@@ -139,15 +147,20 @@ class PriorityConsumer(BusPart):
                     continue
                 self._handed[index] += 1
                 self._arm(lane, now)  # eager: the topic's idle time counts from now
+                if self._any_ready():
+                    self._waiters.wake_one()  # more is ready: pass the wake-up on
                 return message
             if all(lane.finished for lane in self._lanes[self.optional:]):
+                self._waiters.wake_all()
                 return None  # every topic is finished
-            pending = [lane.fetch for lane in self._lanes if lane.fetch is not None]
-            if blocking:
-                await asyncio.wait(blocking, timeout=max(0.0, deadline - loop.time()),
-                                   return_when=asyncio.FIRST_COMPLETED)
-            else:
-                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if not deadline:
+                await self._waiters.wait(self._any_ready)
+                continue
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._waiters.wait(self._any_ready)
+            except TimeoutError:
+                pass  # the higher topics had their grace: look again
         return None
 
     async def stop(self) -> None:
@@ -158,6 +171,7 @@ class PriorityConsumer(BusPart):
                 await lane.consumer.stop()
             return
         self._stopped = True
+        self._waiters.wake_all()
         for lane in self._lanes:
             fetch, lane.fetch = lane.fetch, None
             if fetch is not None and fetch.done():
