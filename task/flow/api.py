@@ -129,7 +129,8 @@ class FlowApiServer:
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         self.port = int(self._runner.addresses[0][1])
-        logger.info("flow API on http://%s:%d/info", self.host, self.port)
+        logger.info("flow API on http://%s:%d/info, console on http://%s:%d/", self.host, self.port,
+                    self.host, self.port)
 
     async def stop(self) -> None:
         """Stop listening; requests in flight finish. Idempotent."""

@@ -125,8 +125,8 @@ async def test_tasks_are_paged_newest_first(console: Console) -> None:
 async def test_the_chain_shows_the_task_its_children_and_their_events(console: Console) -> None:
     load = await a_day(console)
     page = await console.get(f"/console/task?id={load.id}")
-    headings = re.findall(r'<section class="panel chain-task" id="task-\d+"><h2>([^<]+)', page)
-    assert headings == ["load:hourly ", "report ", "audit "]
+    headings = re.findall(r'<section class="panel chain-task" id="task-\d+"><h3><code>([^<]+)', page)
+    assert headings == ["load:hourly", "report", "audit"]
     assert "started as a child of <code>load:hourly</code>" in page
     assert "&lt;script&gt;" in page and HOSTILE not in page
     missing = await console.get("/console/task?id=nope")

@@ -55,7 +55,7 @@ def _task_section(index: int, events: list[TaskEvent]) -> Markup:
     day = day_of(first.at)
     return tag(
         "section",
-        tag("h2", _name(first), " ", state),
+        tag("h3", tag("code", _name(first)), " ", state),
         tag("p", _how(first), " · ",
             tag("a", f"tasks of {day.isoformat()}", href=tasks_url(day, type=first.type, job=first.job))),
         table(["seen", "event", "retry", "result", "started", "ended", "run time", "msg"], rows,

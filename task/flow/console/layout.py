@@ -56,9 +56,11 @@ def tasks_url(day: date, /, **filters: object) -> str:
     return url("tasks", day=day.isoformat(), **filters)
 
 
-def task_link(id: str) -> Markup:
-    """``id`` as a link to its chain."""
-    return tag("a", id, href=url("task", id=id), class_="task-id mono")
+def task_link(id: str, *, short: bool = False) -> Markup:
+    """``id`` as a link to its chain; ``short`` shows its first 8 characters (the whole id
+    is the link's title and is on the chain page)."""
+    text = id[:8] + "…" if short and len(id) > 9 else id
+    return tag("a", text, href=url("task", id=id), class_="task-id mono", title=id if text != id else None)
 
 
 def fmt_time(at: float, *, with_day: bool = False) -> str:

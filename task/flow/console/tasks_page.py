@@ -106,7 +106,7 @@ def _form(day: date, recap: list[RecapRow], kept: dict[str, str]) -> Markup:
 
 def _row(t: TaskRow) -> tuple[object, ...]:
     msg = t.msg if len(t.msg) <= MSG_WIDTH else t.msg[: MSG_WIDTH - 1] + "…"
-    return (task_link(t.id), t.name, result_badge(t.result, t.running), t.attempts,
+    return (task_link(t.id, short=True), t.name, result_badge(t.result, t.running), t.attempts,
             fmt_time(t.first), fmt_seconds(t.run_time), tag("span", msg, class_="msg"),
             tag("span", t.info, class_="mono"))
 

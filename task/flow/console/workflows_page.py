@@ -58,7 +58,7 @@ async def render_workflows(workflows: WorkflowSet, cron: CronPhases, store: Task
                          phase.retry, _when(upcoming), _when(previous)))
         loaded = workflows.loaded_at(name)
         sections.append(tag(
-            "section", tag("h2", name),
+            "section", tag("h3", tag("code", name)),
             tag("p", f"{workflow.path} · loaded {_when(loaded)}", class_="muted"),
             render_graph(workflow, lambda p: tasks_url(today, type=p.topic, job=p.job), counts),
             table(["phase", "starts", "rule", "template", "retry", "next", "previous"], rows,
