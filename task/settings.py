@@ -154,6 +154,9 @@ class WorkerSettings(BusSettings):
         5.0, gt=0,
         description="time between heartbeats (bus in_progress, ledger touch) of a running task; keep recover's older_than well above it",
     )
+    ledger_unhealthy_after: Duration = Field(
+        60.0, gt=0, description="seconds the ledger may fail every write before /healthz answers 503"
+    )
 
 
 def is_duration(info: FieldInfo) -> bool:

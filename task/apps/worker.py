@@ -127,6 +127,7 @@ class WorkerApp:
             "worker", self.launcher.stats, logger=logger, status_host=self.settings.status_host,
             status_port=self.settings.status_port, metrics=launcher_metrics(self.launcher),
             parts=[self._releaser(options.task_type)],
+            ledger_unhealthy_after=self.settings.ledger_unhealthy_after,
         )
         await lifecycle.open({
             "worker": self.settings.worker, "type": options.task_type, "bus": self.settings.bus,
