@@ -34,7 +34,7 @@ from task.flow.alerts import AlertKind, Alerts
 from task.flow.file_phases import FileStats, file_task
 from task.flow.loader import WorkflowSet
 from task.flow.phase_tasks import child_tasks, cron_tasks
-from task.flow.store import Event, FileRecord, TaskEvent, TaskStore
+from task.flow.store import Event, FileRecord, TaskEvent, TaskRow, TaskStore
 from task.flow.template import MissingMeta
 from task.flow.workflow import Phase
 from task.ledger.base import Ledger, ScheduleKind
@@ -54,6 +54,11 @@ SEND_AGAIN_AFTER = 5.0
 #: Fire-key rule names of children and incomplete alerts (cron phases use their own).
 CHILD_KEYS = "flow-child"
 INCOMPLETE_KEYS = "flow-incomplete"
+#: Seconds before ``now - task_ttl`` the first look for incomplete tasks after a start reads
+#: from (the flow app looks once a minute; later looks start where the previous one stopped).
+INCOMPLETE_LOOKBACK = 60.0
+#: Unfinished tasks read from the store at once.
+INCOMPLETE_PAGE = 1000
 
 
 def retry_count(task: Task) -> int:
@@ -104,7 +109,8 @@ class FlowEngine:
         self.incomplete_keys = FireKeys(ledger, ttl=max(key_ttl, 40 * 86400.0), owner=owner)
         #: task types whose retries this engine scheduled (besides the phases' topics)
         self._retry_types: set[str] = set()
-        self._alerted: set[tuple[str, str]] = set()
+        #: where the previous look for incomplete tasks stopped (Unix seconds); None before it
+        self._checked_until: float | None = None
         self._pending: list[TaskEvent] = []
         self._writing = asyncio.Lock()
         self.counts = {k: 0 for k in (
@@ -407,34 +413,51 @@ class FlowEngine:
 
     async def check_incomplete(self) -> int:
         """Alert once for each task created more than ``task_ttl`` ago and not done; how many
-        alerts were raised."""
+        alerts were raised.
+
+        Each check reads only the tasks first seen since the previous check's cutoff (the
+        first check after a start: ``INCOMPLETE_LOOKBACK`` further back), page by page, so
+        a thousand tasks stuck for days never hide newer ones and a day-partitioned store
+        reads only the days between. A failed read keeps the cutoff: the next check reads
+        the same tasks again, and the ledger's keys stop a second alert for any of them.
+        """
         if self.task_ttl <= 0:
             return 0
-        now = self.clock()
-        try:
-            rows = await self.store.unfinished(now.timestamp() - self.task_ttl)
-        except Exception as err:  # noqa: BLE001 - the next check tries again
-            self.counts["store_errors"] += 1
-            logger.error("cannot read unfinished tasks from the store: %s", err)
-            return 0
-        raised = 0
-        # forget what the store no longer lists (done at last, or cleaned)
-        self._alerted &= {(row.type, row.id) for row in rows}
-        for row in rows:
-            key = (row.type, row.id)
-            if key in self._alerted:
-                continue
-            self._alerted.add(key)
-            task = Task(type=row.type, id=row.id, job=row.job, created=row.created,
-                        meta=f"workflow={row.workflow}" if row.workflow else "")
-            if await self.incomplete_keys.take(f"{INCOMPLETE_KEYS}/{row.type}", task) is False:
-                continue
-            raised += 1
-            self.counts["incomplete"] += 1
-            await self.alerts.raise_alert(
-                AlertKind.INCOMPLETE, task,
-                f"created {row.created or '?'} and not done within {_go_duration(self.task_ttl)}")
+        cutoff = self.clock().timestamp() - self.task_ttl
+        after = cutoff - INCOMPLETE_LOOKBACK if self._checked_until is None else self._checked_until
+        limit, raised = INCOMPLETE_PAGE, 0
+        seen: set[tuple[str, str]] = set()
+        while after < cutoff:
+            try:
+                rows = await self.store.unfinished(cutoff, created_after=after, limit=limit)
+            except Exception as err:  # noqa: BLE001 - the next check tries again
+                self.counts["store_errors"] += 1
+                logger.error("cannot read unfinished tasks from the store: %s", err)
+                return raised
+            for row in rows:
+                if (row.type, row.id) not in seen:
+                    seen.add((row.type, row.id))
+                    raised += await self._alert_incomplete(row)
+            if len(rows) < limit:
+                break
+            if rows[-1].first > after:
+                after = rows[-1].first  # the rows first seen at that instant come again: seen
+            else:
+                limit *= 2  # a whole page first seen at one instant: read more at once
+        self._checked_until = max(cutoff, self._checked_until or cutoff)
         return raised
+
+    async def _alert_incomplete(self, row: TaskRow) -> int:
+        """Raise the incomplete alert for ``row`` unless a replica did: 1 when raised."""
+        task = Task(type=row.type, id=row.id, job=row.job, created=row.created,
+                    meta=f"workflow={row.workflow}" if row.workflow else "")
+        if await self.incomplete_keys.take(f"{INCOMPLETE_KEYS}/{row.type}", task) is False:
+            return 0
+        self.counts["incomplete"] += 1
+        await self.alerts.raise_alert(
+            AlertKind.INCOMPLETE, task,
+            f"created {row.created or '?'} and not done within {_go_duration(self.task_ttl)}")
+        return 1
 
     def stats(self) -> dict[str, object]:
         """Counters for ``/stats``."""

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from task.bus.memory import Fault, MemoryBroker
-from task.flow.store import AlertKind, Event
+from task.flow.store import AlertKind, Event, TaskEvent
 from task.flow.store_memory import MemoryTaskStore
 from task.ledger.memory import MemoryLedger
 from task.task import Task
@@ -203,6 +203,39 @@ async def test_an_incomplete_task_raises_one_alert_after_the_ttl(tmp_path: Path)
         assert [a.get_meta("alert") for a in alerts] == ["incomplete"]
         kinds = [a.kind for a in await store.alerts(FIVE.date()) if a.id == load.id]
         assert kinds == [AlertKind.INCOMPLETE]
+
+
+async def test_a_thousand_stuck_tasks_do_not_hide_newer_incomplete_ones(tmp_path: Path) -> None:
+    # Given 1,001 tasks created at midnight and never done, task_ttl 4h
+    broker, clock, store = MemoryBroker(), TestClock(), MemoryTaskStore()
+    midnight = datetime(2024, 1, 31, 0, 0, 30, tzinfo=UTC).timestamp()
+    await store.record([TaskEvent(f"stuck-{i:04}", "load", "", Event.CREATED, midnight, workflow="etl.toml")
+                        for i in range(1001)])
+    async with memory_app(broker, write_workflows(tmp_path / "wf"), clock, ledger=MemoryLedger(),
+                          store=store, task_ttl=4 * 3600) as app:
+        # When the ttl has passed for them: an alert for every one, none left out
+        clock.set(datetime(2024, 1, 31, 4, 1, tzinfo=UTC))
+        assert await app.engine.check_incomplete() == 1001
+        # Given a task created at 05:00 and never done either
+        await store.record([TaskEvent("late", "load", "", Event.CREATED, FIVE.timestamp())])
+        # When its ttl has passed: it is alerted, and the stuck ones are not again
+        clock.set(datetime(2024, 1, 31, 9, 1, tzinfo=UTC))
+        assert await app.engine.check_incomplete() == 1
+        alerted = [a.id for a in bodies(broker, "flow-alerts") if a.get_meta("alert") == "incomplete"]
+        assert len(alerted) == 1002 and len(set(alerted)) == 1002 and alerted[-1] == "late"
+
+
+async def test_incomplete_tasks_first_seen_at_one_instant_are_all_alerted(tmp_path: Path) -> None:
+    # Given more tasks first seen at one same instant than one read of the store returns
+    broker, clock, store = MemoryBroker(), TestClock(), MemoryTaskStore()
+    await store.record([TaskEvent(f"same-{i:04}", "load", "", Event.CREATED, FIVE.timestamp())
+                        for i in range(2500)])
+    async with memory_app(broker, write_workflows(tmp_path / "wf"), clock, ledger=MemoryLedger(),
+                          store=store, task_ttl=4 * 3600) as app:
+        # When their ttl has passed: each is alerted once
+        clock.set(datetime(2024, 1, 31, 9, 0, 30, tzinfo=UTC))
+        assert await app.engine.check_incomplete() == 2500
+        assert await app.engine.check_incomplete() == 0
 
 
 async def test_a_file_starts_the_phases_its_path_matches(tmp_path: Path) -> None:
