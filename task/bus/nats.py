@@ -160,6 +160,14 @@ class NatsConsumer(BusPart):
             await self._waiters.wait(lambda: bool(self._ready))
         return None
 
+    def unread(self, message: NatsMessage) -> None:
+        """Put a message ``msg()`` handed out, never started, back in front: the next
+        ``msg()`` returns it, or ``stop()`` publishes it back with the other held ones (a
+        core NATS nack cannot redeliver). What ``task.bus.priority`` does with a message it
+        kept and did not hand on."""
+        self._ready.appendleft(Msg(self._client, subject=self.topic, data=message.body))  # type: ignore[arg-type]
+        self._received -= 1
+
     async def stop(self) -> None:
         """Unsubscribe, give held messages back to the subject, close. Idempotent."""
         if self._stopped:
