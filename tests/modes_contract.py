@@ -54,6 +54,10 @@ class ModesContract:
     grace: ClassVar[float] = 0.25
     #: whether one topic's messages arrive in the order sent (Kafka: only per partition)
     ordered: ClassVar[bool] = True
+    #: whether a message given back is done once more only (Kafka: at least once; the file
+    #: bus: every reader reads every line, so it is not in the handover test)
+    exactly_once: ClassVar[bool] = True
+    shares_topic: ClassVar[bool] = True
 
     @pytest.fixture(autouse=True)
     def _topics(self) -> None:
@@ -148,6 +152,35 @@ class ModesContract:
             await asyncio.wait_for(asyncio.shield(run), self.patience)
         # Then it is the very next task started: the low tasks already fetched wait
         assert started[0].startswith("low") and started[1] == "high-0", started
+
+    async def test_a_stopping_worker_gives_back_what_it_held_unstarted(self) -> None:
+        if not self.shares_topic:
+            pytest.skip("every reader of a file reads every line: there is no handover")
+        # Given worker A holding a backlog of low tasks (one started, more held), and worker
+        # B subscribed to the same topics
+        high, low = f"{self.type}-high", f"{self.type}-low"
+        started_a: list[str] = []
+        started_b: list[str] = []
+        a = Launcher.from_settings(recording_worker(started_a),
+                                   self.settings(topic=f"{high},{low}", lifetime=1))
+        await a.consumer.start()
+        await self.send(low, *(Task.new(self.type, f"low-{i}") for i in range(4)))
+        b = Launcher.from_settings(recording_worker(started_b), self.settings(topic=f"{high},{low}"))
+        await b.consumer.start()
+        # When A stops after one task
+        async with self.running(a) as run:
+            await asyncio.wait_for(asyncio.shield(run), self.patience)
+        assert len(started_a) == 1
+        # Then B does every other task: nothing A held is lost
+        async def all_done() -> None:
+            while len(set(started_a + started_b)) < 4:
+                await asyncio.sleep(0.02)
+
+        async with self.running(b):
+            await asyncio.wait_for(all_done(), self.patience)
+        assert sorted(set(started_a + started_b)) == [f"low-{i}" for i in range(4)]
+        if self.exactly_once:
+            assert len(started_a + started_b) == 4
 
     async def _until_held(self, consumer: PriorityConsumer, lane: int) -> None:
         """Wait until ``consumer`` holds a message of topic ``lane`` ready to hand out."""

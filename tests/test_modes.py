@@ -16,6 +16,8 @@ class TestModesOnMemory(ModesContract):
 
 
 class TestModesOnFile(ModesContract):
+    shares_topic = False
+
     @pytest.fixture(autouse=True)
     def _url(self, tmp_path: Path) -> None:
         self.url = f"file:{tmp_path}/?follow=1"

@@ -30,6 +30,7 @@ class TestModesOnJetStream(ModesContract):
 @pytest.mark.kafka
 class TestModesOnKafka(ModesContract):
     ordered = False
+    exactly_once = False
 
     @pytest.fixture(autouse=True)
     def _url(self, kafka_url: str) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from task.bus.base import BusInfo, BusPart, Consumer, Message, consumer_health
 from task.bus.waiters import Waiters
@@ -165,7 +166,8 @@ class PriorityConsumer(BusPart):
 
     async def stop(self) -> None:
         """Stop every consumer; a message taken from a topic and not handed out goes back
-        (``nack(0)``), never lost. Idempotent."""
+        (``nack(0)``, or to a core NATS consumer's held messages, which its ``stop()``
+        publishes back), never lost. Idempotent."""
         if self._stopped:
             for lane in self._lanes:
                 await lane.consumer.stop()
@@ -175,14 +177,14 @@ class PriorityConsumer(BusPart):
         for lane in self._lanes:
             fetch, lane.fetch = lane.fetch, None
             if fetch is not None and fetch.done():
-                await _give_back(fetch)
+                await _give_back(fetch, lane.consumer)
             await lane.consumer.stop()
             if fetch is not None and not fetch.done():
                 # a consumer's msg() returns None after stop(); one that took a message
                 # just before still hands it over, and it goes back
                 await asyncio.wait([fetch], timeout=STOP_WAIT)
                 if fetch.done():
-                    await _give_back(fetch)
+                    await _give_back(fetch, lane.consumer)
                 else:
                     logger.warning("a consumer of %r did not return from msg() after stop()",
                                    lane.consumer.info().get("topic"))
@@ -210,12 +212,23 @@ class PriorityConsumer(BusPart):
         return None
 
 
-async def _give_back(fetch: asyncio.Task[Message | None]) -> None:
+@runtime_checkable
+class _Unreads(Protocol):
+    """A consumer that takes back a message its ``msg()`` handed out (core NATS, whose nack
+    cannot redeliver: its ``stop()`` publishes what it holds back to the subject)."""
+
+    def unread(self, message: Any) -> None: ...
+
+
+async def _give_back(fetch: asyncio.Task[Message | None], consumer: Consumer) -> None:
     """Return a kept message to its bus; a failed fetch has nothing to return."""
     if fetch.cancelled() or fetch.exception() is not None:
         return
     message = fetch.result()
     if message is None:
+        return
+    if isinstance(consumer, _Unreads):
+        consumer.unread(message)  # before the consumer's stop(), which gives it back
         return
     try:
         await message.nack(0)
