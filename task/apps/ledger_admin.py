@@ -1,7 +1,8 @@
 """``taskbus ledger init|ls|show|stats``: set up and inspect the outstanding-task ledger.
 
 For operators: ``init`` creates the schema (keyspace and tables on Cassandra, with the
-replication given; safe to run twice), ``ls`` lists outstanding tasks with their age and
+replication given, and there the ``taskbus flow`` task store's tables too, since a Cassandra
+store is never created on first use; safe to run twice), ``ls`` lists outstanding tasks with their age and
 how long they have been idle, and scheduled tasks (retries waiting out their backoff) with
 when they are due; ``show ID`` prints one task's record, ``stats`` counts per task list with
 the oldest age. Every duration in the text output has a unit; ``--json`` prints
@@ -18,7 +19,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from pydantic import Field
 
@@ -28,13 +29,16 @@ from task.ledger.base import Ledger, LedgerRecord, ScheduledTask, ScheduleReader
 from task.ledger.registry import open_ledger
 from task.settings import AppSettings, positional
 
+if TYPE_CHECKING:
+    from task.flow.store import TaskStore
+
 __all__ = ["LedgerAdmin", "LedgerAdminSettings", "SchemaOwner"]
 
 logger = logging.getLogger(__name__)
 
 #: each action and the line ``taskbus ledger`` alone prints for it
 ACTIONS: dict[str, str] = {
-    "init": "create the ledger (SQLite file, Cassandra keyspace and tables); safe to run twice",
+    "init": "create the ledger (SQLite file, Cassandra keyspace and tables, with flow's there); safe to run twice",
     "ls": "list outstanding tasks (age, idle) and scheduled ones (when due)",
     "show": "print the record of each task id given: taskbus ledger show ID...",
     "stats": "count created, started and scheduled tasks per task list, with the oldest age",
@@ -119,9 +123,12 @@ class LedgerAdmin:
         older_than: float = 0,
         limit: int = 100,
         clock: Callable[[], float] = time.time,
+        flow_store: TaskStore | None = None,
     ) -> None:
         check_action(action, args)
         self.ledger = ledger
+        #: ``init`` also creates this store's tables (the flow store beside a Cassandra ledger)
+        self.flow_store = flow_store
         self.action = action
         self.args = list(args)
         self.as_json = as_json
@@ -143,9 +150,14 @@ class LedgerAdmin:
         if not settings.ledger:
             raise ConfigError("taskbus ledger needs --ledger URL (e.g. sqlite:./taskbus-data/ledger.db)")
         ledger = open_ledger(settings.ledger, create=settings.action == "init")
+        flow_store = None
+        if settings.action == "init" and settings.ledger.partition(":")[0].lower() == "cassandra":
+            from task.flow.store import open_store  # only here: other actions need no flow code
+
+            flow_store = open_store(settings.ledger)
         return cls(ledger=ledger, action=settings.action, args=settings.args,
                    as_json=settings.json_output, replication=settings.replication,
-                   older_than=settings.older_than, limit=settings.limit)
+                   older_than=settings.older_than, limit=settings.limit, flow_store=flow_store)
 
     async def run(self) -> int:
         """Do the action; 0 when done, 1 when the ledger failed or a task was not found.
@@ -159,7 +171,11 @@ class LedgerAdmin:
             print(f"taskbus ledger {self.action}: {err}", file=sys.stderr)
             return 1
         finally:
-            await self.ledger.close()
+            try:
+                if self.flow_store is not None:
+                    await self.flow_store.close()
+            finally:
+                await self.ledger.close()
 
     async def stop(self) -> None:
         """Nothing runs for long; closing happens when ``run`` returns."""
@@ -178,7 +194,11 @@ class LedgerAdmin:
         if not isinstance(self.ledger, SchemaOwner):
             raise ConfigError(f"{type(self.ledger).__name__} has no schema to create")
         message = await self.ledger.init_schema(self.replication)
-        self._print({"ok": True, "message": message}, message)
+        if not isinstance(self.flow_store, SchemaOwner):
+            self._print({"ok": True, "message": message}, message)
+            return 0
+        flow = await self.flow_store.init_schema(self.replication)
+        self._print({"ok": True, "message": message, "flow_store": flow}, f"{message}\n{flow}")
         return 0
 
     async def _lists(self) -> list[str]:
