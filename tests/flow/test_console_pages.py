@@ -17,6 +17,7 @@ from task.apps.flow import FlowApp
 from task.bus.memory import MemoryBroker
 from task.flow.console.graph import layout
 from task.flow.loader import WorkflowSet
+from task.flow.store import AlertKind, AlertRecord, FileRecord
 from task.ledger.memory import MemoryLedger
 from task.task import Task
 from tests.flow.flow_harness import TestClock, bodies, deliver, finish, memory_app, write_workflows
@@ -240,3 +241,21 @@ async def test_backload_refuses_cross_site_posts_and_missing_tokens(console: Con
     async with console.http.get(console.base + "/console/backload") as response:
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
         assert "script-src" not in response.headers["Content-Security-Policy"]  # default-src 'none'
+
+
+async def test_alerts_and_files_are_paged_newest_first(console: Console) -> None:
+    # Given 250 alerts and 250 files in one day
+    store = console.app.store
+    start = FIVE.timestamp()
+    for i in range(250):
+        await store.record_alert(AlertRecord(start + i, f"a{i:03d}", "load", "", AlertKind.ERROR, "boom"))
+        await store.record_file(FileRecord(start + i, f"s3://x/{i:03d}.csv", 1, (), (f"f{i:03d}",)))
+    first = await console.get("/console/alerts?day=2024-01-31")
+    assert "page 1 of 2 · 250 alerts" in first and ids_in(first, "alerts")[0] == "a249"
+    # the summary counts the whole day
+    assert ">250<" in first.split('id="alert-summary"', 1)[1]
+    second = await console.get("/console/alerts?day=2024-01-31&page=2")
+    assert ids_in(second, "alerts")[-1] == "a000" and len(ids_in(second, "alerts")) == 50
+    files = await console.get("/console/files?day=2024-01-31&page=2")
+    assert "page 2 of 2 · 250 files" in files and ids_in(files, "files")[-1] == "f000"
+    assert "no phase matched" in files

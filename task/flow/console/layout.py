@@ -7,7 +7,7 @@ links to its chain (``/console/task?id=...``: a query, so any id works, slashes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -21,7 +21,9 @@ __all__ = [
     "error_page",
     "fmt_seconds",
     "fmt_time",
+    "pager",
     "read_day",
+    "read_page",
     "task_link",
     "tasks_url",
     "url",
@@ -109,6 +111,29 @@ def day_picker(page: str, day: date, **keep: object) -> Markup:
         tag("a", f"{after.isoformat()} →", href=url(page, day=after.isoformat(), **keep), id="day-next"),
         method="get", action=f"{BASE}/{page}", class_="day-picker",
     )
+
+
+def read_page(query: Mapping[str, str]) -> int:
+    """The ``page`` of the query (from 1; 1 when absent).
+
+    Raises:
+        ConsoleError: not a whole number from 1.
+    """
+    text = query.get("page", "1").strip() or "1"
+    if not text.isdigit() or int(text) < 1:
+        raise ConsoleError(f"page={text!r}: write a page number from 1")
+    return int(text)
+
+
+def pager(link: Callable[[int], str], page: int, pages: int, total: int, noun: str) -> Markup:
+    """``← newer · page 2 of 7 · 650 tasks · older →``, ``link(n)`` being page n's URL."""
+    parts: list[Markup] = []
+    if page > 1:
+        parts.append(tag("a", "← newer", href=link(page - 1), id="page-prev"))
+    parts.append(tag("span", f"page {page} of {pages} · {total} {noun}{'s' if total != 1 else ''}"))
+    if page < pages:
+        parts.append(tag("a", "older →", href=link(page + 1), id="page-next"))
+    return tag("p", Markup(" ".join(parts)), class_="pager", id="pager")
 
 
 def _nav(active: str) -> Markup:
