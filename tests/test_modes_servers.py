@@ -32,9 +32,14 @@ class TestModesOnKafka(ModesContract):
     ordered = False
     exactly_once = False
 
+    @pytest.mark.slow
+    async def test_a_stopping_worker_gives_back_what_it_held_unstarted(self) -> None:
+        """Two group rebalances (B joins, A leaves) take Tansu about 8 s."""
+        await super().test_a_stopping_worker_gives_back_what_it_held_unstarted()
+
     @pytest.fixture(autouse=True)
     def _url(self, kafka_url: str) -> None:
-        self.url = kafka_url + "&commit_interval=100ms"
+        self.url = kafka_url + "&commit_interval=100ms&session_timeout=3s"
 
 
 @pytest.mark.nsq
