@@ -232,6 +232,6 @@ def test_the_console_on_the_file_bus(browser: WebDriver, tmp_path: Path) -> None
 
 @pytest.mark.jetstream
 def test_the_console_on_jetstream(browser: WebDriver, tmp_path: Path, jetstream_server: NatsServer) -> None:
-    prefix = f"c{uuid.uuid4().hex[:8]}"  # the server is shared by the session
+    prefix = f"c{uuid.uuid4().hex[:8]}-"  # the server is shared by the session
     with live_flow(tmp_path, f"jetstream://127.0.0.1:{jetstream_server.port}", prefix) as flow:
         console_tour(browser, flow, "jetstream")

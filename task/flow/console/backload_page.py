@@ -146,7 +146,8 @@ class BackloadForms:
             tag("section", tag("h2", f"{len(plan.tasks)} tasks would be sent"), execute,
                 table(["id", "type:job", "info", "meta"], rows, empty="No tasks.", id="backload-tasks"),
                 class_="panel"),
-            self._form(workflows, values),
+            tag("section", tag("h2", "change and preview again"), self._form(workflows, values),
+                class_="panel"),
         )
 
     async def execute(self, engine: FlowEngine, form: Mapping[str, str]) -> tuple[int, bytes]:
