@@ -76,6 +76,7 @@ class PriorityConsumer(BusPart):
         self.grace = grace
         self._stopped = False
         self._started = False
+        self._starting = asyncio.Lock()
         self._handed = [0] * len(consumers)
         #: msg() calls waiting, oldest first; a fetch that completes wakes one
         self._waiters = Waiters()
@@ -93,16 +94,19 @@ class PriorityConsumer(BusPart):
         """
         if self._started or self._stopped:
             return
-        started: list[Consumer] = []
-        try:
-            for lane in self._lanes:
-                await lane.consumer.start()
-                started.append(lane.consumer)
-        except BaseException:
-            for consumer in started:
-                await consumer.stop()
-            raise
-        self._started = True
+        async with self._starting:  # concurrent msg() calls start the consumers once
+            if self._started or self._stopped:
+                return
+            started: list[Consumer] = []
+            try:
+                for lane in self._lanes:
+                    await lane.consumer.start()
+                    started.append(lane.consumer)
+            except BaseException:
+                for consumer in started:
+                    await consumer.stop()
+                raise
+            self._started = True
 
     def _arm(self, lane: _Lane, now: float) -> None:
         if lane.fetch is None and not lane.finished and not self._stopped:
