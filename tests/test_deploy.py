@@ -1,6 +1,7 @@
 """deploy/ holds what operators run: the Dockerfile passes hadolint, and every ``taskbus``
 command, flag, TASK_* variable and TOML file in docker-compose.yml and the Kubernetes
-manifests is one the CLI really takes (no Docker engine runs here, so this is the check)."""
+manifests is one the CLI really takes, and every workflow directory flow is given loads
+(no Docker engine runs here, so this is the check)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import yaml
 
 from task.bus.registry import open_consumer, open_producer
 from task.cli import COMMANDS, _load_app, _Usage, build_parser
+from task.flow.loader import load_workflows
 from task.ledger.registry import open_ledger
 from task.settings import AppSettings, BusSettings, load_settings
 from task.status import StatusServer
@@ -169,9 +172,47 @@ def test_every_command_flag_variable_and_config_is_real(
 
 def test_there_are_runs_to_check_and_every_config_file_is_used() -> None:
     commands = {run.argv[0] for run in ALL_RUNS}
-    assert {"worker", "cron", "retry", "recover", "ledger"} <= commands
+    assert {"worker", "cron", "retry", "recover", "ledger", "flow"} <= commands
     used = {Path(run.argv[run.argv.index("-c") + 1]).name for run in ALL_RUNS if "-c" in run.argv}
     assert {p.name for p in (DEPLOY / "config").glob("*.toml")} <= used
+
+
+FLOW_RUNS = [run for run in ALL_RUNS if run.argv[0] == "flow"]
+
+
+def workflow_files(run: Run) -> dict[str, str]:
+    """The workflow files ``run`` (a flow) reads: the mounted files under its ``--workflow``."""
+    root = run.argv[run.argv.index("--workflow") + 1].rstrip("/") + "/"
+    return {path.removeprefix(root): text for path, text in run.files.items() if path.startswith(root)}
+
+
+@pytest.mark.parametrize("run", FLOW_RUNS, ids=[run.where for run in FLOW_RUNS])
+def test_flow_runs_a_mounted_workflow_directory_that_loads(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = workflow_files(run)
+    assert files, f"{run.where}: nothing is mounted under its --workflow directory"
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, "utf-8")
+    loaded = load_workflows(tmp_path)
+    assert (loaded.problems, loaded.warnings) == ([], [])
+    assert sorted(loaded.workflows) == sorted(files)
+    settings = settings_of(run, tmp_path, monkeypatch)
+    assert getattr(settings, "ledger", "") and settings.status_port and settings.status_host == "0.0.0.0"
+
+
+def test_compose_and_k8s_run_the_same_workflows_and_no_retry_rule_for_their_types() -> None:
+    [compose], [k8s] = ([workflow_files(r) for r in FLOW_RUNS if r.where.startswith(kind)] for kind in ("compose", "k8s"))
+    assert {k: tomllib.loads(v) for k, v in compose.items()} == {k: tomllib.loads(v) for k, v in k8s.items()}
+    # flow retries its own tasks: a taskbus retry rule for one of their types retries them twice
+    types = {phase["task"].split(":")[0] for text in compose.values() for phase in tomllib.loads(text)["phase"]}
+    for run in [r for r in ALL_RUNS if r.argv[0] == "retry"]:
+        rules = tomllib.loads(run.files[run.argv[run.argv.index("-c") + 1]]).get("rule", [])
+        assert rules and not types & {rule["type"] for rule in rules}, run.where
+    # and something does their tasks, in both
+    for kind in ("compose", "k8s"):
+        workers = [r for r in ALL_RUNS if r.where.startswith(kind) and r.argv[0] == "worker"]
+        assert any(types <= {r.argv[r.argv.index("--type") + 1]} for r in workers if "--type" in r.argv), kind
 
 
 def test_hadolint_passes_the_dockerfile() -> None:
@@ -236,7 +277,7 @@ def test_compose_runs_every_part_with_health_checks() -> None:
     assert nsq == {"/nsqlookupd", "/nsqd", "/nsqadmin"}
 
 
-def test_k8s_scales_workers_keeps_singletons_single_and_probes_healthz(
+def test_k8s_scales_workers_keeps_singletons_single_and_probes_readyz_and_healthz(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     status_port = int(image_env()["TASK_STATUS_PORT"])
@@ -248,9 +289,10 @@ def test_k8s_scales_workers_keeps_singletons_single_and_probes_healthz(
             assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", name
         [container] = spec["template"]["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        for probe in ("readinessProbe", "livenessProbe"):
+        # ready once subscribed (a worker's /readyz), restarted only when broken (/healthz)
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
             get = container[probe]["httpGet"]
-            assert get["path"] == "/healthz" and ports.get(get["port"], get["port"]) == status_port, name
+            assert get["path"] == path and ports.get(get["port"], get["port"]) == status_port, name
         # the kubelet probes the pod's address, not localhost
         assert settings_of(runs[name], tmp_path, monkeypatch).status_host == "0.0.0.0", name
         assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
