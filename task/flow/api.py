@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
@@ -28,11 +28,7 @@ from aiohttp import web
 
 from task.errors import BusError, ConfigError
 from task.flow.backload import plan_backload
-from task.flow.console import ConsoleRoutes
-from task.flow.cron_phases import CronPhases
-from task.flow.engine import FlowEngine
-from task.flow.loader import WorkflowSet
-from task.flow.store import TaskStore
+from task.flow.console import ConsoleRoutes, ConsoleView
 from task.flow.workflow import Phase
 
 __all__ = ["FlowApiServer", "FlowView"]
@@ -43,30 +39,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PATHS = "GET /info, /task/{id}, /recap, /console, /healthz, /stats, /metrics; POST /backload, /refresh"
 
 
-class FlowView(Protocol):
-    """What the API reads of the running flow app."""
-
-    @property
-    def workflows(self) -> WorkflowSet: ...
-
-    @property
-    def cron(self) -> CronPhases: ...
-
-    @property
-    def engine(self) -> FlowEngine: ...
-
-    @property
-    def store(self) -> TaskStore: ...
-
-    @property
-    def startup(self) -> Mapping[str, object]:
-        """The settings it started with (the start-up log line's), for the console."""
-
-    def now(self) -> datetime:
-        """The app's clock."""
-
-    def stats(self) -> Mapping[str, object]:
-        """What ``/stats`` shows."""
+class FlowView(ConsoleView, Protocol):
+    """What the API reads of the running flow app: what the console reads, and more."""
 
     def healthy(self) -> bool:
         """False when the app cannot do its work."""

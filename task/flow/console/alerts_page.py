@@ -11,6 +11,7 @@ from task.flow.console.layout import (
     console_page,
     day_picker,
     fmt_time,
+    newest_page,
     pager,
     read_day,
     read_page,
@@ -35,11 +36,8 @@ async def render_alerts(store: TaskStore, query: Mapping[str, str], now: datetim
         ConsoleError: a bad day or page.
     """
     day = read_day(query, now)
-    page = read_page(query)
     alerts = await store.alerts(day)
-    pages = max(1, -(-len(alerts) // PAGE_SIZE))
-    page = min(page, pages)
-    newest = alerts[::-1][(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    newest, page, pages = newest_page(alerts, read_page(query), PAGE_SIZE)
     summary = [
         (tag("a", line.name, href=tasks_url(day, type=line.type, job=line.job)), line.count,
          line.kinds_text(), line.span_text())

@@ -11,6 +11,7 @@ from task.flow.console.layout import (
     console_page,
     day_picker,
     fmt_time,
+    newest_page,
     pager,
     read_day,
     read_page,
@@ -33,11 +34,8 @@ async def render_files(store: TaskStore, query: Mapping[str, str], now: datetime
         ConsoleError: a bad day or page.
     """
     day = read_day(query, now)
-    page = read_page(query)
     files = await store.files(day)
-    pages = max(1, -(-len(files) // PAGE_SIZE))
-    page = min(page, pages)
-    newest = files[::-1][(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    newest, page, pages = newest_page(files, read_page(query), PAGE_SIZE)
     rows = [
         (fmt_time(f.at), tag("span", f.path, class_="mono"), f.size,
          ", ".join(f.phases) if f.phases else tag("span", "no phase matched", class_="muted"),

@@ -7,8 +7,9 @@ links to its chain (``/console/task?id=...``: a query, so any id works, slashes 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from task.web.page import Markup, document, esc, join, tag
@@ -21,6 +22,7 @@ __all__ = [
     "error_page",
     "fmt_seconds",
     "fmt_time",
+    "newest_page",
     "pager",
     "read_day",
     "read_page",
@@ -29,6 +31,8 @@ __all__ = [
     "url",
     "void",
 ]
+
+T = TypeVar("T")
 
 #: where the console lives on the status port (the JSON API keeps its own paths)
 BASE = "/console"
@@ -123,6 +127,15 @@ def read_page(query: Mapping[str, str]) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ConsoleError(f"page={text!r}: write a page number from 1")
     return int(text)
+
+
+def newest_page(items: Sequence[T], page: int, size: int) -> tuple[list[T], int, int]:
+    """Page ``page`` (from 1, past the end: the last) of ``items`` (oldest first) shown newest
+    first, ``size`` a page: the page's items, its number and the number of pages."""
+    pages = max(1, -(-len(items) // size))
+    page = min(page, pages)
+    end = len(items) - (page - 1) * size
+    return list(reversed(items[max(0, end - size): end])), page, pages
 
 
 def pager(link: Callable[[int], str], page: int, pages: int, total: int, noun: str) -> Markup:
