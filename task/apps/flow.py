@@ -1,13 +1,15 @@
 """``taskbus flow``: the workflow taskmaster (Go's flowlord) — phases on cron or files,
-children when their parent completes, retries, alerts, and a JSON API.
+children when their parent completes, retries, alerts, a JSON API and a web console.
 
 It reads the done topic (and, optionally, a topic of file stats), starts what the workflow
 files say (``task.flow.engine``), keeps retries in the ledger's schedule, records every task
 event in the task store (by default in the ledger's database), raises alerts on the alert
-topic, and serves ``/info``, ``/task/{id}``, ``/recap``, ``/backload`` and ``/refresh`` on
-its status port beside ``/healthz``, ``/stats`` and ``/metrics``. Workflow files are
-reloaded when they change (checked every ``reload_every``); a bad file keeps the version
-loaded before. Do not run ``taskbus retry`` for workflow task types: both would retry them.
+topic (and, with ``--webhook``, summaries of them to a chat webhook), and serves ``/info``,
+``/task/{id}``, ``/recap``, ``/backload``, ``/refresh`` and the console (``/console/...``,
+``docs/console.md``) on its status port beside ``/healthz``, ``/stats`` and ``/metrics``.
+Workflow files are reloaded
+when they change (checked every ``reload_every``); a bad file keeps the version loaded
+before. Do not run ``taskbus retry`` for workflow task types: both would retry them.
 """
 
 from __future__ import annotations
@@ -95,7 +97,9 @@ class FlowApp(LifecycleApp):
     """Runs the workflows of ``workflows`` until stopped.
 
     Takes ownership of the consumers, producer, ledger and store it is given. ``clock`` is
-    injectable so a test runs a simulated day; ``status_port`` serves the API (0: off).
+    injectable so a test runs a simulated day; ``status_port`` serves the API and the web
+    console (0: off). ``webhook`` receives every alert and sends summaries when each tick
+    finds one due (build it with the app's clock when the clock is injected).
     """
 
     Settings: ClassVar[type[AppSettings]] = FlowSettings

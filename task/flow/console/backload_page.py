@@ -168,7 +168,7 @@ class BackloadForms:
         return 200, console_page(
             "backload sent", "backload",
             tag("p", f"Executed: sent {sent} task{'s' if sent != 1 else ''}.", id="backload-status"),
-            _sent_table(tasks))
+            _sent_table(tasks), tag("p", tag("a", "Another backload", href=url("backload"))))
 
 
 def _sent_table(tasks: list[Task]) -> Markup:
