@@ -8,7 +8,8 @@ topic (and, with ``--webhook``, summaries of them to a chat webhook), and serves
 ``/task/{id}``, ``/recap``, ``/backload``, ``/refresh`` and the console (``/console/...``,
 ``docs/console.md``) on its status port beside ``/healthz``, ``/stats`` and ``/metrics``.
 Workflow files are reloaded when they change (checked every ``reload_every``); a bad file
-keeps the version loaded before. Do not run ``taskbus retry`` for workflow task types: both would retry them.
+keeps the version loaded before. Do not run ``taskbus retry`` for workflow task types: both
+would retry them.
 """
 
 from __future__ import annotations
