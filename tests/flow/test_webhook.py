@@ -16,8 +16,9 @@ from aiohttp import web
 from task.apps.flow import FlowApp, FlowSettings
 from task.bus.memory import MemoryBroker
 from task.errors import ConfigError
+from task.flow.alert_summary import SummaryLine
 from task.flow.store import AlertKind, AlertRecord
-from task.flow.webhook import SummaryBackoff, WebhookNotifier
+from task.flow.webhook import SummaryBackoff, WebhookNotifier, summary_payload
 from task.ledger.memory import MemoryLedger
 from task.task import Task
 from tests.browser import ARTIFACTS
@@ -218,3 +219,18 @@ def test_settings_refuse_a_max_wait_below_min_and_a_bad_url(tmp_path: Path) -> N
                                              status_port=8090))
     assert app.webhook is not None and app.webhook.console_url == "http://127.0.0.1:8090"
     assert app.startup["webhook"] == "hooks.slack.com"  # the path is the webhook's secret
+
+
+def test_a_summary_across_midnight_dates_its_times_and_links_both_days() -> None:
+    late, early = FIVE.timestamp() - 5 * 3600 - 60, FIVE.timestamp() - 5 * 3600 + 60  # 23:59, 00:01
+    line = SummaryLine("load", "hourly")
+    line.add(alert(late, "load", "hourly"))
+    line.add(alert(early, "load", "hourly", AlertKind.INCOMPLETE))
+    text = summary_payload([line], "http://flow:8090/")["text"]
+    assert "`load:hourly`: 2 (1 error, 1 incomplete), 2024-01-30 23:59:00–2024-01-31 00:01:00 UTC" in text
+    assert text.endswith("<http://flow:8090/console/alerts?day=2024-01-30|alerts of 2024-01-30> "
+                         "<http://flow:8090/console/alerts?day=2024-01-31|alerts of 2024-01-31>")
+    # markup in a type name cannot break Slack's formatting
+    odd = SummaryLine("<!channel>", "")
+    odd.add(alert(late, "<!channel>"))
+    assert "`&lt;!channel&gt;`" in summary_payload([odd])["text"]
