@@ -155,7 +155,7 @@ class WorkerSettings(BusSettings):
         description="time between heartbeats (bus in_progress, ledger touch) of a running task; keep recover's older_than well above it",
     )
     ledger_unhealthy_after: Duration = Field(
-        60.0, gt=0, description="seconds the ledger may fail every write before /healthz answers 503"
+        60.0, gt=0, description="how long the ledger may fail every write before /healthz answers 503, e.g. 60s or 5m"
     )
 
 
