@@ -221,3 +221,26 @@ def test_each_bus_gives_a_broadcast_reader_its_own_channel_from_now_on(url: str)
         assert all(getattr(c, "from_end", False) for c in inner)  # only what is sent from start
     if url.startswith("file"):
         assert all(getattr(c, "offset_path", "x") is None for c in inner)  # no offset file left
+
+
+async def test_an_occasional_high_task_does_not_hold_the_lower_topics_up() -> None:
+    # Given a reader working through low tasks while high is empty
+    broker = MemoryBroker()
+    for i in range(3):
+        broker.publish("low", f"low-{i}".encode())
+    reader = PriorityConsumer(_lanes(broker, "high", "low"), grace=0.05)
+    first = await reader.msg()
+    assert first is not None and first.body == b"low-0"
+    # When one high task comes after high had been empty for longer than the grace
+    await asyncio.sleep(0.1)  # at least this long: a lower bound, never too short
+    broker.publish("high", b"high-0")
+    while not reader._lanes[0].fetch or not reader._lanes[0].fetch.done():
+        await asyncio.sleep(0)  # the reader has received it
+    taken = await reader.msg()
+    assert taken is not None and taken.body == b"high-0"
+    # Then the next low task is handed out at once, not after waiting for another high one
+    # (with a grace of an hour, waiting would time out here)
+    reader.grace = 3600
+    following = await asyncio.wait_for(reader.msg(), 5)
+    assert following is not None and following.body == b"low-1"
+    await reader.stop()

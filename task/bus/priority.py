@@ -11,11 +11,13 @@ most that consumer's prefetch, one of which may be the kept result.
 
 "Non-empty" cannot be asked of a bus without a round trip, so a topic counts as empty once
 its outstanding ``msg()`` has waited ``grace`` seconds (0.25 s by default) with nothing
-(counted from when its consumer group gave it partitions, on Kafka, where ``joined`` says so):
-after a higher topic's task is taken, the next lower-priority task waits up to ``grace`` for
-the higher topic's next message (the bus's fetch round trip) before it is handed out. A
-lower-priority task therefore starts ahead of a higher one only when the higher one took
-longer than ``grace`` to reach this worker from the bus.
+(counted from when its consumer group gave it partitions, on Kafka, where ``joined`` says so).
+While a higher topic's backlog flows (its last message came within ``grace`` of asking, or
+at start-up), the next lower-priority task waits up to ``grace`` for the higher topic's next
+message (the bus's fetch round trip) before it is handed out; a higher topic whose last
+message came after a longer wait is taken to be empty again, so occasional high tasks do not
+hold the lower topics up. A lower-priority task therefore starts ahead of a higher one only
+when the higher one took longer than ``grace`` to reach this worker from the bus.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from task.bus.base import BusInfo, BusPart, Consumer, Message, consumer_health
@@ -46,13 +49,18 @@ STOP_WAIT = 10.0
 class _Lane:
     """One underlying consumer, its one outstanding ``msg()`` and when that began."""
 
-    __slots__ = ("consumer", "fetch", "finished", "since")
+    __slots__ = ("busy", "came", "consumer", "fetch", "finished", "since")
 
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
         self.fetch: asyncio.Task[Message | None] | None = None
         self.since = 0.0
+        #: when the outstanding msg() returned
+        self.came = 0.0
         self.finished = False
+        #: its last message came within ``grace`` of asking (a backlog is flowing), or
+        #: nothing is known yet: the next may be on its way, so lower topics wait for it
+        self.busy = True
 
 
 class PriorityConsumer(BusPart):
@@ -111,10 +119,11 @@ class PriorityConsumer(BusPart):
     def _arm(self, lane: _Lane, now: float) -> None:
         if lane.fetch is None and not lane.finished and not self._stopped:
             fetch = lane.fetch = asyncio.create_task(lane.consumer.msg())
-            fetch.add_done_callback(self._arrived)
-            lane.since = now
+            fetch.add_done_callback(partial(self._arrived, lane))
+            lane.since, lane.came = now, 0.0
 
-    def _arrived(self, fetch: asyncio.Task[Message | None]) -> None:
+    def _arrived(self, lane: _Lane, fetch: asyncio.Task[Message | None]) -> None:
+        lane.came = fetch.get_loop().time()
         self._waiters.wake_one()
 
     def _any_ready(self) -> bool:
@@ -139,8 +148,8 @@ class PriorityConsumer(BusPart):
                     continue  # finished
                 if not fetch.done():
                     if getattr(lane.consumer, "joined", True) is False:
-                        lane.since = now  # a Kafka group still forming: its wait says nothing yet
-                    if now - lane.since < self.grace:
+                        lane.since, lane.busy = now, True  # a Kafka group forming: nothing known yet
+                    if lane.busy and now - lane.since < self.grace:
                         deadline = max(deadline, lane.since + self.grace)
                     continue
                 if deadline:
@@ -151,6 +160,8 @@ class PriorityConsumer(BusPart):
                     lane.finished = True
                     continue
                 self._handed[index] += 1
+                came = lane.came or now  # its done callback may not have run yet
+                lane.busy = came - lane.since < self.grace
                 self._arm(lane, now)  # eager: the topic's idle time counts from now
                 if self._any_ready():
                     self._waiters.wake_one()  # more is ready: pass the wake-up on
