@@ -244,3 +244,10 @@ async def test_an_occasional_high_task_does_not_hold_the_lower_topics_up() -> No
     following = await asyncio.wait_for(reader.msg(), 5)
     assert following is not None and following.body == b"low-1"
     await reader.stop()
+
+
+@pytest.mark.parametrize("bus", ["file:-", "file:/tmp/units-one/tasks.jsonl"])
+def test_broadcast_on_a_file_bus_that_is_not_a_directory_is_refused(bus: str) -> None:
+    settings = WorkerSettings(worker="nop", type="t", bus=bus, broadcast=True)
+    with pytest.raises(ConfigError, match="needs a directory"):
+        Launcher.from_settings(recording_worker([]), settings)
