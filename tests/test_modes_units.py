@@ -247,7 +247,8 @@ async def test_an_occasional_high_task_does_not_hold_the_lower_topics_up() -> No
 
 
 @pytest.mark.parametrize("bus", ["file:-", "file:/tmp/units-one/tasks.jsonl"])
-def test_broadcast_on_a_file_bus_that_is_not_a_directory_is_refused(bus: str) -> None:
-    settings = WorkerSettings(worker="nop", type="t", bus=bus, broadcast=True)
+@pytest.mark.parametrize("mode", [{"broadcast": True}, {"topic": "high,low"}])
+def test_modes_on_a_file_bus_that_is_not_a_directory_are_refused(bus: str, mode: dict[str, object]) -> None:
+    settings = WorkerSettings.model_validate({"worker": "nop", "type": "t", "bus": bus, **mode})
     with pytest.raises(ConfigError, match="needs a directory"):
         Launcher.from_settings(recording_worker([]), settings)

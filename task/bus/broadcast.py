@@ -28,9 +28,10 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlencode
 
 from task.bus.base import BusInfo, BusPart, Consumer, Message, consumer_health
+from task.bus.priority import require_topic_files
 from task.bus.registry import open_consumer, scheme_of
 from task.credentials import Credentials
-from task.errors import ConfigError, InvalidTaskError
+from task.errors import InvalidTaskError
 from task.task import Task
 
 __all__ = [
@@ -86,22 +87,6 @@ def _channel_for(url: str, instance: str) -> str:
     if scheme_of(url) in ("nsq", "nsqlookup"):
         channel += _NSQ_EPHEMERAL
     return channel
-
-
-def _check_file_dir(url: str) -> None:
-    """A file bus reads ``<topic>.all`` from its own file only when the URL is a directory.
-
-    Raises:
-        ConfigError: ``file:-`` or a file path (the main topic's file would be read again).
-    """
-    from task.bus.file_options import FileOptions
-
-    options = FileOptions.from_url(url)
-    if options.path == "-" or not options.is_dir():
-        raise ConfigError(
-            f"--broadcast on the file bus needs a directory (it reads <topic>.all.jsonl there), "
-            f"not {options.path!r}; use e.g. file:./data/?follow=1"
-        )
 
 
 def _without_offset_file(url: str) -> str:
@@ -199,7 +184,7 @@ def open_broadcast_consumer(
             URL that is not a directory.
     """
     if scheme_of(url) == "file":
-        _check_file_dir(url)
+        require_topic_files(url, "--broadcast", "<topic>.all.jsonl")
         url = _without_offset_file(url)
     consumer = open_consumer(
         url, topic=broadcast_topic(topic), channel=_channel_for(url, instance), prefetch=1,

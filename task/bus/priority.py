@@ -34,7 +34,8 @@ from task.credentials import Credentials
 from task.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_GRACE", "PriorityConsumer", "open_priority_consumer", "open_worker_consumer", "split_topics",
+    "DEFAULT_GRACE", "PriorityConsumer", "open_priority_consumer", "open_worker_consumer",
+    "require_topic_files", "split_topics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -267,6 +268,25 @@ def split_topics(topics: str) -> list[str]:
     return names
 
 
+def require_topic_files(url: str, feature: str, reads: str) -> None:
+    """On the file bus, each topic has its own file only when the URL is a directory.
+
+    Raises:
+        ConfigError: ``url`` is ``file:-`` or a file path (every topic would read that one).
+    """
+    from task.bus.file_options import FileOptions
+    from task.bus.registry import scheme_of
+
+    if scheme_of(url) != "file":
+        return
+    options = FileOptions.from_url(url)
+    if options.path == "-" or not options.is_dir():
+        raise ConfigError(
+            f"{feature} on the file bus needs a directory (it reads {reads} there), "
+            f"not {options.path!r}; use e.g. file:./data/"
+        )
+
+
 def open_priority_consumer(
     url: str,
     topics: Sequence[str],
@@ -286,6 +306,7 @@ def open_priority_consumer(
     """
     from task.bus.registry import open_consumer
 
+    require_topic_files(url, "--topic with several topics", "<topic>.jsonl of each")
     consumers = [
         open_consumer(url, topic=topic, channel=channel, prefetch=prefetch if i == 0 else 1,
                       credentials=credentials)
