@@ -69,6 +69,12 @@ class KafkaMessage:
         self._holder: asyncio.Task[Any] | None = None  # the task it was handed to
         self._deliveries: list[asyncio.Future[Any]] | None = None  # of sends made for it
 
+    def hand_on(self) -> None:
+        """The running task takes the message over from the task that called ``msg()`` (a
+        ``task.bus.priority`` reader fetches in helper tasks): its sends count towards it."""
+        self._holder = asyncio.current_task()
+        HANDED.set(self)
+
     def takes_delivery(self) -> bool:
         """Unsettled, and the running task is the one it was handed to (not a task the
         worker started, whose sends wait for their own delivery)."""
