@@ -3,10 +3,12 @@ NSQ where ``TASK_TEST_NSQD`` points at an nsqd (none can be installed here)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
+from task.task import Task
 from tests.modes_contract import ModesContract
 from tests.servers.nats import NatsServer
 
@@ -31,6 +33,24 @@ class TestModesOnJetStream(ModesContract):
 class TestModesOnKafka(ModesContract):
     ordered = False
     exactly_once = False
+
+    async def test_the_caller_of_msg_holds_the_message_so_its_sends_count_towards_it(self) -> None:
+        # Given a priority reader on two Kafka topics and a task on the lower one
+        from task.bus.kafka import KafkaMessage
+        from task.bus.priority import open_priority_consumer
+
+        high, low = f"{self.type}-high", f"{self.type}-low"
+        await self.send(low, Task.new(self.type, "x"))
+        reader = open_priority_consumer(self.url, [high, low], channel=self.type, prefetch=1)
+        try:
+            # When the runner takes it (the reader fetched it in a helper task)
+            async with asyncio.timeout(self.patience):  # in this task (wait_for makes another)
+                message = await reader.msg()
+            # Then the done task the runner sends is confirmed with the commit, as on one topic
+            assert isinstance(message, KafkaMessage) and message.takes_delivery()
+            await message.ack()
+        finally:
+            await reader.stop()
 
     @pytest.mark.slow
     async def test_a_stopping_worker_gives_back_what_it_held_unstarted(self) -> None:

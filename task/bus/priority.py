@@ -161,6 +161,9 @@ class PriorityConsumer(BusPart):
                     lane.finished = True
                     continue
                 self._handed[index] += 1
+                hand_on = getattr(message, "hand_on", None)
+                if hand_on is not None:
+                    hand_on()  # Kafka: the caller's sends count towards the message, not ours
                 came = lane.came or now  # its done callback may not have run yet
                 lane.busy = came - lane.since < self.grace
                 self._arm(lane, now)  # eager: the topic's idle time counts from now
