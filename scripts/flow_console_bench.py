@@ -26,12 +26,13 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flow_store_bench import DAY, day_of_events  # noqa: E402
+from flow_store_bench import DAY, day_of_events
 
-from task.apps.flow import FlowApp  # noqa: E402
-from task.bus.memory import MemoryBroker, MemoryConsumer, MemoryProducer  # noqa: E402
-from task.flow.loader import WorkflowSet  # noqa: E402
-from task.flow.store import AlertKind, AlertRecord, FileRecord, TaskStore, day_span, open_store  # noqa: E402
+from task.apps.flow import FlowApp
+from task.bus.memory import MemoryBroker, MemoryConsumer, MemoryProducer
+from task.flow.api import FlowApiServer
+from task.flow.loader import WorkflowSet
+from task.flow.store import AlertKind, AlertRecord, FileRecord, TaskStore, day_span, open_store
 
 WORKFLOW = """
 [[phase]]
@@ -122,16 +123,14 @@ async def main() -> None:
         filled = time.perf_counter() - began
         broker = MemoryBroker()
         app = FlowApp(workflows=WorkflowSet(Path(tmp) / "wf"), consumer=MemoryConsumer(broker, "done", "flow"),
-                      producer=MemoryProducer(broker), store=store, status_port=0, status_host="127.0.0.1")
-        from task.flow.api import FlowApiServer
-
-        app.api = FlowApiServer(app, port=0)
+                      producer=MemoryProducer(broker), store=store)
+        api = FlowApiServer(app, port=0)  # the app's own server, on a port the OS picks
         await app.refresh()
-        await app.api.start()
+        await api.start()
         try:
-            results = await measure(f"http://127.0.0.1:{app.api.port}", args.runs)
+            results = await measure(f"http://127.0.0.1:{api.port}", args.runs)
         finally:
-            await app.api.stop()
+            await api.stop()
             await store.close()
     if args.json:
         print(json.dumps({"tasks": tasks, "pages_ms": {k: v[0] for k, v in results.items()}}))

@@ -114,7 +114,7 @@ def live_flow(cwd: Path, bus: str, prefix: str) -> Iterator[Flow]:
 async def take(bus: str, topic: str, count: int) -> list[Task]:
     """The first ``count`` tasks on ``topic``, as a worker reads them."""
     reader = bus.replace("?follow=1&poll=50ms", "?follow=1&poll=50ms&offset=0")
-    tasks = []
+    tasks: list[Task] = []
     async with open_consumer(reader, topic=topic, channel="test") as consumer:
         while len(tasks) < count:
             message = await asyncio.wait_for(consumer.msg(), 30)
@@ -148,11 +148,22 @@ async def work(flow: Flow, sent_ids: list[str]) -> None:
         await producer.send(flow.files, b'{"path": "s3://landing/2024/01/31/orders.csv", "size": 2048}')
 
 
+def text_of(driver: WebDriver, selector: str) -> str:
+    """The text of the first ``selector`` on the page shown now ("" when none, or when the
+    page was replaced while reading it: the browser may still be loading the next one)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        found = driver.find_elements(CSS, selector)
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
+
+
 def open_page(driver: WebDriver, flow: Flow, path: str, selector: str, wanted: str) -> str | None:
     """Open ``path``; the text of ``selector`` once it contains ``wanted``."""
     driver.get(flow.base + path)
-    found = driver.find_elements(CSS, selector)
-    text = found[0].text if found else ""
+    text = text_of(driver, selector)
     return text if wanted in text else None
 
 
@@ -178,7 +189,10 @@ def console_tour(driver: WebDriver, flow: Flow, bus_name: str) -> None:
     screenshot(driver, f"console-backload-preview-{bus_name}")
     # When it is executed: exactly the previewed tasks are sent
     driver.find_element(ID, "backload-execute").click()
-    assert wait_for(lambda: open_status(driver), "the execution") == "Executed: sent 2 tasks."
+    # (the preview's status line shows until the browser has the answer)
+    executed = wait_for(lambda: (text := open_status(driver)) and not text.startswith("DRY RUN") and text,
+                        "the execution")
+    assert executed == "Executed: sent 2 tasks."
     sent = [a.text for a in driver.find_elements(CSS, "#backload-sent a.task-id")]
     assert sent == planned
     screenshot(driver, f"console-backload-sent-{bus_name}")
@@ -193,7 +207,7 @@ def console_tour(driver: WebDriver, flow: Flow, bus_name: str) -> None:
     choose(driver, "filter-type", f"{p}audit")
     choose(driver, "filter-result", "alert")
     driver.find_element(ID, "filter-submit").click()
-    wait_for(lambda: "page 1 of 1 · 1 task" in driver.find_element(ID, "pager").text, "the filter")
+    wait_for(lambda: "page 1 of 1 · 1 task" in text_of(driver, "#pager"), "the filter")
     [row] = driver.find_elements(CSS, "#tasks tbody tr")
     assert HOSTILE in row.text  # markup shown as text, not run
     screenshot(driver, f"console-tasks-filtered-{bus_name}")
@@ -220,8 +234,7 @@ def console_tour(driver: WebDriver, flow: Flow, bus_name: str) -> None:
 
 
 def open_status(driver: WebDriver) -> str | None:
-    found = driver.find_elements(ID, "backload-status")
-    return found[0].text if found else None
+    return text_of(driver, "#backload-status") or None
 
 
 def test_the_console_on_the_file_bus(browser: WebDriver, tmp_path: Path) -> None:

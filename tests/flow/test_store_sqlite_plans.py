@@ -26,8 +26,8 @@ async def test_console_reads_are_index_ranges(tmp_path: Path) -> None:
     # When the console reads what its pages show
     for filters in ({}, {"type": "load"}, {"type": "load", "job": "hourly"}, {"result": "error"},
                     {"running": True}, {"type": "load", "job": "hourly", "result": "complete"}):
-        await store.tasks(DAY, **filters, limit=100, offset=100)  # type: ignore[arg-type]
-        await store.count_tasks(DAY, **filters)  # type: ignore[arg-type]
+        await store.tasks(DAY, **filters, limit=100, offset=100)
+        await store.count_tasks(DAY, **filters)
     await store.recap(DAY)
     await store.chain("t1")
     await store.alerts(DAY)

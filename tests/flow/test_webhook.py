@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -209,7 +210,7 @@ async def test_flow_sends_incomplete_alerts_to_the_webhook(receiver: Receiver, t
 
 def test_settings_refuse_a_max_wait_below_min_and_a_bad_url(tmp_path: Path) -> None:
     workflows = write_workflows(tmp_path / "wf")
-    base = {"workflow": str(workflows), "bus": "memory://"}
+    base: dict[str, Any] = {"workflow": str(workflows), "bus": "memory://"}
     with pytest.raises(ConfigError, match="--alert-max-wait .* less than --alert-min-wait"):
         FlowApp.from_settings(FlowSettings(**base, webhook="http://h/x", alert_min_wait=600,
                                            alert_max_wait=60))

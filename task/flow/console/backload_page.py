@@ -68,21 +68,21 @@ class BackloadForms:
         ]
 
         def field(name: str, label: str, hint: str) -> Markup:
-            return tag("label", label, void("input", name_=name, id=f"backload-{name}",
+            return tag("label", label, void("input", name=name, id=f"backload-{name}",
                                             value=values.get(name, ""), placeholder=hint))
 
         return tag(
             "form",
-            void("input", type="hidden", name_="csrf", value=self.token),
-            tag("label", "phase", tag("select", *options, name_="phase", id="backload-phase")),
+            void("input", type="hidden", name="csrf", value=self.token),
+            tag("label", "phase", tag("select", *options, name="phase", id="backload-phase")),
             field("from", "from", "2024-01-31, -3d, today"),
             field("to", "to", "2024-02-02 (empty: from)"),
             tag("label", "by", tag("select", *(tag("option", b, value=b, selected=values.get("by") == b)
-                                               for b in _BY), name_="by", id="backload-by")),
+                                               for b in _BY), name="by", id="backload-by")),
             field("every", "or every", "6h (instead of by)"),
             tag("label", "meta (key=a,b per line)",
-                tag("textarea", values.get("meta", ""), name_="meta", id="backload-meta", rows="2")),
-            tag("button", "Preview (dry run)", type="submit", name_="action", value="preview",
+                tag("textarea", values.get("meta", ""), name="meta", id="backload-meta", rows="2")),
+            tag("button", "Preview (dry run)", type="submit", name="action", value="preview",
                 id="backload-preview"),
             method="post", action=url("backload"), id="backload-form",
         )
@@ -135,8 +135,8 @@ class BackloadForms:
                 for t in plan.tasks]
         execute = tag(
             "form",
-            void("input", type="hidden", name_="plan", value=nonce),
-            tag("button", f"Execute: send these {len(plan.tasks)} tasks", type="submit", name_="action",
+            void("input", type="hidden", name="plan", value=nonce),
+            tag("button", f"Execute: send these {len(plan.tasks)} tasks", type="submit", name="action",
                 value="execute", id="backload-execute"),
             method="post", action=url("backload"), id="execute-form",
         )

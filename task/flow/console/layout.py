@@ -44,11 +44,10 @@ class ConsoleError(Exception):
     """Bad input on a console page: answered 400 with this one line on an HTML page."""
 
 
-def void(name: str, **attrs: object) -> Markup:
+def void(element: str, /, **attrs: object) -> Markup:
     """A void element (``<input ...>``): ``tag`` always writes a closing tag, which HTML
     does not allow for these. Attributes are escaped as ``tag`` does."""
-    inner = tag(name, **attrs)
-    return Markup(inner[: -len(f"</{name}>")])
+    return Markup(tag(element, **attrs)[: -len(f"</{element}>")])
 
 
 def url(page: str, /, **query: object) -> str:
@@ -106,11 +105,11 @@ def read_day(query: Mapping[str, str], now: datetime) -> date:
 def day_picker(page: str, day: date, **keep: object) -> Markup:
     """Previous / next day links and a date field (plain GET form) for ``page``; ``keep``
     carries the page's filters along."""
-    hidden = [void("input", type="hidden", name_=k, value=v) for k, v in keep.items() if v not in (None, "")]
+    hidden = [void("input", type="hidden", name=k, value=v) for k, v in keep.items() if v not in (None, "")]
     before, after = day - timedelta(days=1), day + timedelta(days=1)
     return tag(
         "form", tag("a", f"← {before.isoformat()}", href=url(page, day=before.isoformat(), **keep), id="day-prev"),
-        tag("label", "day", void("input", type="date", name_="day", value=day.isoformat(), id="day")),
+        tag("label", "day", void("input", type="date", name="day", value=day.isoformat(), id="day")),
         *hidden, tag("button", "Show", type="submit"),
         tag("a", f"{after.isoformat()} →", href=url(page, day=after.isoformat(), **keep), id="day-next"),
         method="get", action=f"{BASE}/{page}", class_="day-picker",

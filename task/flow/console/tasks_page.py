@@ -83,7 +83,7 @@ def _recap(rows: list[RecapRow], day: date) -> Markup:
 def _select(name: str, options: list[tuple[str, str]], chosen: str) -> Markup:
     return tag("label", name, tag("select", *(
         tag("option", label, value=value, selected=value == chosen) for value, label in options),
-        name_=name, id=f"filter-{name}"))
+        name=name, id=f"filter-{name}"))
 
 
 def _form(day: date, recap: list[RecapRow], kept: dict[str, str]) -> Markup:
@@ -92,7 +92,7 @@ def _form(day: date, recap: list[RecapRow], kept: dict[str, str]) -> Markup:
                   | ({kept["job"]} if kept["job"] else set()))
     return tag(
         "form",
-        void("input", type="hidden", name_="day", value=str(day)),
+        void("input", type="hidden", name="day", value=str(day)),
         _select("type", [("", "any"), *((t, t) for t in types)], kept["type"]),
         _select("job", [("", "any"), *((j, j) for j in jobs)], kept["job"]),
         _select("result", [("", "any"), *((r, r) for r in RESULTS), ("none", "not done yet")],
