@@ -238,6 +238,14 @@ async def test_backload_refuses_cross_site_posts_and_missing_tokens(console: Con
     evil = await console.post("/console/backload", {**ask, "csrf": token}, 403,
                               headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"})
     assert "cross-site" in evil
+    # the console's own page behind a TLS proxy: the browser says https, flow sees http
+    host = console.base.removeprefix("http://")
+    proxied = await console.post("/console/backload", {**ask, "csrf": token}, 200,
+                                 headers={"Origin": f"https://{host}", "Sec-Fetch-Site": "same-origin"})
+    assert "DRY RUN ONLY" in proxied
+    other = await console.post("/console/backload", {**ask, "csrf": token}, 403,
+                               headers={"Origin": "https://evil.example"})
+    assert "cross-site" in other
     async with console.http.get(console.base + "/console/backload") as response:
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
         assert "script-src" not in response.headers["Content-Security-Policy"]  # default-src 'none'

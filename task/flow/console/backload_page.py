@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from task.errors import BusError, ConfigError
 from task.flow.backload import plan_backload
@@ -177,13 +178,15 @@ def _sent_table(tasks: list[Task]) -> Markup:
                class_="panel")
 
 
-def same_origin(headers: Mapping[str, str], host: str, scheme: str) -> bool:
+def same_origin(headers: Mapping[str, str], host: str) -> bool:
     """False for a browser's cross-site request: ``Sec-Fetch-Site`` says so, or ``Origin``
-    names another host. Clients that send neither (curl, scripts) pass; they carry no
-    cookies a forged request could ride on anyway."""
+    names another host than ``host`` (the request's ``Host``). The scheme is not compared:
+    behind a TLS proxy the browser says https and flow sees http. Clients that send
+    neither header (curl, scripts) pass; they carry no cookies a forged request could ride
+    on anyway."""
     site = headers.get("Sec-Fetch-Site", "")
     if site and site not in ("same-origin", "none"):
         return False
     origin = headers.get("Origin", "")
-    return not origin or origin == f"{scheme}://{host}"
+    return not origin or urlsplit(origin).netloc == host
 

@@ -137,7 +137,7 @@ class ConsoleRoutes:
         return _html(self.backload.render_form(self.view.workflows))
 
     async def _backload_post(self, request: web.Request) -> web.Response:
-        if not same_origin(request.headers, request.host, request.scheme):
+        if not same_origin(request.headers, request.host):
             return _html(error_page("cross-site form refused: open the console's own backload page"), 403)
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         if form.get("action") == "execute":
