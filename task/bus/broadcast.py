@@ -172,6 +172,12 @@ class _InstanceMessage:
     async def in_progress(self) -> None:
         await self._message.in_progress()
 
+    def hand_on(self) -> None:
+        """Pass ``task.bus.priority``'s hand-over on to the bus's message (Kafka)."""
+        hand_on = getattr(self._message, "hand_on", None)
+        if hand_on is not None:
+            hand_on()
+
 
 def open_broadcast_consumer(
     url: str, topic: str, *, instance: str, credentials: Credentials | None = None
