@@ -186,8 +186,7 @@ class ModesContract:
         """Wait until ``consumer`` holds a message of topic ``lane`` ready to hand out."""
         async def held() -> None:
             while True:
-                fetch = consumer._lanes[lane].fetch
-                if fetch is not None and fetch.done():
+                if consumer._lanes[lane].ready() is not None:
                     return
                 await asyncio.sleep(0.01)
 

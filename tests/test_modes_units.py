@@ -234,7 +234,7 @@ async def test_an_occasional_high_task_does_not_hold_the_lower_topics_up() -> No
     # When one high task comes after high had been empty for longer than the grace
     await asyncio.sleep(0.1)  # at least this long: a lower bound, never too short
     broker.publish("high", b"high-0")
-    while not reader._lanes[0].fetch or not reader._lanes[0].fetch.done():
+    while reader._lanes[0].ready() is None:
         await asyncio.sleep(0)  # the reader has received it
     taken = await reader.msg()
     assert taken is not None and taken.body == b"high-0"
@@ -252,3 +252,22 @@ def test_modes_on_a_file_bus_that_is_not_a_directory_are_refused(bus: str, mode:
     settings = WorkerSettings.model_validate({"worker": "nop", "type": "t", "bus": bus, **mode})
     with pytest.raises(ConfigError, match="needs a directory"):
         Launcher.from_settings(recording_worker([]), settings)
+
+
+async def test_the_first_topic_keeps_up_to_its_prefetch_and_stop_gives_all_back() -> None:
+    # Given a reader whose first topic has a prefetch of 3 (max_in_progress), with 6 tasks
+    broker = MemoryBroker()
+    for i in range(6):
+        broker.publish("work", f"w-{i}".encode())
+    reader = PriorityConsumer([MemoryConsumer(broker, "work", "w", prefetch=3),
+                               MemoryConsumer(broker, "low", "w")], grace=0)
+    first = await reader.msg()
+    assert first is not None and first.body == b"w-0"
+    for _ in range(3):
+        await asyncio.sleep(0)  # the kept fetches take their messages
+    # Then it keeps 3 more ready, no more: the rest stay on the topic for other workers
+    assert [m.body for m in broker.topic("work").ready] == [b"w-4", b"w-5"]
+    # When it stops, the 3 kept go back (in front of nothing lost)
+    await reader.stop()
+    again = sorted((m.body, m.attempt) for m in broker.topic("work").ready)
+    assert again == [(b"w-1", 2), (b"w-2", 2), (b"w-3", 2), (b"w-4", 1), (b"w-5", 1)]

@@ -4,10 +4,10 @@
 first non-empty topic, as Resque works ``high,default,low``, and the messages are the
 underlying buses' own, so ack-after-done, nack and heartbeats work as on one topic.
 
-How it waits without losing a message: each underlying consumer has at most ONE ``msg()``
-call outstanding, run as a task that is never cancelled; its result is kept until handed
-out (or given back with ``nack(0)`` at ``stop()``). So the messages held per topic are at
-most that consumer's prefetch, one of which may be the kept result.
+How it waits without losing a message: each underlying consumer has at most its prefetch
+of ``msg()`` calls outstanding (one for a lower topic, opened with a prefetch of 1), each
+run as a task that is never cancelled; a result is kept until handed out (or given back at
+``stop()``). So the messages held per topic stay within that consumer's prefetch.
 
 "Non-empty" cannot be asked of a bus without a round trip, so a topic counts as empty once
 its outstanding ``msg()`` has waited ``grace`` seconds (0.25 s by default) with nothing
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, Protocol, runtime_checkable
@@ -47,21 +48,44 @@ DEFAULT_GRACE = 0.25
 STOP_WAIT = 10.0
 
 
-class _Lane:
-    """One underlying consumer, its one outstanding ``msg()`` and when that began."""
+class _Fetch:
+    """One outstanding ``msg()`` of an underlying consumer: when it was asked, when it came."""
 
-    __slots__ = ("busy", "came", "consumer", "fetch", "finished", "since")
+    __slots__ = ("came", "since", "task")
+
+    def __init__(self, task: asyncio.Task[Message | None], since: float) -> None:
+        self.task = task
+        self.since = since
+        self.came = 0.0
+
+
+class _Lane:
+    """One underlying consumer and its outstanding ``msg()`` calls, oldest first: at most
+    ``depth`` (the consumer's prefetch), so what is kept never exceeds what it may hold."""
+
+    __slots__ = ("busy", "consumer", "depth", "ended", "fetches")
 
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
-        self.fetch: asyncio.Task[Message | None] | None = None
-        self.since = 0.0
-        #: when the outstanding msg() returned
-        self.came = 0.0
-        self.finished = False
+        prefetch: object = getattr(consumer, "prefetch", None) or getattr(consumer, "max_in_flight", 1)
+        self.depth = prefetch if isinstance(prefetch, int) and prefetch > 0 else 1
+        self.fetches: deque[_Fetch] = deque()
+        #: its msg() returned None: ask no more; finished once the fetches left are used
+        self.ended = False
         #: its last message came within ``grace`` of asking (a backlog is flowing), or
         #: nothing is known yet: the next may be on its way, so lower topics wait for it
         self.busy = True
+
+    @property
+    def finished(self) -> bool:
+        return self.ended and not self.fetches
+
+    def ready(self) -> _Fetch | None:
+        """The oldest outstanding ``msg()`` that has returned."""
+        for fetch in self.fetches:
+            if fetch.task.done():
+                return fetch
+        return None
 
 
 class PriorityConsumer(BusPart):
@@ -118,17 +142,17 @@ class PriorityConsumer(BusPart):
             self._started = True
 
     def _arm(self, lane: _Lane, now: float) -> None:
-        if lane.fetch is None and not lane.finished and not self._stopped:
-            fetch = lane.fetch = asyncio.create_task(lane.consumer.msg())
-            fetch.add_done_callback(partial(self._arrived, lane))
-            lane.since, lane.came = now, 0.0
+        while len(lane.fetches) < lane.depth and not lane.ended and not self._stopped:
+            fetch = _Fetch(asyncio.create_task(lane.consumer.msg()), now)
+            fetch.task.add_done_callback(partial(self._arrived, fetch))
+            lane.fetches.append(fetch)
 
-    def _arrived(self, lane: _Lane, fetch: asyncio.Task[Message | None]) -> None:
-        lane.came = fetch.get_loop().time()
+    def _arrived(self, fetch: _Fetch, task: asyncio.Task[Message | None]) -> None:
+        fetch.came = task.get_loop().time()
         self._waiters.wake_one()
 
     def _any_ready(self) -> bool:
-        return any(lane.fetch is not None and lane.fetch.done() for lane in self._lanes)
+        return any(lane.ready() is not None for lane in self._lanes)
 
     async def msg(self) -> Message | None:
         """The next message of the highest-priority topic that has one; None when every
@@ -144,28 +168,31 @@ class PriorityConsumer(BusPart):
             deadline = 0.0  # while > 0: a higher topic is still young until then
             for index, lane in enumerate(self._lanes):
                 self._arm(lane, now)
-                fetch = lane.fetch
+                fetch = lane.ready()
                 if fetch is None:
-                    continue  # finished
-                if not fetch.done():
+                    if not lane.fetches:
+                        continue  # finished
                     if getattr(lane.consumer, "joined", True) is False:
-                        lane.since, lane.busy = now, True  # a Kafka group forming: nothing known yet
-                    if lane.busy and now - lane.since < self.grace:
-                        deadline = max(deadline, lane.since + self.grace)
+                        lane.busy = True  # a Kafka group forming: nothing known yet
+                        for waiting in lane.fetches:
+                            waiting.since = now
+                    newest = lane.fetches[-1].since
+                    if lane.busy and now - newest < self.grace:
+                        deadline = max(deadline, newest + self.grace)
                     continue
                 if deadline:
                     break  # a message is ready here, but a higher topic may still deliver
-                lane.fetch = None
-                message = fetch.result()  # re-raises a bus failure
+                lane.fetches.remove(fetch)
+                message = fetch.task.result()  # re-raises a bus failure
                 if message is None:
-                    lane.finished = True
+                    lane.ended = True
                     continue
                 self._handed[index] += 1
                 hand_on = getattr(message, "hand_on", None)
                 if hand_on is not None:
                     hand_on()  # Kafka: the caller's sends count towards the message, not ours
-                came = lane.came or now  # its done callback may not have run yet
-                lane.busy = came - lane.since < self.grace
+                came = fetch.came or now  # its done callback may not have run yet
+                lane.busy = came - fetch.since < self.grace
                 self._arm(lane, now)  # eager: the topic's idle time counts from now
                 if self._any_ready():
                     self._waiters.wake_one()  # more is ready: pass the wake-up on
@@ -194,16 +221,21 @@ class PriorityConsumer(BusPart):
         self._stopped = True
         self._waiters.wake_all()
         for lane in self._lanes:
-            fetch, lane.fetch = lane.fetch, None
-            if fetch is not None and fetch.done():
-                await _give_back(fetch, lane.consumer)
+            fetches, lane.fetches = list(lane.fetches), deque()
+            lane.ended = True
+            for fetch in fetches:
+                if fetch.task.done():
+                    await _give_back(fetch.task, lane.consumer)
             await lane.consumer.stop()
-            if fetch is not None and not fetch.done():
-                # a consumer's msg() returns None after stop(); one that took a message
-                # just before still hands it over, and it goes back
-                await asyncio.wait([fetch], timeout=STOP_WAIT)
-                if fetch.done():
-                    await _give_back(fetch, lane.consumer)
+            waiting = [fetch.task for fetch in fetches if not fetch.task.done()]
+            if not waiting:
+                continue
+            # a consumer's msg() returns None after stop(); one that took a message just
+            # before still hands it over, and it goes back
+            await asyncio.wait(waiting, timeout=STOP_WAIT)
+            for task in waiting:
+                if task.done():
+                    await _give_back(task, lane.consumer)
                 else:
                     logger.warning("a consumer of %r did not return from msg() after stop()",
                                    lane.consumer.info().get("topic"))
