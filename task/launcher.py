@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from task.log_limit import RateLimitedLog
 from task.meta import merge_meta
 from task.metrics import TaskDurations
 from task.result import Result
+from task.rfc3339 import now_utc
 from task.task import Task
 from task.worker import MakeWorker, StopSignal, TaskContext, Worker
 
@@ -90,16 +91,22 @@ class LauncherOptions:
     poison_delay: float = 1.0
 
 
-@dataclass(eq=False, slots=True)
 class _InFlight:
-    message: Message
-    task: Task
-    ctx: TaskContext
-    runner: asyncio.Task[Any] | None
-    started: float
-    last_beat: float
-    working: bool = False
-    killed: bool = False
+    """A message between parse and settlement: what heartbeats, stats and the stop need.
+    A plain class: a dataclass's generated ``__init__`` with defaults costs more per message."""
+
+    __slots__ = ("ctx", "killed", "last_beat", "message", "runner", "started", "task", "working")
+
+    def __init__(self, message: Message, task: Task, ctx: TaskContext,
+                 runner: asyncio.Task[Any] | None, started: float) -> None:
+        self.message = message
+        self.task = task
+        self.ctx = ctx
+        self.runner = runner
+        self.started = started
+        self.last_beat = started
+        self.working = False  #: the worker's do_task is running
+        self.killed = False  #: cancelled by the stop after worker_kill_time
 
 
 class Launcher:
@@ -158,8 +165,6 @@ class Launcher:
         self._dead_lettered = 0
         self._wrong_type = 0
         self._handler_errors = 0
-        self._results: Counter[str] = Counter()
-        self._task_seconds = 0.0
         #: per type and result, for the /metrics histogram
         self.durations = TaskDurations()
 
@@ -305,6 +310,7 @@ class Launcher:
 
     async def _runner(self) -> None:
         lifetime = self.options.lifetime_workers
+        runner = asyncio.current_task()
         while not self._stop_signal.is_set():
             if lifetime and self._claimed >= lifetime:
                 return
@@ -315,7 +321,7 @@ class Launcher:
                 return
             self._holding += 1
             try:
-                ran = await self._handle(message)
+                ran = await self._handle(message, runner)
             except Exception as err:  # noqa: BLE001 - one message never ends the launcher
                 self._unexpected(err, "handling a message")
                 await self._poison(message, err)
@@ -344,8 +350,12 @@ class Launcher:
             self._yielding = False
             self._last_yield = time.monotonic()
 
-    async def _handle(self, message: Message) -> bool:
-        """Process one message; True when a task ran (it counts towards the lifetime)."""
+    async def _handle(self, message: Message, runner: asyncio.Task[Any] | None) -> bool:
+        """Process one message: run its task, send the done task, settle the message. True
+        when a task ran (it counts towards the lifetime).
+
+        One coroutine for the path every message takes (the rare ones call out): each extra
+        ``await`` of a coroutine costs a frame per message, a visible share of a no-op task."""
         self._consumed += 1
         if message.attempt > 1:
             self._redelivered += 1
@@ -354,98 +364,138 @@ class Launcher:
         except InvalidTaskError as err:
             await self._invalid_message(message, str(err))
             return False
-        opts = self.options
-        if opts.task_type and task.type != opts.task_type:
-            if opts.ignore_bad_type:
-                self._ignored += 1
-                await self._ack(message)
-                return False
-            if opts.reject_bad_type:
-                self._rejected += 1
-                task.end(Result.ERROR, f"rejected: task type {task.type!r} does not match worker type {opts.task_type!r}")
-                if await self._send_done(task.to_json(), task.id):
-                    await self._ack(message)
-                else:
-                    await self._give_back(message)
-                return False
-            # Go runs it too; say so, since a task on the wrong topic is usually a mistake
-            self._wrong_type += 1
-            self._warn_wrong_type(
-                "task %s of type %r arrived on %r for worker type %r and runs anyway; set "
-                "reject_bad_type or ignore_bad_type to refuse such tasks",
-                task.id or "(no id)", task.type, opts.topic, opts.task_type,
-            )
+        expected = self.options.task_type
+        if expected and task.type != expected and not await self._runs_other_type(message, task):
+            return False
         task_list = self._task_list or task.type
-        now = time.monotonic()
-        slot = _InFlight(message, task, TaskContext(task, self._stop_signal), asyncio.current_task(), now, now)
+        slot = _InFlight(message, task, TaskContext(task, self._stop_signal), runner, time.monotonic())
         # the slot lives until the message is settled, so heartbeats keep its lease while the
         # done task is sent (a send may retry for longer than the bus's ack wait)
         self._in_flight.add(slot)
         try:
-            return await self._finish(slot, task_list)
+            try:
+                body = await self._run_task(slot, task_list)
+            except Exception as err:  # noqa: BLE001 - ours or the worker's: the task still ends
+                self._unexpected(err, f"finishing task {task.id or task.type}")
+                crash_body = self._done_after_crash(message, err)
+                if crash_body is None:
+                    await self._poison(message, err)
+                    return True
+                body = crash_body
+            try:
+                try:  # the first attempt inline: one coroutine less per message on the hot path
+                    await self.producer.send(self.options.done_topic, body, key=task.id or None)
+                except BusError:
+                    if not await self._send_done(body, task.id, retry=True):
+                        await self._give_back(message)
+                        return True
+            except Exception as err:  # noqa: BLE001 - not a bus outage (that is a BusError): a bug
+                self._unexpected(err, f"sending the done task of {task.id or task.type}")
+                await self._poison(message, err)
+                return True
+            if self._recorder is not None:
+                try:
+                    self._recorder.done(task_list, task.id)
+                except Exception as err:  # noqa: BLE001 - the ledger never fails a task
+                    self._unexpected(err, f"recording task {task.id} as done")
+            if self.after_done is not None:
+                try:
+                    await self.after_done(task)
+                except Exception as err:  # noqa: BLE001 - a hook never fails a task or the launcher
+                    self._unexpected(err, f"after task {task.id or task.type} was done")
+            try:
+                await message.ack()
+            except Exception as err:  # noqa: BLE001 - counted and logged; the launcher goes on
+                self._ack_failed(err)
+            return True
         finally:
             self._in_flight.discard(slot)
 
-    async def _finish(self, slot: _InFlight, task_list: str) -> bool:
-        """Run the task, send its done task, settle its message."""
-        message, task = slot.message, slot.task
-        try:
-            body = await self._run_task(slot, task_list)
-        except Exception as err:  # noqa: BLE001 - ours or the worker's: the task still ends
-            self._unexpected(err, f"finishing task {task.id or task.type}")
-            crash_body = self._done_after_crash(message, err)
-            if crash_body is None:
-                await self._poison(message, err)
-                return True
-            body = crash_body
-        try:
-            try:  # the first attempt inline: one coroutine less per message on the hot path
-                await self.producer.send(self.options.done_topic, body, key=task.id or None)
-            except BusError:
-                if not await self._send_done(body, task.id, retry=True):
-                    await self._give_back(message)
-                    return True
-        except Exception as err:  # noqa: BLE001 - not a bus outage (that is a BusError): a bug
-            self._unexpected(err, f"sending the done task of {task.id or task.type}")
-            await self._poison(message, err)
-            return True
-        if self._recorder is not None:
-            try:
-                self._recorder.done(task_list, task.id)
-            except Exception as err:  # noqa: BLE001 - the ledger never fails a task
-                self._unexpected(err, f"recording task {task.id} as done")
-        if self.after_done is not None:
-            try:
-                await self.after_done(task)
-            except Exception as err:  # noqa: BLE001 - a hook never fails a task or the launcher
-                self._unexpected(err, f"after task {task.id or task.type} was done")
-        try:
-            await message.ack()
-        except Exception as err:  # noqa: BLE001 - counted and logged; the launcher goes on
-            self._ack_failed(err)
+    async def _runs_other_type(self, message: Message, task: Task) -> bool:
+        """A task of another type than the worker's: True when it runs anyway (Go does, with
+        a warning here); False when it was ignored or rejected and its message settled."""
+        opts = self.options
+        if opts.ignore_bad_type:
+            self._ignored += 1
+            await self._ack(message)
+            return False
+        if opts.reject_bad_type:
+            self._rejected += 1
+            task.end(Result.ERROR, f"rejected: task type {task.type!r} does not match worker type {opts.task_type!r}")
+            if await self._send_done(task.to_json(), task.id):
+                await self._ack(message)
+            else:
+                await self._give_back(message)
+            return False
+        # Go runs it too; say so, since a task on the wrong topic is usually a mistake
+        self._wrong_type += 1
+        self._warn_wrong_type(
+            "task %s of type %r arrived on %r for worker type %r and runs anyway; set "
+            "reject_bad_type or ignore_bad_type to refuse such tasks",
+            task.id or "(no id)", task.type, opts.topic, opts.task_type,
+        )
         return True
 
     async def _run_task(self, slot: _InFlight, task_list: str) -> bytes:
-        """Run the worker on the slot's task and return the done task's JSON."""
+        """Run the worker on the slot's task and return the done task's JSON.
+
+        Builds the worker and runs it; every failure of the worker's becomes an error result.
+        One coroutine for all of it: each extra ``await`` of a coroutine costs a frame per
+        message, and this is most of a no-op task's time.
+        """
         task = slot.task
         if self._recorder is not None:
             self._recorder.started(task, task_list)
-        task.start()
+        task.started = now_utc()  # Task.start() inlined: this is the hot path
         began = time.perf_counter()
-        result, msg, worker = await self._work(slot)
+        worker: Worker | None = None
+        try:
+            worker = self.make_worker(task.info)
+        except Exception as err:  # user code: any failure ends the task, not us
+            logger.warning("cannot make a worker for task %s: %s", task.id or task.type, _describe(err), exc_info=err)
+            outcome: object = Result.ERROR, f"cannot make worker: {_describe(err)}"
+        else:
+            slot.working = True
+            try:
+                if self._is_async and not self.options.task_timeout:  # the common case, inline
+                    outcome = await worker.do_task(slot.ctx)
+                else:
+                    outcome = await self._call(worker, slot.ctx)
+            except _TaskTimedOut:
+                slot.ctx.stop_task()
+                outcome = Result.ERROR, f"task timed out after {self.options.task_timeout:g}s"
+            except asyncio.CancelledError:
+                if not slot.killed:
+                    raise
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                outcome = Result.ERROR, FORCED_CLOSE_MSG
+            except Exception as err:  # a worker that raises ends its task as error
+                logger.warning("worker raised for task %s: %s", task.id or task.type, _describe(err), exc_info=err)
+                outcome = Result.ERROR, _describe(err)
+            finally:
+                slot.working = False
         seconds = time.perf_counter() - began
-        task.end(result, msg)
-        worker_meta = _worker_meta(worker)
-        if worker_meta:
-            task.meta = merge_meta(task.meta, worker_meta)
+        if type(outcome) is tuple and len(outcome) == 2 and type(outcome[1]) is str:
+            result, msg = outcome  # the common shape, checked inline
+            if not isinstance(result, str):
+                result, msg = _check_outcome(outcome)
+        else:
+            result, msg = _check_outcome(outcome)
+        task.result = result if type(result) is str else str(result)  # Task.end() inlined
+        task.msg = msg
+        task.ended = now_utc()
+        if worker is not None:
+            worker_meta = _worker_meta(worker)
+            if worker_meta:
+                task.meta = merge_meta(task.meta, worker_meta)
         body = task.to_json()
         self._count_finished(task, seconds)
         return body
 
     def _count_finished(self, task: Task, seconds: float) -> None:
-        self._task_seconds += seconds
-        self.durations.observe(task.type, task.result, seconds)
-        self._results[task.result] += 1
+        self.durations.observe(task.type, task.result, seconds)  # also the results and mean
         self._finished += 1
         if self._debug:
             logger.debug("task %s type=%s result=%s in %.3fs: %s",
@@ -487,34 +537,6 @@ class Launcher:
         if len(self._poison_counts) > POISON_MEMORY:
             self._poison_counts.popitem(last=False)
         return count
-
-    async def _work(self, slot: _InFlight) -> tuple[str, str, Worker | None]:
-        """Build the worker and run it; every failure becomes an error result."""
-        task, ctx = slot.task, slot.ctx
-        try:
-            worker = self.make_worker(task.info)
-        except Exception as err:  # user code: any failure ends the task, not us
-            logger.warning("cannot make a worker for task %s: %s", task.id or task.type, _describe(err), exc_info=err)
-            return Result.ERROR, f"cannot make worker: {_describe(err)}", None
-        slot.working = True
-        try:
-            outcome = await self._call(worker, ctx)
-        except _TaskTimedOut:
-            ctx.stop_task()
-            outcome = Result.ERROR, f"task timed out after {self.options.task_timeout:g}s"
-        except asyncio.CancelledError:
-            if not slot.killed:
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            outcome = Result.ERROR, FORCED_CLOSE_MSG
-        except Exception as err:  # a worker that raises ends its task as error
-            logger.warning("worker raised for task %s: %s", task.id or task.type, _describe(err), exc_info=err)
-            outcome = Result.ERROR, _describe(err)
-        finally:
-            slot.working = False
-        return (*_check_outcome(outcome), worker)
 
     async def _call(self, worker: Worker, ctx: TaskContext) -> object:
         is_async = self._is_async
@@ -647,8 +669,8 @@ class Launcher:
             "dead_lettered": self._dead_lettered,
             "send_failures": self._send_failures,
             "ack_failures": self._ack_failures,
-            "results": dict(self._results),
-            "mean_task_s": round(self._task_seconds / finished, 6) if finished else 0.0,
+            "results": self.durations.by_result(),
+            "mean_task_s": round(self.durations.total_seconds() / finished, 6) if finished else 0.0,
             "consumer": self.consumer.info(),
             "producer": self.producer.info(),
         }
@@ -688,7 +710,7 @@ def _worker_meta(worker: object) -> dict[str, list[str]] | None:
 
 def _check_outcome(outcome: object) -> tuple[str, str]:
     if isinstance(outcome, tuple) and len(outcome) == 2 and isinstance(outcome[0], str):
-        return str(outcome[0]), str(outcome[1])
+        return outcome[0], str(outcome[1])
     return Result.ERROR, f"worker returned {outcome!r}; do_task must return (Result, msg), e.g. completed()"
 
 

@@ -78,6 +78,18 @@ class TaskDurations:
             self._types.add(task_type)
         return self._series.setdefault((task_type, result), _Series())
 
+    def by_result(self) -> dict[str, int]:
+        """Tasks finished per result, over every type: ``/stats``'s ``results``, read from the
+        histogram so the hot path counts each task once."""
+        counts: dict[str, int] = {}
+        for (_, result), series in list(self._series.items()):
+            counts[result] = counts.get(result, 0) + sum(series.counts)
+        return counts
+
+    def total_seconds(self) -> float:
+        """Seconds spent in every task recorded."""
+        return sum(series.total for series in list(self._series.values()))
+
     def snapshot(self) -> Iterator[tuple[str, str, list[int], float]]:
         """(type, result, cumulative counts per bucket ending with +Inf, sum of seconds)."""
         for (task_type, result), series in list(self._series.items()):

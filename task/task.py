@@ -1,12 +1,12 @@
 """The task: a small unit of work as one JSON object, byte-compatible with Go's pcelvng/task.
 
 Every field is a string, as in Go. Times the library sets are RFC 3339 UTC seconds; times
-read from the wire are validated and written back exactly as they came. orjson reads and
+read from the wire are validated and written back exactly as they came. msgspec reads and
 writes the common case; the rare strings where its bytes would differ from Go's (``\\b``,
-``\\f``, U+2028/U+2029, lone surrogates, invalid UTF-8) take the hand-written Go-rule path,
-so the wire bytes are always Go's. Where Go's decoder
-is lax we are strict (see ``Task.from_json``), because a worker that runs an empty task
-because a key was spelt ``TYPE`` helps nobody.
+``\\f``, U+2028/U+2029, lone surrogates, invalid UTF-8) and the documents it refuses (a null
+field, which Go reads as empty) take the hand-written Go-rule paths, so the wire bytes are
+always Go's. Where Go's decoder is lax we are strict (see ``Task.from_json``), because a
+worker that runs an empty task because a key was spelt ``TYPE`` helps nobody.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-import orjson
+import msgspec
 
 from task import rfc3339
 from task.codec import quote
@@ -31,7 +31,6 @@ __all__ = ["Task"]
 #: The wire fields in Go's struct order; the encoder writes them in this order.
 FIELDS = ("type", "job", "info", "created", "id", "meta", "result", "msg", "started", "ended")
 _FIELD_SET = frozenset(FIELDS)
-_ONLY_STR = {str}
 _TIME_FIELDS = ("created", "started", "ended")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Time strings already checked, mapped to "names the zero instant"; tasks from one
@@ -45,10 +44,31 @@ def _reject_constant(name: str) -> float:
 
 
 _decode = json.JSONDecoder(parse_constant=_reject_constant).decode
-#: Where orjson's output differs from Go's: ``\b`` and ``\f`` (Go writes ``\u0008`` and
+#: Where msgspec's output differs from Go's: ``\b`` and ``\f`` (Go writes ``\u0008`` and
 #: ``\u000c``) and raw U+2028/U+2029 (Go escapes them). A literal backslash before a ``b`` also
 #: matches: that costs the slow path, never a wrong byte.
 _LS, _PS = "\u2028".encode(), "\u2029".encode()
+_BACKSLASH, _E2 = ord("\\"), 0xE2  #: the first bytes of those, as ints for a fast ``in``
+
+
+class _Wire(msgspec.Struct):
+    """The wire fields, decoded and checked to be strings in C (unknown keys are skipped, as
+    Go does): several times cheaper than decoding a dict and checking it in Python."""
+
+    type: str
+    info: str = ""
+    job: str = ""
+    created: str = ""
+    id: str = ""
+    meta: str = ""
+    result: str = ""
+    msg: str = ""
+    started: str = ""
+    ended: str = ""
+
+
+_decode_wire = msgspec.json.Decoder(_Wire).decode
+_encode = msgspec.json.Encoder().encode
 
 
 def _is_zero_time(name: str, value: str) -> bool:
@@ -133,18 +153,23 @@ class Task:
             data = bytes(data)
         if not isinstance(data, str) and data.startswith(b"\xef\xbb\xbf"):
             raise InvalidTaskError("not JSON: starts with a UTF-8 byte order mark")
-        try:
-            doc = orjson.loads(data)  # valid UTF-8 without lone surrogates: the common case
-        except orjson.JSONDecodeError:
-            return cls._from_json_lax(data)
-        # every key a field of ours and every value a string: build it at once
-        if (type(doc) is dict and doc.get("type") and doc.keys() <= _FIELD_SET
-                and set(map(type, doc.values())) == _ONLY_STR):
-            task = cls(**doc)
-            if task.created or task.started or task.ended:
-                task._drop_zero_times()
-            return task
-        return cls._from_document(doc, data)
+        try:  # valid UTF-8, an object whose fields of ours are strings: the common case
+            wire = _decode_wire(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+            return cls._from_json_lax(data)  # Go's leniency, or the reason it is no task
+        if not wire.type:
+            return cls._from_json_lax(data)  # raises, naming the empty type
+        task = cls(wire.type, wire.info, wire.job, wire.created, wire.id, wire.meta,
+                   wire.result, wire.msg, wire.started, wire.ended)
+        if task.started or task.ended:
+            task._drop_zero_times()
+        elif task.created:  # a new task: only its created time to check
+            zero = _checked_times.get(task.created)
+            if zero is None:
+                zero = _is_zero_time("created", task.created)
+            if zero:
+                task.created = ""
+        return task
 
     def _drop_zero_times(self) -> None:
         """Check each time read from the wire; one naming Go's zero instant reads as empty."""
@@ -155,9 +180,9 @@ class Task:
 
     @classmethod
     def _from_json_lax(cls, data: bytes | bytearray | str) -> Task:
-        """The slow path, for what orjson refuses: invalid UTF-8 and lone surrogates become
-        U+FFFD as in Go; anything else is not JSON and raises with the standard library's
-        explanation."""
+        """The slow path, for what the fast decoder refuses: invalid UTF-8 and lone surrogates
+        become U+FFFD and a null field reads as empty, as in Go; anything else is no task and
+        raises with the reason."""
         if isinstance(data, str):
             text = data
         else:
@@ -221,18 +246,20 @@ class Task:
         if self.ended:
             doc["ended"] = self.ended
         try:
-            out = orjson.dumps(doc)
-        except TypeError:  # a lone surrogate (invalid UTF-8 read in): Go writes U+FFFD
+            out = _encode(doc)
+        except UnicodeEncodeError:  # a lone surrogate (invalid UTF-8 read in): Go writes U+FFFD
             return self._to_json_go()
-        # one-byte searches first (memchr): most tasks have no escape and no U+2xxx at all
-        if b"\\" in out and (b"\\b" in out or b"\\f" in out):
+        # one-byte searches first (memchr): most tasks have no escape and no U+2xxx at all.
+        # An int operand: ``bytes in bytes`` first tries the operand as an int and raises and
+        # clears a TypeError inside, which costs more than the whole search.
+        if _BACKSLASH in out and (out.find(b"\\b") >= 0 or out.find(b"\\f") >= 0):
             return self._to_json_go()
-        if b"\xe2" in out and (_LS in out or _PS in out):
+        if _E2 in out and (out.find(_LS) >= 0 or out.find(_PS) >= 0):
             return self._to_json_go()
         return out
 
     def _to_json_go(self) -> bytes:
-        """Every byte as Go's encoder writes it, for the rare strings orjson writes otherwise."""
+        """Every byte as Go's encoder writes it, for the rare strings msgspec writes otherwise."""
         parts = ['{"type":', quote(self.type)]
         if self.job:
             parts += [',"job":', quote(self.job)]

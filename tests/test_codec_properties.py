@@ -200,7 +200,7 @@ def test_a_lone_surrogate_is_written_as_an_escaped_replacement_character(bad: st
     assert Task.from_json(wire).info == good + "\ufffd" * len(bad)
 
 
-# The fast paths (orjson) must write and read exactly what the Go-rule paths do.
+# The fast paths (msgspec) must write and read exactly what the Go-rule paths do.
 any_text = st.one_of(st.text(max_size=30), tricky)  # lone surrogates included
 any_tasks = st.builds(
     Task, type=st.one_of(nonempty, tricky.filter(bool)), info=any_text, job=any_text,

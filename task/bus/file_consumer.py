@@ -285,7 +285,10 @@ class FileConsumer(BusPart):
         while not self._stopped:
             if self._retry:
                 self._unsettled += 1
-                return self._retry.popleft()
+                message = self._retry.popleft()
+                if self._retry:
+                    self._waiters.wake_one()  # pass the baton on
+                return message
             if self._lines:
                 body, end = self._lines.popleft()
                 message = FileMessage(self, body, end, generation=self._generation)

@@ -249,6 +249,8 @@ class JetStreamConsumer(BusPart):
             if self._ready:
                 msg, attempt = self._ready.popleft()
                 self._received += 1
+                if self._ready:
+                    self._waiters.wake_one()  # pass the baton on
                 return JetStreamMessage(msg, attempt, self)
             if self._client is None or self._client.is_closed:
                 raise BusError(f"the connection to {self.options.connect.shown} is closed")

@@ -175,8 +175,6 @@ class KafkaConsumer(BusPart):
         self._redeliveries: dict[asyncio.Task[None], KafkaMessage] = {}
         self._hurry: asyncio.Event = asyncio.Event()
         self._waiters = Waiters()  # msg() calls waiting, oldest first: one per runner
-        self._idle = 0  # msg() calls waiting
-        self._waking = False  # a waiting msg() call was woken and has not resumed yet
         self._settled = asyncio.Event()  # a handed-out message was settled
         self._commit_now = asyncio.Event()
         self._commit_lock = asyncio.Lock()
@@ -260,28 +258,14 @@ class KafkaConsumer(BusPart):
                 message._holder = asyncio.current_task()
                 HANDED.set(message)  # this task's Kafka sends count towards the message
                 if self._queue:
-                    self._wake_one()  # more are queued: pass the wake-up on
+                    self._waiters.wake_one()  # more are queued: pass the wake-up on
                 else:
                     self._room_free.set()  # runners may go idle: fetch whatever room there is
                 return message
             if self._failure is not None:
                 raise self._failure
-            self._idle += 1
-            try:
-                await self._waiters.wait(lambda: bool(self._queue))
-            finally:
-                self._idle -= 1
-                self._waking = False
+            await self._waiters.wait(lambda: bool(self._queue))
         return None
-
-    def _wake_one(self) -> None:
-        """Wake one waiting ``msg()`` call unless one woken already is yet to run. A runner
-        that takes a message wakes the next while more are queued, so a batch is spread
-        over the runners as they need it, not with a task switch per message while a
-        runner that never waits (a no-op worker) could take them all."""
-        if self._idle and not self._waking:
-            self._waking = True
-            self._waiters.wake_one()
 
     def _room(self) -> int:
         return self.prefetch - len(self._queue) - self._in_hand - len(self._delivering)
@@ -329,7 +313,7 @@ class KafkaConsumer(BusPart):
                     self._queue.append(KafkaMessage(self, record, tp, part, _attempt(record.headers)))
                 self._received += len(records)
             if self._queue:
-                self._wake_one()
+                self._waiters.wake_one()
 
     async def _wait_room(self, timeout: float) -> bool:
         self._room_free.clear()

@@ -209,6 +209,8 @@ class MemoryConsumer(BusPart):
                 message = queue.ready.popleft()
                 queue.unacked += 1
                 self._received += 1
+                if queue.ready:
+                    queue.waiters.wake_one()  # pass the baton on
                 return message
             if queue.closed and not queue.unacked:
                 return None

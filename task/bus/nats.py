@@ -14,8 +14,11 @@ channel may still get them.
 
 URL options: ``name``, ``token``, ``tls`` / ``tls_ca`` / ``tls_cert`` / ``tls_key``,
 ``connect_timeout``, ``max_reconnects`` (-1 = forever), ``reconnect_wait``,
-``pending_limit`` (default 65536), ``flush`` (default true: ``send`` waits until the server
-has read the message, one PING/PONG round trip shared by concurrent sends).
+``pending_limit`` (default 65536), ``flush`` (default false). Core NATS confirms nothing a
+subscriber would see, so ``send`` returns once the client holds the message: its flusher
+writes what has piled up at once, in the background, and ``stop()`` flushes the rest (the raw
+client's fastest correct loop does the same). ``flush=true`` makes each send wait for one
+PING/PONG round trip, shared by concurrent sends, which proves only that the server read it.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class NatsOptions:
 
     connect: ConnectOptions
     pending_limit: int = 65536  #: messages the client buffers before dropping
-    flush: bool = True  #: ``send`` waits for the server to have read the message
+    flush: bool = False  #: ``send`` waits for the server to have read the message
 
     @classmethod
     def from_url(cls, url: str, credentials: Credentials | None = None) -> NatsOptions:
@@ -70,7 +73,7 @@ class NatsOptions:
         return cls(
             connect=ConnectOptions.from_url(parsed, credentials or Credentials()),
             pending_limit=parsed.integer("pending_limit", 65536, minimum=1),
-            flush=parsed.boolean("flush", True),
+            flush=parsed.boolean("flush", False),
         )
 
 
@@ -150,8 +153,11 @@ class NatsConsumer(BusPart):
             await self.start()
         while not self._stopped:
             if self._ready:
-                data = self._ready.popleft().data
-                if len(self._ready) <= self._low_water:
+                ready = self._ready
+                data = ready.popleft().data
+                if ready:
+                    self._waiters.wake_one()  # pass the baton on
+                if len(ready) <= self._low_water:
                     self._space.set()
                 self._received += 1
                 return NatsMessage(data)

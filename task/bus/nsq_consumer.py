@@ -274,6 +274,8 @@ class NsqConsumer(BusPart):
             if self._ready:
                 message = self._ready.popleft()
                 message._link.handed[message.id] = message
+                if self._ready:
+                    self._waiters.wake_one()  # pass the baton on
                 return message
             await self._waiters.wait(lambda: bool(self._ready))
         return None
