@@ -155,8 +155,8 @@ class Task:
             raise InvalidTaskError("not JSON: starts with a UTF-8 byte order mark")
         try:  # valid UTF-8, an object whose fields of ours are strings: the common case
             wire = _decode_wire(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
-            return cls._from_json_lax(data)  # Go's leniency, or the reason it is no task
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError
+            return cls._from_json_lax(data)  # is a DecodeError. Go's leniency, or why it is no task
         if not wire.type:
             return cls._from_json_lax(data)  # raises, naming the empty type
         task = cls(wire.type, wire.info, wire.job, wire.created, wire.id, wire.meta,

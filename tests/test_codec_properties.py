@@ -219,3 +219,14 @@ def test_the_fast_encoder_writes_the_bytes_go_writes(task: Task) -> None:
 def test_the_fast_decoder_reads_what_the_lax_decoder_reads(task: Task) -> None:
     wire = task.to_json()
     assert Task.from_json(wire) == Task._from_json_lax(wire)
+
+
+def test_a_deeply_nested_document_is_an_invalid_task_not_a_recursion_error() -> None:
+    # msgspec gives up on deep nesting with RecursionError: it must read as "not a task"
+    for body in (b"[" * 100_000, b'{"type":"t","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
+        try:
+            Task.from_json(body)
+        except InvalidTaskError as err:
+            assert "recursion" in str(err)
+        else:
+            raise AssertionError("a document nested 100,000 deep was read as a task")
