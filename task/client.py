@@ -19,10 +19,11 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from task.apps.sender import TaskSender
 from task.bus.base import Consumer, Producer
+from task.bus.broadcast import SCOPE_ALL, SCOPE_KEY, broadcast_topic
 from task.bus.registry import open_producer
 from task.credentials import Credentials
 from task.delayed import CancelResult, cancel_delayed, due_time, send_delayed
@@ -182,8 +183,14 @@ class Client:
         topic: str | None = None,
         delay: float | timedelta | None = None,
         at: datetime | None = None,
+        scope: Literal["", "all"] = "",
     ) -> Task:
         """Create a task and send it to ``topic`` (default: its type); the task as sent.
+
+        With ``scope="all"`` it is a broadcast: it goes to ``<topic>.all`` and every worker
+        of the type running with ``--broadcast`` does it once, each sending its own done task
+        (``wait_all`` collects them). A broadcast is not recorded in the ledger (each worker
+        records its own run) and cannot be delayed.
 
         The task is recorded as created in the ledger first when one is set. With ``delay``
         (seconds or a timedelta) or ``at`` (an aware datetime) it is due then, never earlier:
@@ -201,6 +208,19 @@ class Client:
             raise ConfigError("a task needs a type: client.send(TYPE, INFO)")
         task = Task.new(type, info, id=id, job=job or None, meta=meta or None)
         topic = topic or type
+        if scope == "all":
+            if delay is not None or at is not None:
+                raise ConfigError("a broadcast (scope='all') cannot be delayed: send it when it is due")
+            task.set_meta(SCOPE_KEY, SCOPE_ALL)
+            self._router.expect_many(task.id)
+            try:
+                await sender.producer.send(broadcast_topic(topic), task.to_json(), key=task.id)
+            except BaseException:
+                self._router.forget(task.id)
+                raise
+            return task
+        if scope:
+            raise ConfigError(f"scope must be '' or 'all', not {scope!r}")
         self._router.expect(task.id)
         try:
             if delay is None and at is None:
@@ -226,6 +246,18 @@ class Client:
         """
         self._ready()
         return await self._router.wait(id, timeout)
+
+    async def wait_all(self, id: str, timeout: float, count: int | None = None) -> list[Task]:
+        """Every done task of the broadcast ``id`` (sent with ``scope="all"``): one per worker
+        instance that did it (meta ``instance=``), those arriving within ``timeout`` seconds,
+        or until ``count`` have arrived when you know how many workers run.
+
+        Raises:
+            ConfigError: the client is not open, or ``id`` is no broadcast it sent.
+            BusError: the done topic can no longer be read.
+        """
+        self._ready()
+        return await self._router.wait_all(id, timeout, count)
 
     def done(self, type: str | None = None, job: str | None = None) -> AsyncGenerator[Task, None]:
         """Every done task from this call on (of ``type`` and ``job`` when given), until the

@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncGenerator, Coroutine, Iterator
 from contextlib import suppress
 from datetime import datetime, timedelta
-from typing import Self, TypeVar
+from typing import Literal, Self, TypeVar
 
 from task.client import Client, Meta
 from task.credentials import Credentials
@@ -108,15 +108,20 @@ class SyncClient:
         topic: str | None = None,
         delay: float | timedelta | None = None,
         at: datetime | None = None,
+        scope: Literal["", "all"] = "",
     ) -> Task:
         """``Client.send``, blocking. Raises what it raises."""
         return self._call(self.client.send(
-            type, info, job=job, meta=meta, id=id, topic=topic, delay=delay, at=at,
+            type, info, job=job, meta=meta, id=id, topic=topic, delay=delay, at=at, scope=scope,
         ))
 
     def wait(self, id: str, timeout: float | None = None) -> Task:
         """``Client.wait``, blocking. Raises what it raises (TimeoutError after ``timeout``)."""
         return self._call(self.client.wait(id, timeout))
+
+    def wait_all(self, id: str, timeout: float, count: int | None = None) -> list[Task]:
+        """``Client.wait_all``, blocking: every instance's done task of a broadcast."""
+        return self._call(self.client.wait_all(id, timeout, count))
 
     def done(self, type: str | None = None, job: str | None = None) -> Iterator[Task]:
         """``Client.done`` as a blocking iterator, following from this call on; it ends when

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from weakref import WeakSet
 
-from task.errors import BusError
+from task.errors import BusError, ConfigError
 from task.task import Task
 
 __all__ = ["KEEP_DONE", "DoneRouter"]
@@ -36,10 +36,20 @@ class DoneRouter:
         self._waiting: dict[str, list[asyncio.Future[Task]]] = {}
         self._expected: OrderedDict[str, None] = OrderedDict()
         self._arrived: OrderedDict[str, Task] = OrderedDict()
+        #: broadcast ids: every done task of each (one per worker instance), kept for wait_all
+        self._many: OrderedDict[str, list[Task]] = OrderedDict()
+        self._more: dict[str, asyncio.Event] = {}
         self._followers: WeakSet[asyncio.Queue[Task | None]] = WeakSet()
         self._closed: BusError | None = None
         #: done tasks dropped because a follower fell behind
         self.dropped = 0
+
+    def expect_many(self, id: str) -> None:
+        """Keep every done task of ``id`` (a broadcast: one per worker instance) until
+        ``wait_all`` takes them (call before sending)."""
+        self._many[id] = []
+        while len(self._many) > self.keep:
+            self._many.popitem(last=False)
 
     def expect(self, id: str) -> None:
         """Keep the done task of ``id`` until a ``wait`` takes it (call before sending)."""
@@ -52,9 +62,16 @@ class DoneRouter:
     def forget(self, id: str) -> None:
         """The task was not sent after all: keep nothing for it."""
         self._expected.pop(id, None)
+        self._many.pop(id, None)
 
     def route(self, task: Task) -> None:
         """Hand a done task to the waits for its id, keep it if expected, and feed followers."""
+        many = self._many.get(task.id)
+        if many is not None:
+            many.append(task)
+            more = self._more.get(task.id)
+            if more is not None:
+                more.set()
         futures = self._waiting.pop(task.id, [])
         for future in futures:
             if not future.done():
@@ -99,6 +116,37 @@ class DoneRouter:
                 waits.remove(future)
                 if not waits:
                     del self._waiting[id]
+
+    async def wait_all(self, id: str, timeout: float, count: int | None = None) -> list[Task]:
+        """Every done task of the broadcast ``id`` that arrives within ``timeout`` seconds (or
+        until ``count`` arrived), in arrival order; those that came before the call included.
+        Nobody knows how many workers were running when it was sent, so the time decides.
+
+        Raises:
+            ConfigError: ``id`` was not sent as a broadcast by this client.
+            BusError: the done topic can no longer be read before ``count`` arrived.
+        """
+        got = self._many.get(id)
+        if got is None:
+            raise ConfigError(f"{id} was not sent with scope='all' by this client: use wait() for it")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        more = self._more.setdefault(id, asyncio.Event())
+        try:
+            while count is None or len(got) < count:
+                if self._closed is not None:
+                    raise self._closed
+                more.clear()
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(more.wait(), left)
+                except TimeoutError:
+                    break
+        finally:
+            self._more.pop(id, None)
+        return list(got)
 
     def follow(self) -> AsyncGenerator[Task, None]:
         """Every done task routed from this call on, until ``close``.

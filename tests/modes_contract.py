@@ -22,6 +22,7 @@ from task.bus.base import Consumer, Message
 from task.bus.broadcast import broadcast_topic
 from task.bus.priority import PriorityConsumer
 from task.bus.registry import open_producer
+from task.client import Client
 from task.launcher import Launcher
 from task.result import Outcome
 from task.settings import WorkerSettings
@@ -227,6 +228,20 @@ class ModesContract:
         # And an ordinary task is no broadcast: no instance in its done task (on the file
         # bus every reader of a file reads every line, so the other workers may do it too)
         assert [t.get_meta("instance") for t in got if t.info == "ordinary"] == [""]
+
+    async def test_the_client_waits_for_every_instance_of_a_broadcast(self) -> None:
+        # Given three workers of one type with --broadcast
+        started: list[str] = []
+        launchers = [self.broadcast_worker(started, f"w{i}") for i in range(3)]
+        async with Client(self.url, done_topic=self.done_topic) as client, \
+                self.running(launchers[0]), self.running(launchers[1]), self.running(launchers[2]):
+            # When the client sends a task with scope="all"
+            sent = await client.send(self.type, "reload", scope="all")
+            # Then wait_all returns one done task per worker, each naming its instance
+            runs = await client.wait_all(sent.id, timeout=self.patience, count=3)
+        assert sorted(t.get_meta("instance") for t in runs) == ["w0", "w1", "w2"]
+        assert all(t.id == sent.id and t.result == "complete" for t in runs)
+        assert started.count("reload") == 3
 
     def broadcast_worker(self, started: list[str], instance: str) -> Launcher:
         launcher = Launcher.from_settings(recording_worker(started),

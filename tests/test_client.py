@@ -126,3 +126,15 @@ async def test_a_follower_that_falls_behind_loses_the_oldest_done_tasks_only(
     router.close(BusError("closed"))
     assert [t.id async for t in follow] == ["b", "c"]
     assert router.dropped == 1
+
+
+async def test_a_broadcast_is_neither_delayed_nor_waited_for_as_one_task() -> None:
+    async with Client("memory:client-" + uuid.uuid4().hex[:8]) as client:
+        with pytest.raises(ConfigError, match="cannot be delayed"):
+            await client.send("reload", scope="all", delay=60)
+        plain = await client.send("reload")
+        with pytest.raises(ConfigError, match="scope='all'"):
+            await client.wait_all(plain.id, timeout=0.1)
+        # a broadcast nobody answers: wait_all returns what came in time, here nothing
+        sent = await client.send("reload", scope="all")
+        assert await client.wait_all(sent.id, timeout=0.05) == []
