@@ -19,7 +19,7 @@ from task import Task
 from task.flow.loader import load_workflows
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-TASKBUS = str(Path(sys.executable).parent / "taskbus")
+TASKBUS = str(Path(sys.executable).parent / "taskbus")  # the venv's, never PATH's
 
 
 def block(first_line: str, language: str) -> str:
@@ -30,11 +30,16 @@ def block(first_line: str, language: str) -> str:
     raise AssertionError(f"no {language} block starting {first_line!r} in the README")
 
 
+#: the venv's ``bin``, found from the running interpreter (never from this process's PATH)
+VENV_BIN = Path(sys.executable).parent
+
+
 def reader_env() -> dict[str, str]:
-    """The environment of a reader who activated the venv: its ``bin`` first on PATH (found
-    from ``sys.executable``, not from this process's PATH), no TASK_* settings."""
+    """The environment of a reader who activated the venv on a fresh machine: its ``bin``
+    first, then only the system directories (as ``.ci/run``), no TASK_* settings. PATH is
+    set here, never read: the tour's shell lines find ``taskbus`` as the reader's shell does."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_")}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(PATH=os.pathsep.join([str(VENV_BIN), "/usr/local/bin", "/usr/bin", "/bin"]))
     return env
 
 
@@ -71,7 +76,7 @@ def test_the_tour_runs_its_worker_on_the_tasks_it_sends(tmp_path: Path) -> None:
     assert results == [("a.txt", "complete", "copied 15 bytes", "bytes=15"),
                        ("missing.txt", "error", "no file missing.txt", "")]
     # And a second run of the worker does nothing: the reader resumes after what it finished
-    again = run(tmp_path, "taskbus", "worker", "fetch:FetchFile", "--max-in-progress", "10")
+    again = run(tmp_path, TASKBUS, "worker", "fetch:FetchFile", "--max-in-progress", "10")
     assert again.returncode == 0, again.stderr
     assert len(done_tasks(tmp_path)) == 2
 
@@ -81,7 +86,7 @@ def test_the_client_example_gets_the_done_task_of_what_it_sent(tmp_path: Path) -
     (tmp_path / "fetch.py").write_text(block("# fetch.py", "python"))
     (tmp_path / "a.txt").write_text("a line to copy\n")
     (tmp_path / "taskbus-data").mkdir()
-    worker = subprocess.Popen(["taskbus", "worker", "fetch:FetchFile", "--bus", "file:./taskbus-data/?follow=1"],
+    worker = subprocess.Popen([TASKBUS, "worker", "fetch:FetchFile", "--bus", "file:./taskbus-data/?follow=1"],
                               cwd=tmp_path, env=reader_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         # When the example runs
@@ -103,7 +108,7 @@ def test_the_workflow_example_loads_without_problems(tmp_path: Path) -> None:
 
 def test_the_cron_example_is_a_valid_cron_file(tmp_path: Path) -> None:
     (tmp_path / "cron.toml").write_text(block("# cron.toml", "toml"))
-    shown = run(tmp_path, "taskbus", "cron", "-c", "cron.toml", "--show-config")
+    shown = run(tmp_path, TASKBUS, "cron", "-c", "cron.toml", "--show-config")
     assert shown.returncode == 0, shown.stderr
     assert 'timezone = "Europe/Paris"' in shown.stdout and shown.stdout.count("daily-report") == 1
 
