@@ -92,7 +92,8 @@ async def test_a_locked_ledger_does_not_stop_the_worker_and_is_caught_up(
         holder.rollback()
         await until(lambda: _pending_writes_is_zero(run.port), "the queued ledger writes applied", timeout=30)
         assert await _outstanding(db, run.task_type) == []
-        assert "ledger is back" in run.worker.output()
+        # the line is logged before the last write is applied; the output is read from a pipe
+        await until(lambda: "ledger is back" in run.worker.output(), "the worker saying the ledger is back")
         run.worker.terminate()
         assert await run.worker.wait() == 0, run.worker.output()
     finally:
