@@ -126,6 +126,7 @@ class DelayReleaser:
         self.released = 0
         self.send_errors = 0
         self.ledger_errors = 0
+        self._failing = 0  #: failed reads in a row (the outage is logged once)
         self._stopping = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
 
@@ -155,8 +156,13 @@ class DelayReleaser:
                                            ScheduleKind.DELAY, self.clock())
         except LedgerError as err:
             self.ledger_errors += 1
-            logger.error("cannot read due delayed tasks from the ledger, trying again: %s", err)
+            self._failing += 1
+            if self._failing == 1:  # once per outage: the poll runs every second
+                logger.error("cannot read due delayed tasks from the ledger, trying again every poll: %s", err)
             return 0
+        if self._failing:
+            logger.warning("delayed tasks: the ledger is back after %d failed reads", self._failing)
+            self._failing = 0
         self.send_errors += done.failed
         self.released += len(done.sent)
         if len(done.sent) > 1 and logger.isEnabledFor(logging.DEBUG):

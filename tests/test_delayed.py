@@ -263,3 +263,21 @@ def test_bench_lateness_figures_are_percentiles_in_ms_and_count_early_arrivals()
         "bus": "memory", "held_by": "ledger", "tasks": 100, "p50_ms": 50.0, "p99_ms": 99.0,
         "max_ms": 100.0, "early": 0}
     assert lateness_figures("nsq", "native", [-0.001, 0.002])["early"] == 1
+
+
+async def test_a_ledger_outage_is_logged_once_by_the_releaser_and_its_end_once(caplog: pytest.LogCaptureFixture) -> None:
+    # Given a releaser polling a ledger that is down for five polls
+    from task.ledger.memory import LedgerFault
+
+    broker, ledger, clock = MemoryBroker(), MemoryLedger(), Clock()
+    releaser = DelayReleaser(ledger, MemoryProducer(broker), task_lists=["fetch"], clock=clock)
+    ledger.inject(LedgerFault.UNAVAILABLE, times=5)
+    with caplog.at_level(logging.INFO, logger="task.delay_release"):
+        for _ in range(6):
+            await releaser.release_due()
+    # Then the outage is one ERROR line (not one per poll) and its end one line
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "cannot read due delayed tasks" in errors[0].getMessage()
+    assert [r.getMessage() for r in caplog.records if "is back" in r.getMessage()] == [
+        "delayed tasks: the ledger is back after 5 failed reads"]
+    assert releaser.ledger_errors == 5
