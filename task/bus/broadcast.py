@@ -62,6 +62,8 @@ def default_instance() -> str:
 
 def is_broadcast(task: Task) -> bool:
     """Whether ``task`` was sent with scope "all" and run by a named instance."""
+    if SCOPE_KEY not in task.meta:  # the common case, without parsing the meta (hot path)
+        return False
     return task.get_meta(SCOPE_KEY) == SCOPE_ALL and bool(task.get_meta(INSTANCE_KEY))
 
 
