@@ -19,7 +19,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from datetime import date
-from typing import Any, Self
+from typing import Any
 from uuid import uuid4
 
 from task.errors import LedgerError
@@ -38,7 +38,7 @@ from task.flow.store import (
 from task.flow.store_day_view import DayView
 from task.flow.store_fold import matches, recap_rows
 from task.ledger.cassandra_schema import KEYSPACE, render, replication_map
-from task.ledger.cassandra_session import CassandraOptions, SharedSession, acquire, execute, release
+from task.ledger.cassandra_session import CassandraOptions, SessionUser, execute
 from task.ledger.cassandra_upgrade import ledger_url
 
 __all__ = ["CassandraTaskStore", "open_store", "shard_of"]
@@ -74,7 +74,7 @@ def shard_of(id: str) -> int:
     return zlib.crc32(id.encode()) % cql.SHARDS
 
 
-class CassandraTaskStore:
+class CassandraTaskStore(SessionUser):
     """A ``TaskStore`` in a Cassandra keyspace. No I/O until first use.
 
     A day is read whole once, then kept folded in memory (``DayView``, the ``views`` most
@@ -84,31 +84,24 @@ class CassandraTaskStore:
     whole again, which picks up a row another replica wrote later than the view's margin.
     """
 
+    what = "task store"
+
     def __init__(
         self, options: CassandraOptions, *, cache_seconds: float = 2.0,
         full_refresh: float = 600.0, views: int = 3,
     ) -> None:
-        self.options = options
+        super().__init__(options)
         self.cache_seconds = cache_seconds
         self.full_refresh = full_refresh
         self.views = views
-        self._shared: SharedSession | None = None
         self._statements: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
         self._day_lock = asyncio.Lock()
-        self._closed = False
         #: day -> (its view, when it was read whole, when it was caught up); most recent last
         self._views: OrderedDict[date, tuple[DayView, float, float]] = OrderedDict()
         self._task_days: dict[_Key, str] = {}
         self._known_days: set[tuple[str, str]] = set()
         self._last_ns = 0
-
-    async def _session(self) -> SharedSession:
-        if self._closed:
-            raise LedgerError(f"the Cassandra task store {self.options.keyspace} is closed; open a new one")
-        if self._shared is None:
-            self._shared = await asyncio.to_thread(acquire, self.options)
-        return self._shared
 
     def _prepare_all(self, session: Any) -> dict[str, Any]:
         from cassandra import ConsistencyLevel  # type: ignore[import-untyped]
@@ -364,19 +357,6 @@ class CassandraTaskStore:
         await execute(session, put, (cql.SCOPE, cql.VERSION))
         return (f"Cassandra keyspace {ks}: flow task store ready ({len(cql.TABLES)} tables, "
                 f"schema version {cql.VERSION})")
-
-    async def close(self) -> None:
-        """Release this store's share of the process's session. Idempotent."""
-        self._closed = True
-        shared, self._shared = self._shared, None
-        if shared is not None:
-            await asyncio.to_thread(release, shared)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 def open_store(url: str) -> CassandraTaskStore:

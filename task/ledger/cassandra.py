@@ -15,14 +15,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any, Self
+from typing import Any
 from uuid import uuid4
 
 from task.errors import LedgerError
 from task.ledger import cassandra_schema as cql
 from task.ledger import cassandra_upgrade
 from task.ledger.base import LedgerRecord, ScheduledTask, ScheduleKind, State, TaskListStats
-from task.ledger.cassandra_session import CassandraOptions, SharedSession, acquire, execute, release
+from task.ledger.cassandra_session import CassandraOptions, SessionUser, execute
 from task.ledger.common import epoch, list_of
 from task.task import Task
 
@@ -36,26 +36,17 @@ _RECORDS, _SCHEDULE = "records", "schedule"
 _FAR = 2**62  # a bucket bound beyond any time
 
 
-class CassandraLedger:
+class CassandraLedger(SessionUser):
     """The ledger in a Cassandra keyspace. No I/O until first use."""
 
     def __init__(self, options: CassandraOptions, *, clock: Callable[[], float] = time.time) -> None:
-        self.options = options
+        super().__init__(options)
         self.clock = clock
-        self._shared: SharedSession | None = None
         self._statements: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
         self._known_buckets: set[tuple[str, str, int]] = set()
-        self._closed = False
         #: tasks given without an id: counted, never recorded
         self.skipped_no_id = 0
-
-    async def _session(self) -> SharedSession:
-        if self._closed:
-            raise LedgerError(f"the Cassandra ledger {self.options.keyspace} is closed; open a new one")
-        if self._shared is None:
-            self._shared = await asyncio.to_thread(acquire, self.options)
-        return self._shared
 
     def _prepare_all(self, session: Any) -> dict[str, Any]:
         from cassandra import ConsistencyLevel  # type: ignore[import-untyped]
@@ -391,19 +382,6 @@ class CassandraLedger:
         cql.replication_map(replication)  # a bad spec is the user's to fix: say so before connecting
         shared = await self._session()
         return await cassandra_upgrade.upgrade(shared.session, self.options, replication)
-
-    async def close(self) -> None:
-        """Release this ledger's share of the process's session. Idempotent."""
-        self._closed = True
-        shared, self._shared = self._shared, None
-        if shared is not None:
-            await asyncio.to_thread(release, shared)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 def open_ledger(url: str) -> CassandraLedger:

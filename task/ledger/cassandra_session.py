@@ -30,7 +30,7 @@ import os
 import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from cassandra import ConsistencyLevel, WriteType  # type: ignore[import-untyped]
 from cassandra.auth import PlainTextAuthProvider  # type: ignore[import-untyped]
@@ -41,7 +41,7 @@ from cassandra.query import dict_factory  # type: ignore[import-untyped]
 from task.errors import ConfigError, LedgerError
 from task.url import parse_url
 
-__all__ = ["CassandraOptions", "RetryTimeouts", "SharedSession", "acquire", "execute", "release"]
+__all__ = ["CassandraOptions", "RetryTimeouts", "SessionUser", "SharedSession", "acquire", "execute", "release"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +250,39 @@ def release(shared: SharedSession) -> None:
             return
         _sessions.pop(shared.key, None)
     shared.cluster.shutdown()
+
+
+class SessionUser:
+    """A ledger or store that holds a share of the process's session for its keyspace: taken
+    at first use, given back by ``close()``. ``what`` names it in the error after a close."""
+
+    options: CassandraOptions
+    what: str = "ledger"
+
+    def __init__(self, options: CassandraOptions) -> None:
+        self.options = options
+        self._shared: SharedSession | None = None
+        self._closed = False
+
+    async def _session(self) -> SharedSession:
+        if self._closed:
+            raise LedgerError(f"the Cassandra {self.what} {self.options.keyspace} is closed; open a new one")
+        if self._shared is None:
+            self._shared = await asyncio.to_thread(acquire, self.options)
+        return self._shared
+
+    async def close(self) -> None:
+        """Release this share of the process's session. Idempotent."""
+        self._closed = True
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            await asyncio.to_thread(release, shared)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 async def execute(session: Any, statement: Any, params: tuple[object, ...] = (),
