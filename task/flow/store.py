@@ -19,14 +19,13 @@ raise ``ConfigError``.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, TypedDict, cast
 
-from task.errors import ConfigError, MissingExtraError, UnknownBackendError
+from task.ledger.registry import backend_module
 
 if TYPE_CHECKING:
     from task.task import Task
@@ -296,21 +295,5 @@ def open_store(url: str) -> TaskStore:
     Raises:
         ConfigError: no or unknown scheme, a malformed URL, or a missing extra.
     """
-    scheme, sep, _ = url.partition(":")
-    if not sep:
-        raise ConfigError(f"task store URL {url!r} has no scheme; use sqlite:PATH, memory: or cassandra://")
-    entry = STORES.get(scheme.lower())
-    if entry is None:
-        raise UnknownBackendError(
-            f"unknown task store {scheme!r} in {url!r}; valid stores: {', '.join(sorted(STORES))}"
-        )
-    module_name, extra, client = entry
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if client and err.name and err.name.split(".")[0] == client:
-            raise MissingExtraError(
-                f"the {scheme} task store needs {client}: pip install 'taskbus[{extra}]'"
-            ) from err
-        raise
+    _, module = backend_module(url, STORES, "task store", "stores")
     return cast(_StoreModule, module).open_store(url)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Protocol, cast
 
 from task.errors import ConfigError, MissingExtraError, UnknownBackendError
 from task.ledger.base import Ledger
 
-__all__ = ["LEDGERS", "open_ledger"]
+__all__ = ["LEDGERS", "backend_module", "open_ledger"]
 
 #: scheme -> (module, extra, client import)
 LEDGERS: dict[str, tuple[str, str | None, str | None]] = {
@@ -41,13 +42,29 @@ def open_ledger(url: str, *, create: bool = True) -> Ledger:
     Raises:
         ConfigError: unknown scheme, malformed URL, or a missing extra.
     """
+    scheme, module = backend_module(url, LEDGERS, "ledger", "ledgers")
+    if scheme in _CREATES_ON_USE:
+        return cast(_CreatingLedgerModule, module).open_ledger(url, create=create)
+    return cast(_LedgerModule, module).open_ledger(url)
+
+
+def backend_module(
+    url: str, backends: dict[str, tuple[str, str | None, str | None]], what: str, whats: str
+) -> tuple[str, ModuleType]:
+    """The lower-case scheme of ``url`` and the module of its backend in ``backends`` (scheme
+    -> (module, extra, client import)), imported now. ``what`` names the kind of backend in
+    the errors (``ledger``, ``task store``), ``whats`` its plural.
+
+    Raises:
+        ConfigError: no scheme, an unknown one, or a backend whose extra is not installed.
+    """
     scheme, sep, _ = url.partition(":")
     if not sep:
-        raise ConfigError(f"ledger URL {url!r} has no scheme; use sqlite:PATH, memory: or cassandra://")
-    entry = LEDGERS.get(scheme.lower())
+        raise ConfigError(f"{what} URL {url!r} has no scheme; use sqlite:PATH, memory: or cassandra://")
+    entry = backends.get(scheme.lower())
     if entry is None:
         raise UnknownBackendError(
-            f"unknown ledger {scheme!r} in {url!r}; valid ledgers: {', '.join(sorted(LEDGERS))}"
+            f"unknown {what} {scheme!r} in {url!r}; valid {whats}: {', '.join(sorted(backends))}"
         )
     module_name, extra, client = entry
     try:
@@ -55,9 +72,7 @@ def open_ledger(url: str, *, create: bool = True) -> Ledger:
     except ModuleNotFoundError as err:
         if client and err.name and err.name.split(".")[0] == client:
             raise MissingExtraError(
-                f"the {scheme} ledger needs {client}: pip install 'taskbus[{extra}]'"
+                f"the {scheme} {what} needs {client}: pip install 'taskbus[{extra}]'"
             ) from err
         raise
-    if scheme.lower() in _CREATES_ON_USE:
-        return cast(_CreatingLedgerModule, module).open_ledger(url, create=create)
-    return cast(_LedgerModule, module).open_ledger(url)
+    return scheme.lower(), module
