@@ -7,6 +7,9 @@ redelivers: the done task is sent before the original is forgotten, never after.
 
 Concurrency is ``max_in_progress`` runner coroutines that each take the next message only
 when free, so no message waits inside the Launcher and none is started after ``stop()``.
+With a ``broadcast`` consumer (this instance's subscription to ``<topic>.all``), one more
+runner takes its tasks, one at a time, through the same path: the main consumer is never
+wrapped for it, so the per-message cost of ordinary tasks is the same with or without.
 """
 
 from __future__ import annotations
@@ -121,8 +124,15 @@ class Launcher:
         ledger: Ledger | None = None,
         *,
         after_done: Callable[[Task], Awaitable[object]] | None = None,
+        broadcast: Consumer | None = None,
     ) -> None:
         self.make_worker = make_worker
+        #: this instance's broadcast subscription, read by a runner of its own (or None)
+        self.broadcast = broadcast
+        #: a broadcast subscription that cannot start fails the start (asked for explicitly),
+        #: rather than being logged and done without (on by default)
+        self.broadcast_required = False
+        self._broadcast_stopped = False
         #: called with each done task once it is sent, before the ack (recurrent tasks)
         self.after_done = after_done
         self.consumer = consumer
@@ -141,6 +151,8 @@ class Launcher:
         #: messages taken from the consumer and not yet settled (acked, nacked, dead-lettered)
         self._holding = 0
         self._claimed = 0
+        #: ordinary tasks run, counted only with a lifetime (broadcast tasks do not count)
+        self._lifetime_ran = 0
         self._last_yield = 0.0
         self._yielding = False
         self._executor: ThreadPoolExecutor | None = None
@@ -176,6 +188,7 @@ class Launcher:
             ConfigError: a bad URL, an unknown bus or ledger, a missing extra.
         """
         from task.backlog import BacklogReader
+        from task.bus.broadcast import open_worker_broadcast
         from task.bus.priority import open_worker_consumer, split_topics
         from task.bus.registry import open_producer
         from task.ledger.registry import open_ledger
@@ -185,11 +198,15 @@ class Launcher:
         topic = topics[0]  # logs, stats, the backlog and dead letters name the first
         channel = settings.channel or task_type or topic
         credentials = settings.credentials()
-        consumer = open_worker_consumer(  # priorities and broadcast: task/bus/priority.py
+        consumer = open_worker_consumer(  # priorities: task/bus/priority.py
             settings.bus, topics, channel=channel, prefetch=settings.max_in_progress,
-            credentials=credentials, broadcast_of=(task_type or topic) if settings.broadcast else "",
-            instance=settings.instance,
+            credentials=credentials,
         )
+        explicit = "broadcast" in settings.model_fields_set  # on by default, where it can work
+        broadcast = open_worker_broadcast(
+            settings.bus, task_type or topic, instance=settings.instance, credentials=credentials,
+            explicit=explicit,
+        ) if settings.broadcast else None
         producer = open_producer(settings.producer_url, credentials=credentials)
         options = LauncherOptions(
             max_in_progress=settings.max_in_progress,
@@ -206,7 +223,8 @@ class Launcher:
             channel=channel,
         )
         ledger = open_ledger(settings.ledger) if settings.ledger else None
-        launcher = cls(make_worker, consumer, producer, options, ledger)
+        launcher = cls(make_worker, consumer, producer, options, ledger, broadcast=broadcast)
+        launcher.broadcast_required = explicit
         launcher.owns_ledger = ledger is not None
         launcher.backlog = BacklogReader(settings.bus, topic, channel, credentials=credentials)
         return launcher
@@ -225,6 +243,14 @@ class Launcher:
         if self._stop_requested is not None:
             self._stop_requested.set()
         await self.consumer.stop()
+        await self._stop_broadcast()
+
+    async def _stop_broadcast(self) -> None:
+        """Stop taking broadcast tasks (once: a second ``stop()`` of a JetStream consumer
+        closes it, and the broadcast task still running must be acknowledged first)."""
+        if self.broadcast is not None and not self._broadcast_stopped:
+            self._broadcast_stopped = True
+            await self.broadcast.stop()
 
     @property
     def stopping(self) -> bool:
@@ -242,7 +268,7 @@ class Launcher:
         self._began = time.time()
         self._debug = logger.isEnabledFor(logging.DEBUG)
         setup = getattr(self.make_worker, "setup", None)
-        await self.consumer.start()
+        await self._start_consumers()
         try:
             await self.producer.start()
             if setup is not None:
@@ -256,9 +282,15 @@ class Launcher:
             for i in range(max(1, self.options.max_in_progress))
         ]
         all_done: asyncio.Future[Any] = asyncio.gather(*runners)
+        if self.broadcast is not None:
+            runners.append(asyncio.create_task(self._broadcast_runner(self.broadcast),
+                                               name="launcher-broadcast"))
         stop_wait: asyncio.Future[Any] = asyncio.ensure_future(self._stop_requested.wait())
         try:
             await asyncio.wait({all_done, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if self.broadcast is not None:  # stopped or drained: broadcasts never keep us running
+                await self._stop_broadcast()  # its msg() returns None; a task it runs finishes
+                all_done = asyncio.gather(all_done, runners[-1])
             if not all_done.done():
                 await self._finish_in_flight(all_done)
             if all_done.done():
@@ -270,6 +302,56 @@ class Launcher:
                 runner.cancel()
             await asyncio.gather(all_done, heartbeat, stop_wait, return_exceptions=True)
             await self._close(setup is not None)
+
+    async def _start_consumers(self) -> None:
+        """Start the main consumer and the broadcast subscription together: on Kafka and
+        JetStream the latter creates a topic or consumer, which then costs no start-up time
+        of its own. A broadcast subscription that fails is logged and done without, unless
+        it was asked for (``broadcast_required``).
+
+        Raises:
+            BusError: the main consumer (or a required broadcast one) cannot start.
+        """
+        broadcast = self.broadcast
+        if broadcast is None:
+            await self.consumer.start()
+            return
+        main, extra = await asyncio.gather(self.consumer.start(), broadcast.start(), return_exceptions=True)
+        failed = main if isinstance(main, BaseException) else None
+        if failed is None and isinstance(extra, BaseException) and (
+                self.broadcast_required or not isinstance(extra, Exception)):
+            failed = extra
+        if failed is not None:
+            await broadcast.stop()
+            await self.consumer.stop()
+            raise failed
+        if isinstance(extra, BaseException):
+            await broadcast.stop()
+            self.broadcast = None
+            logger.error("broadcast tasks of %r will not reach this worker: %s (--no-broadcast "
+                         "does without them)", self.options.task_type or self.options.topic, _describe(extra))
+
+    async def _broadcast_runner(self, broadcast: Consumer) -> None:
+        """Runs this instance's broadcast tasks, one at a time, beside the ``max_in_progress``
+        runners and through the same ``_handle`` (ledger entry, done task, ack or nack). They
+        do not count towards ``lifetime_workers``. A failing subscription ends only this."""
+        runner = asyncio.current_task()
+        while not self._stop_signal.is_set():
+            try:
+                message = await broadcast.msg()
+            except Exception as err:  # noqa: BLE001 - the ordinary tasks go on without it
+                logger.error("broadcast tasks no longer reach this worker: %s", _describe(err))
+                return
+            if message is None:
+                return
+            self._holding += 1
+            try:
+                await self._handle(message, runner)
+            except Exception as err:  # noqa: BLE001 - one message never ends the launcher
+                self._unexpected(err, "handling a broadcast message")
+                await self._poison(message, err)
+            finally:
+                self._holding -= 1
 
     async def _finish_in_flight(self, all_done: asyncio.Future[Any]) -> None:
         """After stop(): wait ``worker_kill_time``, then cancel workers still running."""
@@ -298,6 +380,8 @@ class Launcher:
         except Exception:
             logger.exception("worker teardown failed")
         await self.consumer.stop()
+        if self.broadcast is not None:
+            await self.broadcast.stop()  # removes this instance's subscription
         await self.producer.stop()
         if self._recorder is not None:
             await self._recorder.close()
@@ -330,9 +414,11 @@ class Launcher:
                 self._holding -= 1
             if not ran:
                 self._claimed -= 1
+            elif lifetime:
+                self._lifetime_ran += 1
             if self._yielding or time.monotonic() - self._last_yield >= YIELD_EVERY:
                 await self._let_others_run()  # checked inline: a coroutine per message costs
-            if lifetime and self._finished >= lifetime:
+            if lifetime and self._lifetime_ran >= lifetime:
                 self._stop_signal.set()
                 assert self._stop_requested is not None
                 self._stop_requested.set()
@@ -550,7 +636,8 @@ class Launcher:
         else:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
-                    max_workers=max(1, self.options.max_in_progress), thread_name_prefix="taskbus-worker"
+                    max_workers=max(1, self.options.max_in_progress) + (self.broadcast is not None),
+                    thread_name_prefix="taskbus-worker"
                 )
             pending = asyncio.get_running_loop().run_in_executor(self._executor, worker.do_task, ctx)
         if self.options.task_timeout > 0:
@@ -672,6 +759,7 @@ class Launcher:
             "results": self.durations.by_result(),
             "mean_task_s": round(self.durations.total_seconds() / finished, 6) if finished else 0.0,
             "consumer": self.consumer.info(),
+            **({"broadcast": self.broadcast.info()} if self.broadcast is not None else {}),
             "producer": self.producer.info(),
         }
         if self._recorder is not None:

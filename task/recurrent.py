@@ -66,8 +66,10 @@ def next_run(done: Task, now: datetime) -> tuple[Task, datetime] | None:
 
 
 class Recurrence:
-    """The Launcher's ``after_done`` hook: sends the next run of each done recurrent task to
-    ``topic`` (default: the task's type) through ``send_delayed``.
+    """The Launcher's ``after_done`` hook: sends the next run of each done recurrent task
+    back to the topic it was read from (``topic_of``: a ``PriorityConsumer`` reading
+    ``high,default,low`` knows it), else to ``topic`` (default: the task's type), through
+    ``send_delayed``.
 
     A recurrence that cannot be sent (the bus or ledger refused it, a bad ``every``) is
     logged as one line and counted in ``failures``; it never fails the task that ran.
@@ -79,23 +81,29 @@ class Recurrence:
         ledger: Ledger | None,
         *,
         topic: str = "",
+        topic_of: Callable[[Task], str | None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.producer = producer
         self.ledger = ledger
         self.topic = topic
+        #: the topic a task was read from, where the consumer knows it (several topics)
+        self.topic_of = topic_of
         self.clock = clock
         self.sent = 0
         self.failures = 0
 
     async def __call__(self, done: Task) -> DelayedSend | None:
         """Send the next run of ``done`` when it recurs; what was sent, or None."""
+        if "every=" not in done.meta:
+            return None  # the cheap test first: this runs for every done task
+        came_from = self.topic_of(done) if self.topic_of is not None else None
         try:
             found = next_run(done, self.clock())
             if found is None:
                 return None
             again, at = found
-            sent = await send_delayed(self.producer, self.topic or again.type, again, at,
+            sent = await send_delayed(self.producer, came_from or self.topic or again.type, again, at,
                                       ledger=self.ledger)
         except TaskError as err:
             self.failures += 1

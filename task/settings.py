@@ -148,7 +148,7 @@ class WorkerSettings(BusSettings):
     ignore_bad_type: bool = Field(False, description="acknowledge tasks of another type without running them")
     dead_letter_topic: str = Field("", description="topic for messages that are not tasks (empty: none)")
     processes: int = Field(1, ge=1, description="launcher processes sharing the channel")
-    broadcast: bool = Field(False, description="also do every broadcast task (taskbus send --scope all) sent to <type>.all while this worker runs")
+    broadcast: bool = Field(True, description="also do every broadcast task (taskbus send --scope all) sent to <type>.all while this worker runs; on by default where the bus can carry them (not nop:, file:-, a file path, or a file directory without ?follow=1)")
     instance: str = Field("", description="this worker's name in broadcast done tasks (meta instance=; default: hostname-pid)")
     heartbeat_interval: Duration = Field(
         5.0, gt=0,

@@ -2,8 +2,8 @@
 once and run against each bus.
 
 Subclass ``ModesContract`` in ``tests/test_modes*.py`` and set ``self.url`` (what workers
-consume and produce with; the file bus needs ``?follow=1`` for broadcast) in an autouse
-fixture. Each test uses topics of its own, so the suites can share one server. The workers
+consume and produce with; the file bus needs ``?follow=1`` for broadcast, which is on by
+default) in an autouse fixture. Each test uses topics of its own, so the suites can share one server. The workers
 are real Launchers built by ``Launcher.from_settings``, as ``taskbus worker`` builds them.
 """
 
@@ -19,9 +19,9 @@ import pytest
 
 from task import Worker, completed
 from task.bus.base import Consumer, Message
-from task.bus.broadcast import broadcast_topic
+from task.bus.broadcast import BroadcastConsumer, broadcast_topic
 from task.bus.priority import PriorityConsumer
-from task.bus.registry import open_producer
+from task.bus.registry import open_consumer, open_producer
 from task.client import Client
 from task.launcher import Launcher
 from task.result import Outcome
@@ -87,8 +87,10 @@ class ModesContract:
 
     @asynccontextmanager
     async def running(self, launcher: Launcher) -> AsyncIterator[asyncio.Task[None]]:
-        """``launcher`` running until the block ends; its consumer subscribed first."""
+        """``launcher`` running until the block ends; its consumers subscribed first."""
         await launcher.consumer.start()
+        if launcher.broadcast is not None:
+            await launcher.broadcast.start()
         run = asyncio.create_task(launcher.run())
         try:
             yield run
@@ -196,12 +198,18 @@ class ModesContract:
     # ------------------------------------------------------------------- broadcast
 
     async def test_every_running_worker_does_a_broadcast_task_once(self) -> None:
-        # Given three workers of one type with --broadcast, and a reader of the done topic
+        # Given three workers of one type started without any broadcast flag, one started
+        # with --no-broadcast, and a reader of the done topic
         started: list[str] = []
         launchers = [self.broadcast_worker(started, f"w{i}") for i in range(3)]
+        quiet_started: list[str] = []
+        quiet = Launcher.from_settings(recording_worker(quiet_started),
+                                       self.settings(broadcast=False, instance="quiet"))
+        assert quiet.broadcast is None
         done = self.follower(self.done_topic)
         await done.start()
-        async with self.running(launchers[0]), self.running(launchers[1]), self.running(launchers[2]):
+        async with self.running(launchers[0]), self.running(launchers[1]), self.running(launchers[2]), \
+                self.running(quiet):
             # When one broadcast task is sent to <type>.all
             first = Task.new(self.type, "reload-1", meta={"scope": "all"})
             await self.send(broadcast_topic(self.type), first)
@@ -224,6 +232,8 @@ class ModesContract:
         assert started.count("reload-1") == 3 and started.count("reload-2") == 3
         # And the late worker did only the second: it was not running when the first was sent
         assert [s for s in late_started if s.startswith("reload")] == ["reload-2"]
+        # And the --no-broadcast worker did neither
+        assert not [s for s in quiet_started if s.startswith("reload")]
         assert sorted(t.get_meta("instance") for t in got if t.id == second.id) == ["late", "w0", "w1", "w2"]
         # And an ordinary task is no broadcast: no instance in its done task (on the file
         # bus every reader of a file reads every line, so the other workers may do it too)
@@ -244,10 +254,13 @@ class ModesContract:
         assert started.count("reload") == 3
 
     def broadcast_worker(self, started: list[str], instance: str) -> Launcher:
-        launcher = Launcher.from_settings(recording_worker(started),
-                                          self.settings(broadcast=True, instance=instance))
-        assert isinstance(launcher.consumer, PriorityConsumer)
-        launcher.consumer.grace = self.grace
+        """A worker as ``taskbus worker`` builds it with no broadcast flag: broadcast is on by
+        default, on a reader of its own; the worker reads its topic from the bus's own
+        consumer, not wrapped for it."""
+        launcher = Launcher.from_settings(recording_worker(started), self.settings(instance=instance))
+        plain = open_consumer(self.url, topic=self.type, channel=self.type, prefetch=1)
+        assert type(launcher.consumer) is type(plain) and not isinstance(launcher.consumer, PriorityConsumer)
+        assert isinstance(launcher.broadcast, BroadcastConsumer)
         return launcher
 
     async def _take(self, consumer: Consumer, n: int) -> list[Task]:

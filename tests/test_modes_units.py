@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from task import Task, Worker, completed
+from task.bus.broadcast import BroadcastConsumer, open_broadcast_consumer
 from task.bus.memory import MemoryBroker, MemoryConsumer, MemoryProducer
 from task.bus.priority import PriorityConsumer, split_topics
 from task.errors import ConfigError
 from task.launcher import Launcher, LauncherOptions
 from task.ledger.memory import MemoryLedger
 from task.ledger.recorder import LedgerRecorder
+from task.ledger.sqlite import SqliteLedger
 from task.result import Outcome
 from task.settings import WorkerSettings
 from task.worker import TaskContext
@@ -64,20 +66,56 @@ async def test_a_cancelled_msg_loses_nothing() -> None:
     await reader.stop()
 
 
-async def test_the_reader_is_finished_when_every_topic_is_but_not_by_broadcast() -> None:
-    # Given a high and a low topic that will end, behind a broadcast topic that never does
+async def test_a_drained_worker_ends_though_its_broadcast_reader_never_does() -> None:
+    # Given a worker whose topic ends after two tasks, and a broadcast subscription that never ends
     broker = MemoryBroker()
-    broker.publish("low", b"low-0")
-    for topic in ("high", "low"):
-        broker.close_topic(topic)
-    reader = PriorityConsumer(_lanes(broker, "t.all", "high", "low"), grace=0, optional=1)
-    # When both are drained
-    message = await reader.msg()
-    assert message is not None and message.body == b"low-0"
-    await message.ack()
-    # Then the reader is finished (the launcher stops), broadcast or not
-    assert await asyncio.wait_for(reader.msg(), 5) is None
-    await reader.stop()
+    for i in range(2):
+        broker.publish("t", Task.new("t", f"t-{i}").to_json())
+    broker.close_topic("t")
+    everyone = open_broadcast_consumer("memory:", "t", instance="w0")
+    everyone.consumer = MemoryConsumer(broker, "t.all", "w0", from_end=True)
+    started: list[str] = []
+    launcher = Launcher(recording_worker(started), MemoryConsumer(broker, "t"), MemoryProducer(broker),
+                        LauncherOptions(task_type="t"), broadcast=everyone)
+    # When it runs
+    await asyncio.wait_for(launcher.run(), 10)
+    # Then it did both tasks and ended, its broadcast subscription gone with it
+    assert started == ["t-0", "t-1"]
+    assert not broker._copies.get("t.all")
+
+
+async def test_a_broadcast_task_that_fails_does_not_end_the_worker_nor_count_to_its_lifetime() -> None:
+    # Given a worker with a lifetime of 2 whose do_task raises for the broadcast task
+    broker = MemoryBroker()
+
+    class Fussy(Worker):
+        def __init__(self, info: str) -> None:
+            self.info = info
+
+        async def do_task(self, ctx: TaskContext) -> Outcome:
+            if self.info == "reload":
+                raise RuntimeError("cannot reload")
+            return completed("did %s", self.info)
+
+    everyone = open_broadcast_consumer("memory:", "t", instance="w0")
+    everyone.consumer = MemoryConsumer(broker, "t.all", "w0", from_end=True)
+    launcher = Launcher(Fussy, MemoryConsumer(broker, "t"), MemoryProducer(broker),
+                        LauncherOptions(task_type="t", lifetime_workers=2), broadcast=everyone)
+    await everyone.start()
+    run = asyncio.create_task(launcher.run())
+    # When a broadcast task comes first, then two ordinary ones
+    broker.publish("t.all", Task.new("t", "reload", meta={"scope": "all"}).to_json())
+    while not broker.bodies("done"):
+        await asyncio.sleep(0.01)
+    for i in range(2):
+        broker.publish("t", Task.new("t", f"t-{i}").to_json())
+    await asyncio.wait_for(run, 10)
+    # Then the broadcast task ended as error, and the worker went on to do both others
+    done = [Task.from_json(b) for b in broker.bodies("done")]
+    assert [(d.info, d.result, d.get_meta("instance")) for d in done] == [
+        ("reload", "error", "w0"), ("t-0", "complete", ""), ("t-1", "complete", "")]
+    assert "cannot reload" in done[0].msg
+    assert broker.pending("t") == 0  # each acknowledged
 
 
 def test_a_topic_list_with_a_gap_or_a_repeat_is_refused() -> None:
@@ -89,9 +127,42 @@ def test_a_topic_list_with_a_gap_or_a_repeat_is_refused() -> None:
         split_topics("a,b,a")
 
 
-def test_one_topic_without_broadcast_keeps_the_buss_own_consumer() -> None:
+def test_one_topic_keeps_the_buss_own_consumer_and_broadcast_is_on_beside_it() -> None:
     settings = WorkerSettings(worker="nop", type="t", bus="memory:units-one")
-    assert isinstance(Launcher.from_settings(recording_worker([]), settings).consumer, MemoryConsumer)
+    launcher = Launcher.from_settings(recording_worker([]), settings)
+    assert type(launcher.consumer) is MemoryConsumer  # not wrapped: the same per-task cost
+    assert isinstance(launcher.broadcast, BroadcastConsumer)
+    assert launcher.broadcast.consumer.info()["topic"] == "t.all"
+    off = WorkerSettings(worker="nop", type="t", bus="memory:units-one", broadcast=False)
+    assert Launcher.from_settings(recording_worker([]), off).broadcast is None
+
+
+@pytest.mark.parametrize("bus", ["nop:", "file:-", "file:/tmp/units-one/tasks.jsonl", "file:/tmp/units-one/"])
+def test_broadcast_by_default_does_without_where_the_bus_cannot_carry_it(bus: str) -> None:
+    # a file directory read once to its end (no ?follow=1) exits when drained: nothing to wait for
+    launcher = Launcher.from_settings(recording_worker([]), WorkerSettings(worker="nop", type="t", bus=bus))
+    assert launcher.broadcast is None
+
+
+def test_broadcast_flags_on_the_command_line() -> None:
+    from task.apps.worker import WorkerApp
+    from task.cli import build_parser
+    from task.settings import load_settings
+
+    parser = build_parser("worker", WorkerApp.Settings, "")
+    for argv, value, explicit in ((["nop"], True, False), (["nop", "--broadcast"], True, True),
+                                  (["nop", "--no-broadcast"], False, True)):
+        args = vars(parser.parse_args(argv))
+        for key in ("config", "gen_config", "show_config"):
+            args.pop(key)
+        settings = load_settings(WorkerSettings, **args)
+        assert (settings.broadcast, "broadcast" in settings.model_fields_set) == (value, explicit)
+
+
+def test_an_explicit_broadcast_on_stdin_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    out = taskbus("worker", "nop", "--type", "t", "--broadcast", "--bus", "file:-", cwd=tmp_path)
+    assert out.returncode == 2 and "needs a directory" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 async def test_the_ledger_holds_one_entry_per_instance_of_a_broadcast_task() -> None:
@@ -117,9 +188,11 @@ async def test_the_ledger_holds_one_entry_per_instance_of_a_broadcast_task() -> 
                                   instance=name, worker_kill_time=2)
         built = Launcher.from_settings(Blocked, settings)
         launcher = Launcher(Blocked, built.consumer, built.producer,
-                            LauncherOptions(task_type="t", done_topic="done"), ledger)
+                            LauncherOptions(task_type="t", done_topic="done"), ledger,
+                            broadcast=built.broadcast)
         launchers.append(launcher)
-        await launcher.consumer.start()
+        assert launcher.broadcast is not None
+        await launcher.broadcast.start()
         runs.append(asyncio.create_task(launcher.run()))
     # When one broadcast task is sent
     task = Task.new("t", "reload")
@@ -271,3 +344,32 @@ async def test_the_first_topic_keeps_up_to_its_prefetch_and_stop_gives_all_back(
     await reader.stop()
     again = sorted((m.body, m.attempt) for m in broker.topic("work").ready)
     assert again == [(b"w-1", 2), (b"w-2", 2), (b"w-3", 2), (b"w-4", 1), (b"w-5", 1)]
+
+
+async def test_a_recurrent_task_read_from_low_comes_back_on_low(tmp_path: Path) -> None:
+    # Given a recurrent task on the lowest of three topics of a file bus
+    data = tmp_path / "data"
+    data.mkdir()
+    first = Task.new("nop", "x", meta={"every": "1h"})
+    (data / "nop-low.jsonl").write_bytes(first.to_json() + b"\n")
+    # When `taskbus worker` reads nop-high,nop,nop-low to the end, with a ledger
+    out = await asyncio.to_thread(taskbus, "worker", "nop", "--topic", "nop-high,nop,nop-low",
+                                  "--bus", "file:./data/", "--ledger", "sqlite:./ledger.db", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    # Then its next run waits in the ledger to go back to nop-low, not to the first topic
+    ledger = SqliteLedger(str(tmp_path / "ledger.db"))
+    [entry] = await ledger.scheduled("nop", 10)
+    await ledger.close()
+    assert (entry.task.get_meta("prev"), entry.topic) == (first.id, "nop-low")
+
+
+async def test_the_priority_reader_says_which_topic_a_recurrent_task_came_from() -> None:
+    broker = MemoryBroker()
+    recurrent = Task.new("t", "r", meta={"every": "1h"})
+    broker.publish("low", recurrent.to_json())
+    reader = PriorityConsumer(_lanes(broker, "high", "low"), grace=0)
+    message = await reader.msg()
+    assert message is not None
+    assert reader.topic_of(recurrent) == "low"
+    assert reader.topic_of(recurrent) is None  # forgotten once asked
+    await reader.stop()

@@ -121,8 +121,10 @@ class WorkerApp:
         if self._stopping:  # stop() came during start-up, before there was a launcher
             await self.launcher.stop()
         options = self.launcher.options
-        self.launcher.after_done = Recurrence(self.launcher.producer, self.launcher.ledger,
-                                              topic=options.topic)
+        self.launcher.after_done = Recurrence(  # back to the topic it came from (priorities)
+            self.launcher.producer, self.launcher.ledger, topic=options.topic,
+            topic_of=getattr(self.launcher.consumer, "topic_of", None),
+        )
         lifecycle = Lifecycle(
             "worker", self.launcher.stats, logger=logger, status_host=self.settings.status_host,
             status_port=self.settings.status_port, metrics=launcher_metrics(self.launcher),
@@ -162,7 +164,10 @@ class WorkerApp:
         for i in range(self.settings.processes):
             if self._stopping:
                 break
-            child = context.Process(target=_child_main, args=(settings.model_dump(mode="python"), i), daemon=False)
+            # broadcast left unset stays unset: on by default where the bus can carry it
+            values = settings.model_dump(mode="python", exclude=None if "broadcast" in settings.model_fields_set
+                                         else {"broadcast"})
+            child = context.Process(target=_child_main, args=(values, i), daemon=False)
             child.start()
             self._children.append(child)
         loop = asyncio.get_running_loop()

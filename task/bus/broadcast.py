@@ -36,7 +36,7 @@ from task.task import Task
 
 __all__ = [
     "INSTANCE_KEY", "SCOPE_ALL", "SCOPE_KEY", "BroadcastConsumer", "broadcast_topic",
-    "default_instance", "is_broadcast", "ledger_id", "open_broadcast_consumer",
+    "default_instance", "is_broadcast", "ledger_id", "open_broadcast_consumer", "open_worker_broadcast",
 ]
 
 #: meta key naming the worker instance that did a broadcast task
@@ -201,3 +201,38 @@ def open_broadcast_consumer(
     if isinstance(consumer, _ReadsFromEnd):
         consumer.from_end = True
     return BroadcastConsumer(consumer, instance)
+
+
+def _can_wait_for_broadcasts(url: str) -> bool:
+    """Whether a worker on ``url`` can receive broadcast tasks at all: not the nop bus, and on
+    the file bus only a followed directory (a worker that exits once its files are drained
+    has nothing to wait for; ``file:-`` or a file path has no ``<topic>.all.jsonl``)."""
+    from task.bus.file_options import FileOptions
+
+    scheme = scheme_of(url)
+    if scheme == "nop":
+        return False
+    if scheme != "file":
+        return True
+    options = FileOptions.from_url(url)
+    return options.path != "-" and options.is_dir() and options.follow
+
+
+def open_worker_broadcast(
+    url: str, topic: str, *, instance: str = "", credentials: Credentials | None = None,
+    explicit: bool = False,
+) -> BroadcastConsumer | None:
+    """What a worker of ``topic`` reads broadcast tasks from: this instance's subscription to
+    ``<topic>.all`` (``open_broadcast_consumer``), or None where the bus cannot carry them
+    (nop, ``file:-``, a file path, a file directory read once to its end) and broadcast was
+    not asked for (``explicit``): it is on by default, so it does without there, silently.
+    No I/O here.
+
+    Raises:
+        ConfigError: unknown scheme, a malformed URL or option, a missing extra; with
+            ``explicit``, a file bus URL that is not a directory.
+    """
+    if not explicit and not _can_wait_for_broadcasts(url):
+        return None
+    return open_broadcast_consumer(url, topic, instance=instance or default_instance(),
+                                   credentials=credentials)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, Protocol, runtime_checkable
@@ -32,7 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 from task.bus.base import BusInfo, BusPart, Consumer, Message, consumer_health
 from task.bus.waiters import Waiters
 from task.credentials import Credentials
-from task.errors import ConfigError
+from task.errors import ConfigError, InvalidTaskError
+from task.task import Task
 
 __all__ = [
     "DEFAULT_GRACE", "PriorityConsumer", "open_priority_consumer", "open_worker_consumer",
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_GRACE = 0.25
 #: seconds stop() waits for an underlying msg() to return once its consumer is stopped
 STOP_WAIT = 10.0
+#: recurrent tasks handed out whose topic ``topic_of`` still remembers (the oldest go first)
+TOPICS_KEPT = 10_000
 
 
 class _Fetch:
@@ -92,25 +95,26 @@ class PriorityConsumer(BusPart):
     """Reads ``consumers`` in order: always the first topic with a message waiting.
 
     Returns None once every underlying consumer is finished (a drained file) or after
-    ``stop()`` (the first ``optional`` consumers do not count). ``grace`` is how long a
+    ``stop()``. ``grace`` is how long a
     higher topic's empty wait must last before a lower topic's message goes first (see the
     module docstring).
     """
 
     def __init__(
-        self, consumers: Sequence[Consumer], *, grace: float = DEFAULT_GRACE, optional: int = 0
+        self, consumers: Sequence[Consumer], *, grace: float = DEFAULT_GRACE
     ) -> None:
-        if len(consumers) <= optional:
+        if not consumers:
             raise ConfigError("a priority consumer needs at least one topic")
         self._lanes = [_Lane(c) for c in consumers]
-        #: the first ``optional`` consumers (a broadcast subscription) do not keep the reader
-        #: going: msg() returns None once all the others are finished
-        self.optional = optional
         self.grace = grace
         self._stopped = False
         self._started = False
         self._starting = asyncio.Lock()
         self._handed = [0] * len(consumers)
+        #: each lane's topic name, for ``topic_of``
+        self._topic_names = [_topic_name(c) for c in consumers]
+        #: id of a recurrent task handed out -> the topic it came from (``topic_of``)
+        self._topic_by_id: OrderedDict[str, str] = OrderedDict()
         #: msg() calls waiting, oldest first; a fetch that completes wakes one
         self._waiters = Waiters()
 
@@ -188,6 +192,8 @@ class PriorityConsumer(BusPart):
                     lane.ended = True
                     continue
                 self._handed[index] += 1
+                if b"every=" in message.body:  # a recurrent task, maybe: its next run comes back here
+                    self._remember_topic(message.body, index)
                 hand_on = getattr(message, "hand_on", None)
                 if hand_on is not None:
                     hand_on()  # Kafka: the caller's sends count towards the message, not ours
@@ -197,7 +203,7 @@ class PriorityConsumer(BusPart):
                 if self._any_ready():
                     self._waiters.wake_one()  # more is ready: pass the wake-up on
                 return message
-            if all(lane.finished for lane in self._lanes[self.optional:]):
+            if all(lane.finished for lane in self._lanes):
                 self._waiters.wake_all()
                 return None  # every topic is finished
             if not deadline:
@@ -209,6 +215,22 @@ class PriorityConsumer(BusPart):
             except TimeoutError:
                 pass  # the higher topics had their grace: look again
         return None
+
+    def _remember_topic(self, body: bytes, lane: int) -> None:
+        try:
+            task_id = Task.from_json(body).id
+        except (InvalidTaskError, ValueError):
+            return  # the Launcher counts it as invalid; it never recurs
+        if task_id:
+            self._topic_by_id[task_id] = self._topic_names[lane]
+            if len(self._topic_by_id) > TOPICS_KEPT:
+                self._topic_by_id.popitem(last=False)
+
+    def topic_of(self, task: Task) -> str | None:
+        """The topic a recurrent task handed out came from (so its next run goes back to
+        ``low``, not to the first topic), forgotten once asked; None when not known.
+        ``task.recurrent.Recurrence`` asks it for each done task with ``every=``."""
+        return self._topic_by_id.pop(task.id, None) if task.id else None
 
     async def stop(self) -> None:
         """Stop every consumer; a message taken from a topic and not handed out goes back
@@ -261,6 +283,11 @@ class PriorityConsumer(BusPart):
             if problem is not None:
                 return problem
         return None
+
+
+def _topic_name(consumer: Consumer) -> str:
+    topic = getattr(consumer, "topic", None)
+    return topic if isinstance(topic, str) else str(consumer.info().get("topic") or "")
 
 
 @runtime_checkable
@@ -357,25 +384,17 @@ def open_worker_consumer(
     channel: str,
     prefetch: int,
     credentials: Credentials | None = None,
-    broadcast_of: str = "",
-    instance: str = "",
 ) -> Consumer:
     """What ``taskbus worker`` reads: ``topics`` (highest priority first, as
-    ``split_topics`` gives them) on ``url`` and, with ``broadcast_of``, this instance's subscription to
-    ``<broadcast_of>.all`` before them all. A single topic without broadcast is its bus's
-    own consumer, unwrapped. No I/O here.
+    ``split_topics`` gives them) on ``url``. A single topic is its bus's own consumer,
+    unwrapped (broadcast tasks come on a reader of their own beside it, see
+    ``task.bus.broadcast.open_worker_broadcast``). No I/O here.
 
     Raises:
         ConfigError: unknown scheme, a bad URL or option, a missing extra.
     """
-    from task.bus.broadcast import default_instance, open_broadcast_consumer
     from task.bus.registry import open_consumer
 
-    if len(topics) == 1 and not broadcast_of:
+    if len(topics) == 1:
         return open_consumer(url, topic=topics[0], channel=channel, prefetch=prefetch, credentials=credentials)
-    priority = open_priority_consumer(url, topics, channel=channel, prefetch=prefetch, credentials=credentials)
-    if broadcast_of:
-        everyone = open_broadcast_consumer(url, broadcast_of, instance=instance or default_instance(),
-                                           credentials=credentials)
-        priority = PriorityConsumer([everyone, *priority.consumers], grace=priority.grace, optional=1)
-    return priority
+    return open_priority_consumer(url, topics, channel=channel, prefetch=prefetch, credentials=credentials)
