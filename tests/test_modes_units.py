@@ -373,3 +373,43 @@ async def test_the_priority_reader_says_which_topic_a_recurrent_task_came_from()
     assert reader.topic_of(recurrent) == "low"
     assert reader.topic_of(recurrent) is None  # forgotten once asked
     await reader.stop()
+
+
+async def test_lower_topics_hold_no_more_than_max_in_progress_in_all() -> None:
+    # Given a backlog of 4 tasks on each of high, default and low, and a worker reading
+    # high,default,low with max_in_progress 1 that looks, at each task it starts, at how
+    # many lower-priority messages its reader has taken from the bus and not handed out
+    broker = MemoryBroker.named("units-bound")
+    for name in ("high", "default", "low"):
+        for i in range(4):
+            broker.publish(f"b-{name}", Task.new("t", f"{name}-{i}").to_json())
+    started: list[str] = []
+    held: list[int] = []
+    launcher: Launcher | None = None
+
+    class Looks(Worker):
+        def __init__(self, info: str) -> None:
+            self.info = info
+
+        async def do_task(self, ctx: TaskContext) -> Outcome:
+            started.append(self.info)
+            for _ in range(5):
+                await asyncio.sleep(0)  # the reader's fetches run meanwhile
+            assert launcher is not None
+            topics = launcher.consumer.info()["topics"]
+            assert isinstance(topics, list)
+            held.append(sum(t["received"] - t["handed_out"] for t in topics[1:]))
+            return completed("did %s", self.info)
+
+    settings = WorkerSettings(worker="nop", type="t", bus="memory:units-bound", lifetime=12,
+                              topic="b-high,b-default,b-low", max_in_progress=1, broadcast=False)
+    launcher = Launcher.from_settings(Looks, settings)
+    assert isinstance(launcher.consumer, PriorityConsumer)
+    launcher.consumer.grace = 0.05
+    # When it works through all of it
+    await asyncio.wait_for(launcher.run(), 30)
+    # Then it never held more than one lower-priority message (default and low together)
+    assert len(held) == 12 and max(held) <= 1, held
+    # And the order stayed strict: all high, then all default, then all low
+    assert started == [f"{name}-{i}" for name in ("high", "default", "low") for i in range(4)]
+    assert broker.pending("b-high") == broker.pending("b-default") == broker.pending("b-low") == 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from functools import partial
@@ -54,12 +55,19 @@ TOPICS_KEPT = 10_000
 class _Fetch:
     """One outstanding ``msg()`` of an underlying consumer: when it was asked, when it came."""
 
-    __slots__ = ("came", "since", "task")
+    __slots__ = ("came", "ran", "since", "task")
 
-    def __init__(self, task: asyncio.Task[Message | None], since: float) -> None:
-        self.task = task
+    def __init__(self, since: float, *, ran: bool = True) -> None:
+        self.task: asyncio.Task[Message | None]
         self.since = since
         self.came = 0.0
+        #: its msg() has run once: a message the consumer had at hand would be here by now
+        self.ran = ran
+
+
+async def _take(consumer: Consumer, fetch: _Fetch) -> Message | None:
+    fetch.ran = True
+    return await consumer.msg()
 
 
 class _Lane:
@@ -107,6 +115,15 @@ class PriorityConsumer(BusPart):
             raise ConfigError("a priority consumer needs at least one topic")
         self._lanes = [_Lane(c) for c in consumers]
         self.grace = grace
+        #: lower-topic messages held or asked for, at most: the first topic's prefetch (the
+        #: Launcher's max_in_progress)
+        self.budget = self._lanes[0].depth
+        #: more lower topics than the budget: each gets asked in turn (see ``_rotate``)
+        self._short = len(self._lanes) - 1 > self.budget
+        #: lower topics found empty since a lower-topic message was last handed out
+        self._probed: set[int] = set()
+        #: fetches withdrawn from a topic found empty (cancelled, finishing)
+        self._withdrawn: set[asyncio.Task[Message | None]] = set()
         self._stopped = False
         self._started = False
         self._starting = asyncio.Lock()
@@ -145,11 +162,62 @@ class PriorityConsumer(BusPart):
                 raise
             self._started = True
 
-    def _arm(self, lane: _Lane, now: float) -> None:
-        while len(lane.fetches) < lane.depth and not lane.ended and not self._stopped:
-            fetch = _Fetch(asyncio.create_task(lane.consumer.msg()), now)
+    def _arm(self, index: int, now: float) -> None:
+        lane = self._lanes[index]
+        room = lane.depth - len(lane.fetches)
+        rotating = index > 0 and self._short
+        if rotating:
+            if index in self._probed:
+                return  # found empty this round: the budget goes to the next lower topic
+            room = min(room, self.budget - sum(len(low.fetches) for low in self._lanes[1:]))
+        while room > 0 and not lane.ended and not self._stopped:
+            if rotating:
+                fetch = _Fetch(now, ran=False)
+                fetch.task = asyncio.create_task(_take(lane.consumer, fetch))
+            else:
+                fetch = _Fetch(now)
+                fetch.task = asyncio.create_task(lane.consumer.msg())
             fetch.task.add_done_callback(partial(self._arrived, fetch))
             lane.fetches.append(fetch)
+            room -= 1
+
+    def _rotate(self, index: int, now: float) -> float:
+        """Lower topic ``index`` has nothing ready while the budget cannot cover every lower
+        topic: once its ``msg()`` has run, it is found empty, and its fetch is withdrawn so
+        that the next lower topic not found empty this round is asked instead (``default``
+        before ``low``). When every lower topic was found empty, the last one asked keeps
+        the budget for ``grace`` before a new round starts. Returns 0 when it withdrew (look
+        again now), else when to look again (``inf``: only on a message)."""
+        lane = self._lanes[index]
+        fetch = lane.fetches[-1]
+        if not fetch.ran:
+            return now  # after one turn of the loop
+        self._probed.add(index)
+        if not self._next_to_probe(index):
+            if now - fetch.since < self.grace:
+                return fetch.since + self.grace
+            self._probed = {index}  # a new round: every lower topic is asked again
+            if not self._next_to_probe(index):
+                return math.inf  # the only lower topic left
+        for waiting in list(lane.fetches):
+            if waiting.task.done():
+                continue  # a message came after all: it is handed out as usual
+            lane.fetches.remove(waiting)
+            waiting.task.cancel()  # msg() is cancel-safe: nothing taken is lost
+            self._withdrawn.add(waiting.task)
+            waiting.task.add_done_callback(partial(self._withdrawn_done, lane, waiting))
+        lane.busy = False
+        return 0.0
+
+    def _next_to_probe(self, index: int) -> bool:
+        return any(j != index and j not in self._probed and not low.ended and not low.fetches
+                   for j, low in enumerate(self._lanes) if j)
+
+    def _withdrawn_done(self, lane: _Lane, fetch: _Fetch, task: asyncio.Task[Message | None]) -> None:
+        self._withdrawn.discard(task)
+        if not task.cancelled():  # it returned before the cancellation reached it: keep it
+            lane.fetches.appendleft(fetch)
+            self._waiters.wake_one()
 
     def _arrived(self, fetch: _Fetch, task: asyncio.Task[Message | None]) -> None:
         fetch.came = task.get_loop().time()
@@ -170,8 +238,9 @@ class PriorityConsumer(BusPart):
         while not self._stopped:
             now = loop.time()
             deadline = 0.0  # while > 0: a higher topic is still young until then
+            look_again = math.inf  # a lower topic's turn (``_rotate``) ends then
             for index, lane in enumerate(self._lanes):
-                self._arm(lane, now)
+                self._arm(index, now)
                 fetch = lane.ready()
                 if fetch is None:
                     if not lane.fetches:
@@ -183,6 +252,10 @@ class PriorityConsumer(BusPart):
                     newest = lane.fetches[-1].since
                     if lane.busy and now - newest < self.grace:
                         deadline = max(deadline, newest + self.grace)
+                    elif index and self._short:
+                        look_again = min(look_again, self._rotate(index, now))
+                        if not look_again:
+                            break  # withdrawn: arm the next lower topic
                     continue
                 if deadline:
                     break  # a message is ready here, but a higher topic may still deliver
@@ -199,18 +272,26 @@ class PriorityConsumer(BusPart):
                     hand_on()  # Kafka: the caller's sends count towards the message, not ours
                 came = fetch.came or now  # its done callback may not have run yet
                 lane.busy = came - fetch.since < self.grace
-                self._arm(lane, now)  # eager: the topic's idle time counts from now
+                if index and self._short:
+                    self._probed.clear()  # ask the lower topics again, highest first
+                    for lower in range(1, len(self._lanes)):
+                        self._arm(lower, now)
+                else:
+                    self._arm(index, now)  # eager: the topic's idle time counts from now
                 if self._any_ready():
                     self._waiters.wake_one()  # more is ready: pass the wake-up on
                 return message
-            if all(lane.finished for lane in self._lanes):
+            if not look_again:
+                continue
+            if all(lane.finished for lane in self._lanes) and not self._withdrawn:
                 self._waiters.wake_all()
                 return None  # every topic is finished
-            if not deadline:
+            wake = min(deadline or math.inf, look_again)
+            if wake == math.inf:
                 await self._waiters.wait(self._any_ready)
                 continue
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(wake):
                     await self._waiters.wait(self._any_ready)
             except TimeoutError:
                 pass  # the higher topics had their grace: look again
@@ -242,6 +323,8 @@ class PriorityConsumer(BusPart):
             return
         self._stopped = True
         self._waiters.wake_all()
+        if self._withdrawn:  # cancelled; one that returned first is put back and given back below
+            await asyncio.wait(set(self._withdrawn), timeout=STOP_WAIT)
         for lane in self._lanes:
             fetches, lane.fetches = list(lane.fetches), deque()
             lane.ended = True
