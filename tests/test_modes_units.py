@@ -13,7 +13,7 @@ from task import Task, Worker, completed
 from task.bus.broadcast import BroadcastConsumer, open_broadcast_consumer
 from task.bus.memory import MemoryBroker, MemoryConsumer, MemoryProducer
 from task.bus.priority import PriorityConsumer, split_topics
-from task.errors import ConfigError
+from task.errors import BusError, ConfigError
 from task.launcher import Launcher, LauncherOptions
 from task.ledger.memory import MemoryLedger
 from task.ledger.recorder import LedgerRecorder
@@ -413,3 +413,34 @@ async def test_lower_topics_hold_no_more_than_max_in_progress_in_all() -> None:
     # And the order stayed strict: all high, then all default, then all low
     assert started == [f"{name}-{i}" for name in ("high", "default", "low") for i in range(4)]
     assert broker.pending("b-high") == broker.pending("b-default") == broker.pending("b-low") == 0
+
+
+class _Refused(MemoryConsumer):
+    """A broadcast subscription the broker refuses (no right to create ``<type>.all``)."""
+
+    async def start(self) -> None:
+        raise BusError("not allowed to create t.all")
+
+
+async def test_a_broadcast_subscription_that_cannot_start_is_one_error_unless_asked_for(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Given a worker with one task waiting whose broadcast subscription is refused
+    broker = MemoryBroker()
+    broker.publish("t", Task.new("t", "t-0").to_json())
+    broker.close_topic("t")
+    started: list[str] = []
+    launcher = Launcher(recording_worker(started), MemoryConsumer(broker, "t"), MemoryProducer(broker),
+                        LauncherOptions(task_type="t"), broadcast=_Refused(broker, "t.all"))
+    # When it runs with broadcast on by default
+    await asyncio.wait_for(launcher.run(), 10)
+    # Then it said so in one line and did its ordinary task
+    assert started == ["t-0"]
+    expected = ("broadcast tasks of 't' will not reach this worker: not allowed to create t.all "
+                "(--no-broadcast does without them)")
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [expected]
+    # And with --broadcast given explicitly, the worker does not start
+    required = Launcher(recording_worker(started), MemoryConsumer(broker, "t"), MemoryProducer(broker),
+                        LauncherOptions(task_type="t"), broadcast=_Refused(broker, "t.all"))
+    required.broadcast_required = True
+    with pytest.raises(BusError, match="not allowed"):
+        await asyncio.wait_for(required.run(), 10)
