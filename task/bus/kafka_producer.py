@@ -11,12 +11,14 @@ import json
 import logging
 import random
 import struct
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaConnectionError, KafkaError  # type: ignore[import-untyped]
 
 from task.bus.base import BusInfo, BusPart
+from task.bus.kafka_batches import RecordBatches
 from task.bus.kafka_delivery import HANDED
 from task.bus.kafka_options import KafkaOptions, ensure_topic, unreachable
 from task.errors import BusClosedError, BusError
@@ -25,6 +27,9 @@ __all__ = ["KafkaProducer", "murmur2", "partition_for", "start_producer"]
 
 logger = logging.getLogger(__name__)
 
+#: seconds a topic's partition list is used before aiokafka's metadata is read again
+#: (partitions are added rarely; aiokafka refreshes its metadata every 5 minutes anyway)
+PARTITIONS_TTL = 1.0
 _M = 0x5BD1E995  # murmur2's mixing constant
 _MASK = 0xFFFFFFFF
 
@@ -103,7 +108,12 @@ class KafkaProducer(BusPart):
     def __init__(self, options: KafkaOptions) -> None:
         self.options = options
         self._client: Any = None
+        self._batches: RecordBatches | None = None
+        #: topic -> (when it was read, its partitions sorted), read again after PARTITIONS_TTL
+        self._partition_lists: dict[str, tuple[float, list[int]]] = {}
         self._topics: set[str] = set()
+        #: topic -> its creation under way, shared by the sends that wait for it
+        self._creating: dict[str, asyncio.Future[None]] = {}
         self._start_lock = asyncio.Lock()
         self._stopped = False
         self._sent = 0
@@ -120,6 +130,7 @@ class KafkaProducer(BusPart):
                 raise BusClosedError("Kafka producer used after stop()")
             if self._client is None:
                 self._client = await start_producer(self.options)
+                self._batches = RecordBatches(self._client)
 
     async def send(self, topic: str, body: bytes, *, key: str | None = None) -> None:
         """Send and wait for all in-sync replicas to have it.
@@ -138,23 +149,61 @@ class KafkaProducer(BusPart):
             await self.start()
             client = self._client
         if topic not in self._topics:
-            await ensure_topic(self.options, topic)
-            self._topics.add(topic)
+            await self._create(topic)
         raw_key = key.encode() if key is not None else _task_id(body)
         handed = HANDED.get()
         try:
             if handed is not None and handed.takes_delivery():
-                handed.delivery(await client.send(topic, body, key=raw_key))
+                partitions = self._partitions_of(topic)
+                delivered = None
+                if partitions is not None and self._batches is not None:
+                    partition = partition_for(raw_key, partitions, partitions)
+                    delivered = self._batches.append(topic, partition, raw_key, body)
+                if delivered is None:  # no metadata yet, or a record bigger than a batch
+                    delivered = await client.send(topic, body, key=raw_key)
+                handed.delivery(delivered)
             else:
                 await client.send_and_wait(topic, body, key=raw_key)
         except KafkaError as err:
             raise BusError(f"Kafka at {self.options.url} refused a message for {topic!r}: {err!r}") from err
         self._sent += 1
 
+    async def _create(self, topic: str) -> None:
+        """Create ``topic`` unless it exists, once for all the sends waiting on it (the first
+        done tasks of a hundred runners come at once; each check opens an admin client).
+
+        Raises:
+            BusError: the brokers cannot be reached or refuse it; the next send tries again.
+        """
+        creating = self._creating.get(topic)
+        if creating is None:
+            creating = self._creating[topic] = asyncio.ensure_future(ensure_topic(self.options, topic))
+        try:
+            await asyncio.shield(creating)  # a caller cancelled meanwhile leaves it to the others
+        finally:
+            if creating.done():
+                self._creating.pop(topic, None)
+        self._topics.add(topic)
+
+    def _partitions_of(self, topic: str) -> list[int] | None:
+        """The partitions of ``topic`` as aiokafka's metadata knows them now; None when unknown."""
+        now = time.monotonic()
+        cached = self._partition_lists.get(topic)
+        if cached is not None and now - cached[0] < PARTITIONS_TTL:
+            return cached[1]
+        cluster = getattr(getattr(self._client, "client", None), "cluster", None)
+        known = cluster.partitions_for_topic(topic) if cluster is not None else None
+        if not known:
+            return None
+        self._partition_lists[topic] = now, sorted(known)
+        return self._partition_lists[topic][1]
+
     async def stop(self) -> None:
-        """Flush pending sends and close. Idempotent."""
+        """Send what is batched, flush pending sends and close. Idempotent."""
         self._stopped = True
         client, self._client = self._client, None
+        if self._batches is not None:
+            await self._batches.flush()
         if client is not None:
             await client.stop()
 
