@@ -19,6 +19,7 @@ from task.backoff import Backoff
 from task.bus.base import BusInfo, BusPart
 from task.bus.delaying import NativeDelayUnavailable
 from task.bus.jetstream_options import JetStreamOptions, ensure_stream, stream_name
+from task.bus.jetstream_puback import PubAcks
 from task.bus.nats_connect import connect
 from task.duration import format_duration
 from task.errors import BusClosedError, BusError
@@ -33,6 +34,7 @@ PUBLISH_RETRY = Backoff(first=0.1, cap=1.0)
 SCHEDULE_TOKEN = "taskbus-at"
 #: Seconds short of the stream's max_age beyond which a delay is refused (it would expire).
 SCHEDULE_MARGIN = 60.0
+_PUBLISH_ERRORS = (TimeoutError, nats.errors.Error, nats.js.errors.Error)
 
 
 class JetStreamProducer(BusPart):
@@ -42,6 +44,7 @@ class JetStreamProducer(BusPart):
         self.options = options
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
+        self._acks = PubAcks(options.publish_timeout)
         self._starting = asyncio.Lock()
         self._streams: dict[str, asyncio.Future[None]] = {}
         #: message ids: a random prefix per producer and a sequence (nats-py's NUID costs a
@@ -52,6 +55,7 @@ class JetStreamProducer(BusPart):
         self._sent = 0
         self._retries = 0
         self._delayed = 0
+        self._last_failure = "timeout"
         #: topics whose stream allows message schedules, with the stream's max_age (seconds)
         self._schedules: dict[str, float] = {}
 
@@ -66,8 +70,14 @@ class JetStreamProducer(BusPart):
             raise BusClosedError(f"jetstream producer for {self.options.connect.shown} used after stop()")
         async with self._starting:
             if self._client is None:
-                self._client = await connect(self.options.connect)
-                self._js = self._client.jetstream(timeout=self.options.publish_timeout)
+                client = await connect(self.options.connect)
+                try:
+                    await self._acks.start(client)
+                except (nats.errors.Error, TimeoutError) as err:
+                    await client.close()
+                    raise BusError(f"cannot publish on {self.options.connect.shown}: {err or type(err).__name__}") from err
+                self._js = client.jetstream(timeout=self.options.publish_timeout)
+                self._client = client
 
     async def _stream_ready(self, js: JetStreamContext, topic: str) -> None:
         """Ensure the stream once per topic, however many sends wait for it at once."""
@@ -94,8 +104,26 @@ class JetStreamProducer(BusPart):
             BusError: not confirmed after every retry, or refused (too big, no permission).
             BusClosedError: called after ``stop()``.
         """
-        js = await self._ready(topic)
-        await self._publish(js, topic, topic, body, {"Nats-Msg-Id": self._message_id()})
+        ready = self._streams.get(topic)
+        if ready is None or not ready.done():
+            await self._ready(topic)
+        headers = {"Nats-Msg-Id": self._message_id()}
+        client = self._client
+        if client is None or self._stopped:
+            raise BusClosedError(f"jetstream producer for {self.options.connect.shown} used after stop()")
+        # the first try inline (a coroutine less per done task); _publish retries
+        acks = self._acks
+        reply, confirmed = acks.expect()
+        try:
+            await client.publish(topic, body, reply=reply, headers=headers)
+            await confirmed
+        except _PUBLISH_ERRORS as err:
+            acks.forget(reply)
+            await self._failed(err, topic, topic, 0)
+            await self._publish(topic, topic, body, headers, first=1)
+        except asyncio.CancelledError:
+            acks.forget(reply)  # nobody waits for its PubAck now
+            raise
         self._sent += 1
 
     async def send_at(self, topic: str, body: bytes, at: datetime) -> None:
@@ -123,7 +151,7 @@ class JetStreamProducer(BusPart):
         nuid = self._message_id()
         headers = {"Nats-Msg-Id": nuid, "Nats-Schedule": "@at " + rfc3339.format_utc(at),
                    "Nats-Schedule-Target": topic}
-        await self._publish(js, topic, f"{topic}.{SCHEDULE_TOKEN}.{nuid}", body, headers)
+        await self._publish(topic, f"{topic}.{SCHEDULE_TOKEN}.{nuid}", body, headers)
         self._sent += 1
         self._delayed += 1
 
@@ -167,36 +195,54 @@ class JetStreamProducer(BusPart):
         self._schedules[topic] = max_age = float(config.max_age or 0)
         return max_age
 
-    async def _publish(self, js: JetStreamContext, topic: str, subject: str, body: bytes,
-                       headers: dict[str, str]) -> None:
+    async def _publish(self, topic: str, subject: str, body: bytes, headers: dict[str, str],
+                       first: int = 0) -> None:
         """Publish to ``subject`` of ``topic``'s stream until stored, retrying with the same
-        headers (so the same message id)."""
-        last: BaseException | None = None
-        for attempt in range(self.options.publish_retries + 1):
-            if self._stopped:
+        headers (so the same message id); ``first`` tries were made already."""
+        for attempt in range(first, self.options.publish_retries + 1):
+            client = self._client
+            if client is None or self._stopped:
                 raise BusClosedError(f"jetstream producer for {self.options.connect.shown} used after stop()")
+            reply, confirmed = self._acks.expect()
             try:
-                await js.publish(subject, body, headers=headers)
+                await client.publish(subject, body, reply=reply, headers=headers)
+                await confirmed
                 return
-            except nats.js.errors.NoStreamResponseError as err:
-                last = err  # the stream went away (deleted, memory storage restarted)
-                self._streams.pop(topic, None)
-                self._schedules.pop(topic, None)
-                await self._stream_ready(js, topic)
-                if subject != topic:
-                    await self._schedules_ready(js, topic)
-            except (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError) as err:
-                last = err
-                self._retries += 1
-                logger.warning("jetstream: publish to %r not confirmed (try %d): %s", topic, attempt + 1, err or "timeout")
-                await asyncio.sleep(PUBLISH_RETRY.delay(attempt))
-            except nats.errors.ConnectionClosedError as err:
-                raise BusError(f"cannot publish to {topic!r}: the connection to {self.options.connect.shown} is closed") from err
-            except (nats.errors.Error, nats.js.errors.Error) as err:
-                raise BusError(f"JetStream refused a message for {topic!r}: {err}") from err
+            except _PUBLISH_ERRORS as err:
+                self._acks.forget(reply)
+                await self._failed(err, topic, subject, attempt)
+            except asyncio.CancelledError:
+                self._acks.forget(reply)
+                raise
         raise BusError(
-            f"JetStream did not confirm a message for {topic!r} after {self.options.publish_retries + 1} tries: {last or 'timeout'}"
+            f"JetStream did not confirm a message for {topic!r} after {self.options.publish_retries + 1} tries: {self._last_failure}"
         )
+
+    async def _failed(self, err: BaseException, topic: str, subject: str, attempt: int) -> None:
+        """After a failed try: get ready for the next one, or raise when none may follow.
+
+        Raises:
+            BusError: the connection is closed, or JetStream refused the message.
+        """
+        self._last_failure = str(err) or type(err).__name__
+        if isinstance(err, nats.js.errors.NoStreamResponseError):
+            # the stream went away (deleted, memory storage restarted)
+            self._streams.pop(topic, None)
+            self._schedules.pop(topic, None)
+            js = self._js
+            if js is None:
+                raise BusClosedError(f"jetstream producer for {self.options.connect.shown} used after stop()") from err
+            await self._stream_ready(js, topic)
+            if subject != topic:
+                await self._schedules_ready(js, topic)
+        elif isinstance(err, (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError)):
+            self._retries += 1
+            logger.warning("jetstream: publish to %r not confirmed (try %d): %s", topic, attempt + 1, err or "timeout")
+            await asyncio.sleep(PUBLISH_RETRY.delay(attempt))
+        elif isinstance(err, nats.errors.ConnectionClosedError):
+            raise BusError(f"cannot publish to {topic!r}: the connection to {self.options.connect.shown} is closed") from err
+        else:
+            raise BusError(f"JetStream refused a message for {topic!r}: {err}") from err
 
     async def stop(self) -> None:
         """Close. Every ``send`` that returned was confirmed, so nothing is pending. Idempotent."""
@@ -204,6 +250,7 @@ class JetStreamProducer(BusPart):
         client, self._client, self._js = self._client, None, None
         for ready in self._streams.values():
             ready.cancel()
+        await self._acks.stop()
         if client is not None:
             await client.close()
 
