@@ -67,9 +67,21 @@ class JetStreamMessage:
         Raises:
             BusError: the connection is gone (the message will be delivered again).
         """
-        if not self._settled:
-            self._settled = True
-            await self._consumer._settle(self._msg, b"+ACK")
+        if self._settled:
+            return
+        self._settled = True
+        consumer = self._consumer
+        client = consumer._client
+        reply = self._msg.reply
+        if consumer._stopped or client is None or client.is_closed or not reply:
+            await consumer._settle(self._msg, b"+ACK")  # may close, or raise
+            return
+        # the path of every done task, inline: two coroutines fewer than _settle/_publish
+        consumer._release()
+        try:
+            await client.publish(reply, b"+ACK")
+        except _ERRORS as err:
+            raise BusError(f"cannot settle a message of {consumer.topic!r}: {err}; it will be delivered again") from err
 
     async def nack(self, delay: float = 0) -> None:
         """Deliver again after ``delay`` seconds, or dead-letter it if this was its last try.
@@ -353,10 +365,14 @@ class JetStreamConsumer(BusPart):
         except _ERRORS as err:
             raise BusError(f"cannot settle a message of {self.topic!r}: {err}; it will be delivered again") from err
 
-    async def _settle(self, msg: Msg, payload: bytes) -> None:
+    def _release(self) -> None:
+        """One held message settled: ask for more once enough of the prefetch is free."""
         self._held -= 1
         if not self._stopped and self.prefetch - self._held - self._requested >= self._refill_at:
             self._wake.set()
+
+    async def _settle(self, msg: Msg, payload: bytes) -> None:
+        self._release()
         try:
             await self._publish(msg.reply, payload)
         finally:
