@@ -13,8 +13,9 @@ allowed delivery, or whose last delivery timed out (the server's max-deliveries 
 goes to the ``dead_letter`` topic when one is set, in DESIGN.md's envelope, and is
 terminated; without one it is left in the stream and logged.
 
-The producer awaits every publish acknowledgement; concurrent sends are pipelined on one
-connection. Each ``send`` call has a fresh ``Nats-Msg-Id``, reused only for its own retries,
+The producer awaits every publish acknowledgement (PubAck); concurrent sends are pipelined
+on one connection, their PubAcks come back on one reply subscription (``jetstream_puback``),
+and a publish without a PubAck within ``publish_timeout`` is retried. Each ``send`` call has a fresh ``Nats-Msg-Id``, reused only for its own retries,
 so a task sent again on purpose is never dropped as a duplicate.
 
 URL options (besides the connection options of ``nats://``): ``ack_wait`` (30s),
