@@ -45,9 +45,12 @@ class PubAcks:
         self._next = 0
         self._marks: deque[tuple[float, int]] = deque()  # (time, first number not yet sent)
         self._sweeper: asyncio.Task[None] | None = None
+        #: the loop of ``start()``: asking asyncio for it costs a getpid() system call a time
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, client: Client) -> None:
         """Subscribe to the replies (once per connection)."""
+        self._loop = asyncio.get_running_loop()
         self._prefix = client.new_inbox() + "."
         self._sub = await client.subscribe(self._prefix + "*", cb=self._on_reply, pending_msgs_limit=-1)
 
@@ -56,10 +59,12 @@ class PubAcks:
         number = self._next
         self._next = number + 1
         token = f"{number:x}"
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        assert loop is not None, "PubAcks.start() first"
+        future: asyncio.Future[None] = loop.create_future()
         self._waiting[token] = future
         if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep(), name="jetstream-puback-sweep")
+            self._sweeper = loop.create_task(self._sweep(), name="jetstream-puback-sweep")
         return self._prefix + token, future
 
     def forget(self, reply: str) -> None:
