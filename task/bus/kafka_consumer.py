@@ -27,6 +27,7 @@ from task.bus.base import BusInfo, BusPart
 from task.bus.kafka_delivery import HANDED
 from task.bus.kafka_offsets import OffsetBook, PartitionOffsets
 from task.bus.kafka_options import KafkaOptions, ensure_topic, unreachable
+from task.bus.kafka_partitions import PartitionLists
 from task.bus.kafka_producer import start_producer
 from task.bus.waiters import Waiters
 from task.errors import BusClosedError, BusError
@@ -86,6 +87,25 @@ class KafkaMessage:
             self._deliveries = [future]
         else:
             self._deliveries.append(future)
+
+    def partition_like(self, key: bytes | None, partitions: int) -> int | None:
+        """This message's partition number, for a done task sent for it to a topic with as
+        many partitions as this message's, when its key allows; else None (the caller hashes).
+
+        - The same key as this message's record: the default partitioner (murmur2 of the key,
+          modulo the partitions) put this message there and puts that record on the same
+          number, so this is the hashed answer without a Python murmur2 (which costs more
+          than the rest of a no-op task's handling).
+        - This message's record had no key: its producer chose no placement (aiokafka and
+          the Java client then pick at random), so its done task goes with it rather than
+          paying for a hash. The done topic's records of one task stay together either way.
+        """
+        own_key = self.key
+        if own_key is not None and own_key != key:
+            return None
+        consumer = self._consumer
+        own = consumer._partitions.of(self._tp.topic) if consumer._partitions is not None else None
+        return self._tp.partition if own is not None and len(own) == partitions else None
 
     async def ack(self) -> None:
         """Done: its offset may be committed once every earlier one of its partition is, and
@@ -166,10 +186,13 @@ class KafkaConsumer(BusPart):
         #: acknowledged messages whose done tasks are not delivered yet, in ack order
         self._delivering: deque[KafkaMessage] = deque()
         self._delivery_wake = asyncio.Event()
+        #: acknowledged messages waiting for their done task's delivery that take no room
+        self._delivery_allowance = self.prefetch // 2
         #: fetch again once this much room is free (or nothing is queued): not per message
         self._refill = max(1, self.prefetch // 2)
         self._room_free = asyncio.Event()
         self._client: Any = None
+        self._partitions: PartitionLists | None = None
         self._republisher: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._redeliveries: dict[asyncio.Task[None], KafkaMessage] = {}
@@ -221,6 +244,7 @@ class KafkaConsumer(BusPart):
         else:
             client.subscribe([self.topic], listener=_Listener(self))
         self._client = client
+        self._partitions = PartitionLists(client)
         self._tasks = [
             asyncio.create_task(self._fetch_loop()), asyncio.create_task(self._commit_loop()),
             asyncio.create_task(self._settle_loop()),
@@ -268,7 +292,12 @@ class KafkaConsumer(BusPart):
         return None
 
     def _room(self) -> int:
-        return self.prefetch - len(self._queue) - self._in_hand - len(self._delivering)
+        """How many more messages to fetch: the prefetch counts queued, handed-out and, beyond
+        half a prefetch, acknowledged messages whose done tasks are still on their way. That
+        half keeps the runners busy during the broker's answer to a round of done tasks
+        rather than idle for a round trip per prefetch, and bounds what a crash redoes."""
+        delivering = len(self._delivering) - self._delivery_allowance
+        return self.prefetch - len(self._queue) - self._in_hand - (max(0, delivering))
 
     def _wants_fetch(self) -> bool:
         """Room for half the prefetch, or any room while nothing is queued: one fetch per
@@ -345,8 +374,10 @@ class KafkaConsumer(BusPart):
         self._in_hand -= 1
         self._acked += 1
         if message._deliveries is not None:
-            self._delivering.append(message)  # settled by _settle_loop once delivered
-            self._delivery_wake.set()
+            delivering = self._delivering
+            if not delivering:
+                self._delivery_wake.set()  # _settle_loop sleeps only when there is none
+            delivering.append(message)  # settled by _settle_loop once delivered
         else:
             self._done(message)
 
@@ -365,20 +396,35 @@ class KafkaConsumer(BusPart):
                 self._delivery_wake.clear()
                 await self._delivery_wake.wait()
                 continue
-            head = delivering[0]._deliveries or ()
-            pending = [future for future in head if not future.done()]
+            pending = [future for future in delivering[0]._deliveries or () if not future.done()]
             if pending:
                 await asyncio.wait(pending)  # not `await future`: a cancel must not reach it
-            while delivering and all(future.done() for future in delivering[0]._deliveries or ()):
-                self._delivered(delivering.popleft())
+            settled = 0
+            while delivering:
+                deliveries = delivering[0]._deliveries or ()
+                if len(deliveries) == 1:  # the common case: its done task's batch
+                    future = deliveries[0]
+                    if not future.done():
+                        break
+                    if future.cancelled() or future.exception() is not None:
+                        self._undelivered(delivering.popleft())
+                        continue
+                elif not all(future.done() for future in deliveries):
+                    break
+                elif any(_failure(future) is not None for future in deliveries):
+                    self._undelivered(delivering.popleft())
+                    continue
+                message = delivering.popleft()
+                self._book.finished(message._part, message._offset)
+                settled += 1
+            if settled:
+                self._freed()
+                if self._book.count_due():
+                    self._commit_now.set()
 
-    def _delivered(self, message: KafkaMessage) -> None:
-        failure = None
-        for future in message._deliveries or ():
-            failure = failure or _failure(future)
-        if failure is None:
-            self._done(message)
-            return
+    def _undelivered(self, message: KafkaMessage) -> None:
+        """A record sent for ``message`` was not delivered: it comes back, as after a nack."""
+        failure = next(f for f in (_failure(future) for future in message._deliveries or ()) if f is not None)
         self._freed()
         if self._stopped:
             logger.error("kafka: a record sent for %s@%d was not delivered (%r); leaving the "

@@ -31,6 +31,10 @@ class AwaitsDelivery(Protocol):
     def delivery(self, future: asyncio.Future[Any]) -> None:
         """Hold ``future`` (a queued record's delivery) until the message is settled."""
 
+    def partition_like(self, key: bytes | None, partitions: int) -> int | None:
+        """Where the default partitioner puts a record keyed ``key`` on a topic of
+        ``partitions`` partitions, when this message tells without hashing the key; else None."""
+
 
 #: the Kafka message a task was last handed; set by the consumer's ``msg()``
 HANDED: ContextVar[AwaitsDelivery | None] = ContextVar("taskbus_kafka_handed", default=None)

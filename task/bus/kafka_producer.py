@@ -11,7 +11,6 @@ import json
 import logging
 import random
 import struct
-import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
@@ -21,15 +20,13 @@ from task.bus.base import BusInfo, BusPart
 from task.bus.kafka_batches import RecordBatches
 from task.bus.kafka_delivery import HANDED
 from task.bus.kafka_options import KafkaOptions, ensure_topic, unreachable
+from task.bus.kafka_partitions import PartitionLists
 from task.errors import BusClosedError, BusError
 
 __all__ = ["KafkaProducer", "murmur2", "partition_for", "start_producer"]
 
 logger = logging.getLogger(__name__)
 
-#: seconds a topic's partition list is used before aiokafka's metadata is read again
-#: (partitions are added rarely; aiokafka refreshes its metadata every 5 minutes anyway)
-PARTITIONS_TTL = 1.0
 _M = 0x5BD1E995  # murmur2's mixing constant
 _MASK = 0xFFFFFFFF
 
@@ -109,8 +106,7 @@ class KafkaProducer(BusPart):
         self.options = options
         self._client: Any = None
         self._batches: RecordBatches | None = None
-        #: topic -> (when it was read, its partitions sorted), read again after PARTITIONS_TTL
-        self._partition_lists: dict[str, tuple[float, list[int]]] = {}
+        self._partitions: PartitionLists | None = None
         self._topics: set[str] = set()
         #: topic -> its creation under way, shared by the sends that wait for it
         self._creating: dict[str, asyncio.Future[None]] = {}
@@ -131,6 +127,7 @@ class KafkaProducer(BusPart):
             if self._client is None:
                 self._client = await start_producer(self.options)
                 self._batches = RecordBatches(self._client)
+                self._partitions = PartitionLists(self._client)
 
     async def send(self, topic: str, body: bytes, *, key: str | None = None) -> None:
         """Send and wait for all in-sync replicas to have it.
@@ -154,10 +151,12 @@ class KafkaProducer(BusPart):
         handed = HANDED.get()
         try:
             if handed is not None and handed.takes_delivery():
-                partitions = self._partitions_of(topic)
+                partitions = self._partitions.of(topic) if self._partitions is not None else None
                 delivered = None
                 if partitions is not None and self._batches is not None:
-                    partition = partition_for(raw_key, partitions, partitions)
+                    partition = handed.partition_like(raw_key, len(partitions))
+                    if partition is None:
+                        partition = partition_for(raw_key, partitions, partitions)
                     delivered = self._batches.append(topic, partition, raw_key, body)
                 if delivered is None:  # no metadata yet, or a record bigger than a batch
                     delivered = await client.send(topic, body, key=raw_key)
@@ -184,19 +183,6 @@ class KafkaProducer(BusPart):
             if creating.done():
                 self._creating.pop(topic, None)
         self._topics.add(topic)
-
-    def _partitions_of(self, topic: str) -> list[int] | None:
-        """The partitions of ``topic`` as aiokafka's metadata knows them now; None when unknown."""
-        now = time.monotonic()
-        cached = self._partition_lists.get(topic)
-        if cached is not None and now - cached[0] < PARTITIONS_TTL:
-            return cached[1]
-        cluster = getattr(getattr(self._client, "client", None), "cluster", None)
-        known = cluster.partitions_for_topic(topic) if cluster is not None else None
-        if not known:
-            return None
-        self._partition_lists[topic] = now, sorted(known)
-        return self._partition_lists[topic][1]
 
     async def stop(self) -> None:
         """Send what is batched, flush pending sends and close. Idempotent."""

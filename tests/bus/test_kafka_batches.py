@@ -278,3 +278,52 @@ async def test_a_failed_topic_creation_is_tried_again_by_the_next_send(monkeypat
         await producer.send("done", b"2")
         assert attempts == ["done", "done"]
         assert FakeBatchClient.made[0].alone == [b"2"]
+
+
+class KeyedConsumerClient(FakeConsumerClient):
+    """The consumer fake on partition 0 of a three-partition topic, its records keyed ``key``."""
+
+    key: ClassVar[bytes | None] = None
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._client = type("Client", (), {"cluster": FakeCluster({TOPIC: {0, 1, 2}})})()
+
+    def add(self, *bodies: bytes) -> None:
+        super().add(*bodies)
+        for record in self.records:
+            record.key = self.key
+
+
+#: a done key the default partitioner does not send to partition 0 of three
+HASHED_ELSEWHERE = next(k for k in (b"k%d" % i for i in range(100))
+                        if kafka_producer.partition_for(k, [0, 1, 2], [0, 1, 2]) != 0)
+
+
+@pytest.mark.parametrize(("task_key", "done_partitions", "placed"), [  # the task comes from partition 0
+    (None, {0, 1, 2}, "with its task"),  # an unkeyed task: its done task goes where it is
+    (HASHED_ELSEWHERE, {0, 1, 2}, "with its task"),  # the same key: the same number, unhashed
+    (b"another key", {0, 1, 2}, "hashed"),  # another key: where murmur2 of the done key says
+    (None, {0, 1, 2, 3}, "hashed"),  # topics of different sizes: numbers do not correspond
+])
+async def test_where_a_done_task_goes(
+    batch_fakes: None, monkeypatch: pytest.MonkeyPatch, task_key: bytes | None, done_partitions: set[int], placed: str,
+) -> None:
+    monkeypatch.setattr(kafka_consumer, "AIOKafkaConsumer", KeyedConsumerClient)
+    monkeypatch.setattr(KeyedConsumerClient, "key", task_key)
+    options = KafkaOptions.from_url(URL)
+    async with KafkaConsumer(options, TOPIC, "g", prefetch=4) as consumer, KafkaProducer(options) as producer:
+        await consumer.start()
+        FAKE_CONSUMERS[0].add(b'{"id":"x"}')
+        message = await _held(consumer)  # from partition 0
+        await producer.start()
+        FakeBatchClient.made[0].client.cluster.partitions["done"] = done_partitions
+        await producer.send("done", b"done", key=HASHED_ELSEWHERE.decode())
+        await message.ack()
+        await _until(lambda: bool(FakeBatchClient.made[0].batches), "the done task's batch sent")
+        (sent,) = FakeBatchClient.made[0].batches
+        every = sorted(done_partitions)
+        expected = 0 if placed == "with its task" else kafka_producer.partition_for(HASHED_ELSEWHERE, every, every)
+        assert expected != 0 or placed == "with its task"  # the two placements differ here
+        assert sent.partition == expected
+        sent.delivery.set_result(None)
