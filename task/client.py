@@ -188,8 +188,8 @@ class Client:
         """Create a task and send it to ``topic`` (default: its type); the task as sent.
 
         With ``scope="all"`` it is a broadcast: it goes to ``<topic>.all`` and every worker
-        of the type running with ``--broadcast`` does it once, each sending its own done task
-        (``wait_all`` collects them). A broadcast is not recorded in the ledger (each worker
+        of the type running (unless started with ``--no-broadcast``) does it once, each
+        sending its own done task (``wait_all`` collects them). A broadcast is not recorded in the ledger (each worker
         records its own run) and cannot be delayed.
 
         The task is recorded as created in the ledger first when one is set. With ``delay``

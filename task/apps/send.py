@@ -39,7 +39,7 @@ class SendSettings(BusSettings):
     count: int = Field(1, ge=1, description="send this many tasks (info gets no suffix; ids are new)")
     delay: str = Field("", description="deliver after this long (90s, 15m, 2h); needs native delay or --ledger")
     at: str = Field("", description="deliver at this time, RFC 3339 (2026-12-01T05:00:00Z); needs native delay or --ledger")
-    scope: Literal["", "all"] = Field("", description="'all': every worker of the type running now does it once (topic <topic>.all; workers need --broadcast)")
+    scope: Literal["", "all"] = Field("", description="'all': every worker of the type running now does it once (topic <topic>.all; every worker listens unless started with --no-broadcast)")
 
 
 def parse_meta_pairs(pairs: list[str]) -> dict[str, list[str]]:
