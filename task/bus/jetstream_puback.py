@@ -78,7 +78,7 @@ class PubAcks:
         if future is None or future.done():
             return  # it timed out already: the retry has its own reply subject
         data = msg.data
-        if data.find(b'"error"') < 0 and data:
+        if data.startswith(b'{"stream":'):  # nats-server writes "error" first when there is one
             future.set_result(None)
             return
         headers = msg.headers
@@ -86,11 +86,16 @@ class PubAcks:
             future.set_exception(nats.js.errors.NoStreamResponseError())
             return
         try:
-            nats.js.errors.APIError.from_error(json.loads(data)["error"])  # raises what it describes
+            reply = json.loads(data)
+            error = reply.get("error")
+            if error is None and "stream" in reply:
+                future.set_result(None)  # a PubAck written otherwise
+                return
+            nats.js.errors.APIError.from_error(error)  # raises the error it describes
         except (nats.errors.Error, nats.js.errors.Error) as err:
             future.set_exception(err)
-        except (ValueError, KeyError, TypeError) as err:
-            future.set_exception(nats.js.errors.APIError(description=f"unreadable PubAck {data[:200]!r}: {err}"))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            future.set_exception(nats.js.errors.APIError(description=f"unreadable PubAck {data[:200]!r}: {err!r}"))
 
     async def _sweep(self) -> None:
         """Fail the futures older than ``timeout``; ends when none waits."""

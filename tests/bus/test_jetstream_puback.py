@@ -9,11 +9,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import nats
+import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
 
 from task.apps.nop import NopWorker
 from task.bus.jetstream import JetStreamConsumer, JetStreamOptions, JetStreamProducer, stream_name
+from task.bus.jetstream_puback import PubAcks
 from task.errors import BusError
 from task.launcher import Launcher, LauncherOptions
 from task.task import Task
@@ -179,3 +182,66 @@ async def test_a_send_waiting_for_its_puback_fails_when_the_producer_stops(
     await producer.stop()
     with pytest.raises(BusError):
         await asyncio.wait_for(sending, 5)
+
+
+# ---------------------------------------------------------------- reading PubAcks (no server)
+
+class _OneSubscription:
+    """Just enough of a nats-py client for ``PubAcks.start``."""
+
+    cb: OnReply
+
+    def new_inbox(self) -> str:
+        return "_INBOX.test"
+
+    async def subscribe(self, subject: str, cb: OnReply, pending_msgs_limit: int) -> object:
+        assert subject == "_INBOX.test.*"
+        self.cb = cb
+        return object()
+
+
+async def _reply(data: bytes, headers: dict[str, str] | None = None, timeout: float = 5.0) -> asyncio.Future[None]:
+    client = _OneSubscription()
+    acks = PubAcks(timeout)
+    await acks.start(client)  # type: ignore[arg-type]
+    subject, future = acks.expect()
+    await client.cb(Msg(_client=None, subject=subject, data=data, headers=headers))  # type: ignore[arg-type]
+    await acks.stop()
+    return future
+
+
+@pytest.mark.parametrize("data", [
+    b'{"stream":"TASK_T","seq":1}',
+    b'{"stream":"TASK_T","seq":2,"duplicate":true}',
+    b'{"stream":"TASK_T","domain":"error","seq":3}',  # "error" as a name is no error
+])
+async def test_a_puback_confirms_its_publish(data: bytes) -> None:
+    assert (await _reply(data)).result() is None
+
+
+@pytest.mark.parametrize(("data", "headers", "error"), [
+    (b'{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}',
+     None, nats.js.errors.BadRequestError),
+    (b'{"error":{"code":503,"description":"JetStream system temporarily unavailable"}}',
+     None, nats.js.errors.ServiceUnavailableError),
+    (b"", {"Status": "503"}, nats.js.errors.NoStreamResponseError),
+    (b"not json", None, nats.js.errors.APIError),
+])
+async def test_a_refusal_fails_its_publish(data: bytes, headers: dict[str, str] | None, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        (await _reply(data, headers)).result()
+
+
+async def test_a_publish_without_a_puback_times_out_and_stop_fails_the_rest() -> None:
+    # Given two publishes whose PubAcks never come, one before a sweep and one after
+    acks = PubAcks(0.05)
+    await acks.start(_OneSubscription())  # type: ignore[arg-type]
+    _, early = acks.expect()
+    # When the timeout passes, then the first fails with TimeoutError
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(early, 5)
+    _, late = acks.expect()
+    # And stop() fails what still waits instead of leaving it waiting forever
+    await acks.stop()
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        late.result()
