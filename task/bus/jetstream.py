@@ -15,14 +15,17 @@ terminated; without one it is left in the stream and logged.
 
 The producer awaits every publish acknowledgement (PubAck); concurrent sends are pipelined
 on one connection, their PubAcks come back on one reply subscription (``jetstream_puback``),
-and a publish without a PubAck within ``publish_timeout`` is retried. Each ``send`` call has a fresh ``Nats-Msg-Id``, reused only for its own retries,
-so a task sent again on purpose is never dropped as a duplicate.
+and a publish without a PubAck within ``publish_timeout`` is retried. Each ``send`` call has
+a fresh ``Nats-Msg-Id``, reused only for its own retries, so a retried publish is stored
+once and a task sent again on purpose is never dropped as a duplicate; ``dedupe=false``
+leaves the id out (less work per task for the server and the worker; a publish retried
+after a lost PubAck may then be stored twice).
 
 URL options (besides the connection options of ``nats://``): ``ack_wait`` (30s),
 ``max_deliver`` (5; -1 = no limit), ``max_ack_pending`` (consumer-wide; default 1000, at
 least the prefetch), ``dead_letter`` (a topic; none), ``max_age`` (7d), ``replicas`` (1),
 ``storage`` (``file`` or ``memory``), ``publish_timeout`` (5s per try), ``publish_retries``
-(5).
+(5), ``dedupe`` (true).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 _PARAMS = (
     *CONNECT_PARAMS, "ack_wait", "max_deliver", "max_ack_pending", "dead_letter",
-    "max_age", "replicas", "storage", "publish_timeout", "publish_retries",
+    "max_age", "replicas", "storage", "publish_timeout", "publish_retries", "dedupe",
 )
 _NOT_NAME = re.compile(r"[^A-Z0-9]")
 
@@ -51,6 +51,10 @@ class JetStreamOptions:
     storage: StorageType = StorageType.FILE
     publish_timeout: float = 5.0
     publish_retries: int = 5
+    #: a ``Nats-Msg-Id`` on every done task, so a publish retried after a lost PubAck is
+    #: stored once; off, such a retry can store the done task twice (and the server and the
+    #: worker do less per task)
+    dedupe: bool = True
 
     @classmethod
     def from_url(cls, url: str, credentials: Credentials | None = None) -> JetStreamOptions:
@@ -80,6 +84,7 @@ class JetStreamOptions:
             storage=StorageType(storage),
             publish_timeout=parsed.duration("publish_timeout", 5.0),
             publish_retries=parsed.integer("publish_retries", 5, minimum=0),
+            dedupe=parsed.boolean("dedupe", True),
         )
 
 

@@ -97,8 +97,8 @@ class JetStreamProducer(BusPart):
         """Publish ``body`` to ``topic`` and wait until JetStream has stored it.
 
         A publish that is not confirmed within ``publish_timeout`` is retried with the same
-        message id (so the stream keeps one copy), up to ``publish_retries`` times. ``key``
-        is ignored.
+        message id (so the stream keeps one copy; with ``dedupe=false`` there is no id and a
+        retry may store a second copy), up to ``publish_retries`` times. ``key`` is ignored.
 
         Raises:
             BusError: not confirmed after every retry, or refused (too big, no permission).
@@ -107,7 +107,7 @@ class JetStreamProducer(BusPart):
         ready = self._streams.get(topic)
         if ready is None or not ready.done():
             await self._ready(topic)
-        headers = {"Nats-Msg-Id": self._message_id()}
+        headers = {"Nats-Msg-Id": self._message_id()} if self.options.dedupe else None
         client = self._client
         if client is None or self._stopped:
             raise BusClosedError(f"jetstream producer for {self.options.connect.shown} used after stop()")
@@ -195,7 +195,7 @@ class JetStreamProducer(BusPart):
         self._schedules[topic] = max_age = float(config.max_age or 0)
         return max_age
 
-    async def _publish(self, topic: str, subject: str, body: bytes, headers: dict[str, str],
+    async def _publish(self, topic: str, subject: str, body: bytes, headers: dict[str, str] | None,
                        first: int = 0) -> None:
         """Publish to ``subject`` of ``topic``'s stream until stored, retrying with the same
         headers (so the same message id); ``first`` tries were made already."""

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from task.apps.nop import NopWorker
 from task.bus.jetstream import JetStreamConsumer, JetStreamOptions, JetStreamProducer, stream_name
 from task.bus.jetstream_puback import PubAcks
-from task.errors import BusError
+from task.errors import BusError, ConfigError
 from task.launcher import Launcher, LauncherOptions
 from task.task import Task
 from tests.bus.test_jetstream import js_url
@@ -103,11 +103,13 @@ async def _is(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
 
 
-async def test_a_lost_puback_is_retried_and_the_message_stored_once(
-    jetstream_server: NatsServer, topic: str
+@pytest.mark.parametrize(("dedupe", "copies"), [("true", 1), ("false", 2)])
+async def test_a_lost_puback_is_retried_and_the_message_stored_once_unless_dedupe_is_off(
+    jetstream_server: NatsServer, topic: str, dedupe: str, copies: int
 ) -> None:
     # Given a producer whose first PubAck is lost on the way back
-    producer = JetStreamProducer(JetStreamOptions.from_url(js_url(jetstream_server, publish_timeout="300ms")))
+    url = js_url(jetstream_server, publish_timeout="300ms", dedupe=dedupe)
+    producer = JetStreamProducer(JetStreamOptions.from_url(url))
     lost: list[Msg] = []
 
     async def lose_first(msg: Msg, deliver: OnReply) -> None:
@@ -120,14 +122,21 @@ async def test_a_lost_puback_is_retried_and_the_message_stored_once(
     async with producer:
         # When a task is sent
         await producer.send(topic, b'{"type":"nop"}')
-        # Then the send is retried after the timeout with the same message id ...
+        # Then the send is retried after the timeout ...
         assert len(lost) == 1 and producer.info()["retries"] >= 1
-    # ... and the stream keeps one copy
+    # ... and the stream keeps one copy (the retry had the same message id), or two without ids
     nc = await nats.connect(f"nats://{jetstream_server.hostport}")
     try:
-        assert (await nc.jetstream().stream_info(stream_name(topic))).state.messages == 1
+        assert (await nc.jetstream().stream_info(stream_name(topic))).state.messages == copies
     finally:
         await nc.close()
+
+
+def test_dedupe_is_on_unless_the_url_turns_it_off() -> None:
+    assert JetStreamOptions.from_url("jetstream://h:1").dedupe
+    assert not JetStreamOptions.from_url("jetstream://h:1?dedupe=false").dedupe
+    with pytest.raises(ConfigError, match="dedupe"):
+        JetStreamOptions.from_url("jetstream://h:1?dedupe=maybe")
 
 
 async def test_a_message_the_stream_refuses_is_one_clear_error(jetstream_server: NatsServer, topic: str) -> None:
