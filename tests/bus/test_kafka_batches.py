@@ -8,7 +8,8 @@ delivery tests' own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -168,19 +169,24 @@ async def test_a_full_batch_leaves_before_its_partitions_next_and_a_record_too_b
     assert [b.values for b in client.batches] == [[b"12", b"34"], [b"56"]]
 
 
-async def test_a_done_task_sent_for_a_message_is_batched_and_its_commit_waits_for_the_batch(batch_fakes: None) -> None:
+@asynccontextmanager
+async def _done_task_in_a_batch() -> AsyncIterator[tuple[KafkaConsumer, FakeConsumerClient, SentBatch]]:
+    """A message held and acknowledged after its done task was sent: the batch it went in."""
     options = KafkaOptions.from_url(URL)
     async with KafkaConsumer(options, TOPIC, "g", prefetch=4) as consumer, KafkaProducer(options) as producer:
         await consumer.start()
         client = FAKE_CONSUMERS[0]
         client.add(b'{"id":"a"}')
         message = await _held(consumer)
-        # When the task holding the message sends its done task
         async with asyncio.timeout(5):
             await producer.send("done", b'{"id":"a","result":"complete"}', key="a")
         await message.ack()
         await _until(lambda: bool(FakeBatchClient.made[0].batches), "the done task's batch sent")
-        sent = FakeBatchClient.made[0].batches[0]
+        yield consumer, client, FakeBatchClient.made[0].batches[0]
+
+
+async def test_a_done_task_sent_for_a_message_is_batched_and_its_commit_waits_for_the_batch(batch_fakes: None) -> None:
+    async with _done_task_in_a_batch() as (consumer, client, sent):
         # Then it went in a batch, to the partition its key hashes to, as aiokafka would send it
         assert sent.values == [b'{"id":"a","result":"complete"}']
         assert sent.partition == kafka_producer.partition_for(b"a", [0, 1, 2], [0, 1, 2])
@@ -192,16 +198,8 @@ async def test_a_done_task_sent_for_a_message_is_batched_and_its_commit_waits_fo
 
 
 async def test_a_failed_batch_gives_its_messages_back(batch_fakes: None) -> None:
-    options = KafkaOptions.from_url(URL)
-    async with KafkaConsumer(options, TOPIC, "g", prefetch=4) as consumer, KafkaProducer(options) as producer:
-        await consumer.start()
-        client = FAKE_CONSUMERS[0]
-        client.add(b'{"id":"a"}')
-        message = await _held(consumer)
-        await producer.send("done", b'{"id":"a","result":"complete"}', key="a")
-        await message.ack()
-        await _until(lambda: bool(FakeBatchClient.made[0].batches), "the done task's batch sent")
-        FakeBatchClient.made[0].batches[0].delivery.set_exception(KafkaTimeoutError())
+    async with _done_task_in_a_batch() as (_, client, sent):
+        sent.delivery.set_exception(KafkaTimeoutError())
         # Then the task is published again (by the consumer's own producer) and only then committed
         await _until(lambda: len(FakeBatchClient.made) == 2 and bool(FakeBatchClient.made[1].alone),
                      "the message re-published")
