@@ -38,7 +38,7 @@ from task.flow.store import (
 from task.flow.store_day_view import DayView
 from task.flow.store_fold import matches, recap_rows
 from task.ledger.cassandra_schema import KEYSPACE, render, replication_map
-from task.ledger.cassandra_session import CassandraOptions, SessionUser, execute
+from task.ledger.cassandra_session import CassandraOptions, SessionUser, execute, paged_rows
 from task.ledger.cassandra_upgrade import ledger_url
 
 __all__ = ["CassandraTaskStore", "open_store", "shard_of"]
@@ -149,14 +149,8 @@ class CassandraTaskStore(SessionUser):
     async def _rows(self, name: str, *params: object) -> AsyncIterator[dict[str, Any]]:
         """Every row, page by page, without holding a whole partition's pages at once."""
         session, statements = await self._ready()
-        paging_state = None
-        while True:
-            result = await execute(session, statements[name], params, paging_state)
-            for row in result.current_rows:
-                yield row
-            if not result.has_more_pages:
-                return
-            paging_state = result.paging_state
+        async for row in paged_rows(session, statements[name], params):
+            yield row
 
     async def _all(self, calls: list[tuple[str, tuple[object, ...]]]) -> None:
         for start in range(0, len(calls), _CONCURRENCY):

@@ -22,7 +22,7 @@ from task.errors import LedgerError
 from task.ledger import cassandra_schema as cql
 from task.ledger import cassandra_upgrade
 from task.ledger.base import LedgerRecord, ScheduledTask, ScheduleKind, State, TaskListStats
-from task.ledger.cassandra_session import CassandraOptions, SessionUser, execute
+from task.ledger.cassandra_session import CassandraOptions, SessionUser, execute, paged_rows
 from task.ledger.common import epoch, list_of
 from task.task import Task
 
@@ -86,14 +86,8 @@ class CassandraLedger(SessionUser):
     async def _rows(self, name: str, *params: object) -> AsyncIterator[dict[str, Any]]:
         """Every row, page by page (500 a page), without holding them all."""
         session, statements = await self._ready()
-        paging_state = None
-        while True:
-            result = await execute(session, statements[name], params, paging_state)
-            for row in result.current_rows:
-                yield row
-            if not result.has_more_pages:
-                return
-            paging_state = result.paging_state
+        async for row in paged_rows(session, statements[name], params):
+            yield row
 
     def _bucket(self, at: float) -> int:
         return int(at // self.options.bucket)

@@ -29,6 +29,7 @@ import logging
 import os
 import ssl
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -41,7 +42,7 @@ from cassandra.query import dict_factory  # type: ignore[import-untyped]
 from task.errors import ConfigError, LedgerError
 from task.url import parse_url
 
-__all__ = ["CassandraOptions", "RetryTimeouts", "SessionUser", "SharedSession", "acquire", "execute", "release"]
+__all__ = ["CassandraOptions", "RetryTimeouts", "SessionUser", "SharedSession", "acquire", "execute", "paged_rows", "release"]
 
 logger = logging.getLogger(__name__)
 
@@ -314,3 +315,20 @@ async def execute(session: Any, statement: Any, params: tuple[object, ...] = (),
         return future.result()  # already finished: does not block
     except Exception as err:
         raise LedgerError(f"Cassandra request failed: {type(err).__name__}: {err}") from err
+
+
+async def paged_rows(session: Any, statement: Any, params: tuple[object, ...] = ()) -> AsyncIterator[dict[str, Any]]:
+    """Every row of ``statement``, a page (the session's fetch size) at a time, so a large
+    partition is never held whole.
+
+    Raises:
+        LedgerError: a page's request failed after the driver's retries.
+    """
+    paging_state = None
+    while True:
+        result = await execute(session, statement, params, paging_state)
+        for row in result.current_rows:
+            yield row
+        if not result.has_more_pages:
+            return
+        paging_state = result.paging_state
