@@ -55,7 +55,6 @@ class JetStreamProducer(BusPart):
         self._sent = 0
         self._retries = 0
         self._delayed = 0
-        self._last_failure = "timeout"
         #: topics whose stream allows message schedules, with the stream's max_age (seconds)
         self._schedules: dict[str, float] = {}
 
@@ -120,7 +119,7 @@ class JetStreamProducer(BusPart):
         except _PUBLISH_ERRORS as err:
             acks.forget(reply)
             await self._failed(err, topic, topic, 0)
-            await self._publish(topic, topic, body, headers, first=1)
+            await self._publish(topic, topic, body, headers, first=1, last=err)
         except asyncio.CancelledError:
             acks.forget(reply)  # nobody waits for its PubAck now
             raise
@@ -196,9 +195,10 @@ class JetStreamProducer(BusPart):
         return max_age
 
     async def _publish(self, topic: str, subject: str, body: bytes, headers: dict[str, str] | None,
-                       first: int = 0) -> None:
+                       first: int = 0, last: BaseException | None = None) -> None:
         """Publish to ``subject`` of ``topic``'s stream until stored, retrying with the same
-        headers (so the same message id); ``first`` tries were made already."""
+        headers (so the same message id); ``first`` tries were made already, the latest
+        failing with ``last``."""
         for attempt in range(first, self.options.publish_retries + 1):
             client = self._client
             if client is None or self._stopped:
@@ -210,12 +210,13 @@ class JetStreamProducer(BusPart):
                 return
             except _PUBLISH_ERRORS as err:
                 self._acks.forget(reply)
+                last = err
                 await self._failed(err, topic, subject, attempt)
             except asyncio.CancelledError:
                 self._acks.forget(reply)
                 raise
         raise BusError(
-            f"JetStream did not confirm a message for {topic!r} after {self.options.publish_retries + 1} tries: {self._last_failure}"
+            f"JetStream did not confirm a message for {topic!r} after {self.options.publish_retries + 1} tries: {last or 'timeout'}"
         )
 
     async def _failed(self, err: BaseException, topic: str, subject: str, attempt: int) -> None:
@@ -224,7 +225,6 @@ class JetStreamProducer(BusPart):
         Raises:
             BusError: the connection is closed, or JetStream refused the message.
         """
-        self._last_failure = str(err) or type(err).__name__
         if isinstance(err, nats.js.errors.NoStreamResponseError):
             # the stream went away (deleted, memory storage restarted)
             self._streams.pop(topic, None)
