@@ -25,13 +25,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
+from task.apps.done_message import read_done
 from task.apps.lifecycle import Lifecycle, LifecycleApp, Part, wait_or_stop
 from task.apps.schedule import Clock, SystemClock
 from task.apps.sender import TaskSender
 from task.bus.base import Consumer, Message, Producer
 from task.bus.registry import open_consumer, open_producer
 from task.duration import Duration, format_duration
-from task.errors import BusError, ConfigError, InvalidTaskError, LedgerError
+from task.errors import BusError, ConfigError, LedgerError
 from task.flow.alerts import Alerts, Notifier, TopicNotifier
 from task.flow.api import FlowApiServer
 from task.flow.cron_phases import CronPhases
@@ -46,7 +47,6 @@ from task.ledger.memory import MemoryLedger
 from task.ledger.registry import open_ledger
 from task.metrics import stats_metrics
 from task.settings import AppSettings, BusSettings
-from task.task import Task
 
 __all__ = ["FlowApp", "FlowSettings"]
 
@@ -329,13 +329,8 @@ class FlowApp(LifecycleApp):
     async def handle_done(self, message: Message) -> None:
         """One done-topic message: act on it, then ack; nack when the bus or ledger failed,
         so what it starts is not lost."""
-        self.counts["consumed"] += 1
-        try:
-            done = Task.from_json(message.body)
-        except InvalidTaskError as err:
-            self.counts["invalid"] += 1
-            logger.warning("not a task on the done topic, skipped: %s", err)
-            await message.ack()
+        done = await read_done(message, self.counts, logger)
+        if done is None:
             return
         try:
             await self._engine.handle_done(done)

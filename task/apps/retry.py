@@ -32,11 +32,12 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from task.apps.done_message import read_done
 from task.apps.lifecycle import Lifecycle, LifecycleApp, wait_or_stop
 from task.bus.base import Consumer, Message, Producer
 from task.bus.registry import open_consumer, open_producer
 from task.duration import Duration, format_duration
-from task.errors import BusError, ConfigError, InvalidTaskError, LedgerError
+from task.errors import BusError, ConfigError, LedgerError
 from task.ledger.base import Ledger, ScheduleKind
 from task.ledger.registry import open_ledger
 from task.result import Result
@@ -242,13 +243,8 @@ class RetryApp(LifecycleApp):
         reached, or the ledger refuses the retry, the message is nacked so the bus brings it
         back.
         """
-        self.counts["consumed"] += 1
-        try:
-            done = Task.from_json(message.body)
-        except InvalidTaskError as err:
-            self.counts["invalid"] += 1
-            logger.warning("not a task on the done topic, skipped: %s", err)
-            await message.ack()
+        done = await read_done(message, self.counts, logger)
+        if done is None:
             return
         rule = self.rules.get(done.type)
         if rule is None or done.result != Result.ERROR:
