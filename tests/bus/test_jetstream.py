@@ -196,11 +196,12 @@ async def test_stop_returns_prefetched_messages_at_once(jetstream_server: NatsSe
 async def test_tasks_of_a_killed_worker_are_redelivered_and_done(
     jetstream_server: NatsServer, topic: str
 ) -> None:
-    # Given 20 slow tasks and a worker process that runs 4 at a time
+    # Given 20 slow tasks and a worker process that runs 4 at a time (5 s of work: a loaded
+    # machine still kills it with tasks in hand, where 1 s of work could all be done by then)
     url = js_url(jetstream_server, ack_wait="2s")
     async with JetStreamProducer(JetStreamOptions.from_url(url)) as producer:
         for i in range(20):
-            await producer.send(topic, task_body(i, "sleep=200ms"))
+            await producer.send(topic, task_body(i, "sleep=1s"))
     worker = subprocess.Popen(  # noqa: ASYNC220 - a quick spawn in a test
         [sys.executable, "-m", "task.cli", "worker", "nop", "--bus", url, "--topic", topic,
          "--channel", "nop", "--done-topic", topic + "_done", "--max-in-progress", "4"],
