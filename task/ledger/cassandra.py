@@ -23,7 +23,7 @@ from task.ledger import cassandra_schema as cql
 from task.ledger import cassandra_upgrade
 from task.ledger.base import LedgerRecord, ScheduledTask, ScheduleKind, State, TaskListStats
 from task.ledger.cassandra_session import CassandraOptions, SessionUser, execute, paged_rows
-from task.ledger.common import epoch, list_of
+from task.ledger.common import SkipsTasksWithoutId, epoch, list_of
 from task.task import Task
 
 __all__ = ["CassandraLedger", "CassandraOptions", "open_ledger"]
@@ -36,7 +36,7 @@ _RECORDS, _SCHEDULE = "records", "schedule"
 _FAR = 2**62  # a bucket bound beyond any time
 
 
-class CassandraLedger(SessionUser):
+class CassandraLedger(SessionUser, SkipsTasksWithoutId):
     """The ledger in a Cassandra keyspace. No I/O until first use."""
 
     def __init__(self, options: CassandraOptions, *, clock: Callable[[], float] = time.time) -> None:
@@ -45,8 +45,6 @@ class CassandraLedger(SessionUser):
         self._statements: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
         self._known_buckets: set[tuple[str, str, int]] = set()
-        #: tasks given without an id: counted, never recorded
-        self.skipped_no_id = 0
 
     def _prepare_all(self, session: Any) -> dict[str, Any]:
         from cassandra import ConsistencyLevel  # type: ignore[import-untyped]
@@ -120,12 +118,6 @@ class CassandraLedger(SessionUser):
                         "this insert; taking it as new", id, task_list)
             return int(found["bucket"]), True
         return int(found["bucket"]), False
-
-    def _no_id(self, task: Task) -> bool:
-        if task.id:
-            return False
-        self.skipped_no_id += 1
-        return True
 
     async def created(self, task: Task, task_list: str | None = None) -> bool:
         if self._no_id(task):

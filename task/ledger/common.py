@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from task.task import Task
 
-__all__ = ["epoch", "list_of", "resendable"]
+__all__ = ["SkipsTasksWithoutId", "epoch", "list_of", "resendable"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,3 +28,19 @@ def resendable(task: Task) -> Task:
     """A copy of ``task`` as a taskmaster sends it: no outcome and no start time, so a worker
     that gets it again starts clean."""
     return task.copy(result="", msg="", started="", ended="")
+
+
+class SkipsTasksWithoutId:
+    """The task-without-id rule of every ledger: records are keyed by id, so a task given
+    without one is counted in ``skipped_no_id`` and not recorded (it still runs)."""
+
+    #: tasks given without an id: counted, never recorded
+    skipped_no_id: int = 0
+
+    def _no_id(self, task: Task) -> bool:
+        """True, after counting it, when ``task`` has no id and is not to be recorded."""
+        if task.id:
+            return False
+        self.skipped_no_id += 1
+        logger.debug("task of type %r has no id: not recorded", task.type)
+        return True

@@ -18,7 +18,7 @@ from typing import ClassVar, Self
 
 from task.errors import LedgerError
 from task.ledger.base import LedgerRecord, ScheduledTask, ScheduleKind, State, TaskListStats
-from task.ledger.common import epoch, list_of
+from task.ledger.common import SkipsTasksWithoutId, epoch, list_of
 from task.task import Task
 
 __all__ = ["LedgerFault", "MemoryLedger", "open_ledger"]
@@ -39,7 +39,7 @@ class _Row:
     claim_until: float = 0.0
 
 
-class MemoryLedger:
+class MemoryLedger(SkipsTasksWithoutId):
     """Outstanding and scheduled tasks in dictionaries of this process."""
 
     _named: ClassVar[dict[str, MemoryLedger]] = {}
@@ -50,8 +50,6 @@ class MemoryLedger:
         self._scheduled: dict[tuple[str, str], ScheduledTask] = {}
         self._faults: dict[LedgerFault, int] = {}
         self._closed = False
-        #: tasks given without an id: counted, never recorded
-        self.skipped_no_id = 0
 
     @classmethod
     def named(cls, name: str) -> MemoryLedger:
@@ -74,13 +72,6 @@ class MemoryLedger:
             self._faults[LedgerFault.UNAVAILABLE] = left - 1
             raise LedgerError("memory ledger unavailable (injected fault)")
         return self.clock()
-
-    def _no_id(self, task: Task) -> bool:
-        if task.id:
-            return False
-        self.skipped_no_id += 1
-        logger.debug("task of type %r has no id: not recorded", task.type)
-        return True
 
     async def created(self, task: Task, task_list: str | None = None) -> bool:
         now = self._check()

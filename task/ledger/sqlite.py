@@ -33,7 +33,7 @@ from typing import Any, Self, TypeVar
 from task.errors import ConfigError, LedgerError
 from task.ledger import sqlite_schema
 from task.ledger.base import LedgerRecord, ScheduledTask, ScheduleKind, State, TaskListStats
-from task.ledger.common import epoch, list_of
+from task.ledger.common import SkipsTasksWithoutId, epoch, list_of
 from task.task import Task
 from task.url import parse_url
 
@@ -71,7 +71,7 @@ def _scheduled(task_list: str, row: tuple[str, float, str, str]) -> ScheduledTas
     return ScheduledTask(task, task_list, at, topic or task.type, ScheduleKind(kind))
 
 
-class SqliteLedger:
+class SqliteLedger(SkipsTasksWithoutId):
     """The ledger in the SQLite file ``path``; no I/O until first use.
 
     ``create=False`` opens an existing ledger read-only: nothing is created, writes fail.
@@ -94,8 +94,6 @@ class SqliteLedger:
         #: schema version of the open file (older than the code's only when read-only)
         self._version = sqlite_schema.VERSION
         self._closed = False
-        #: tasks given without an id: counted, never recorded
-        self.skipped_no_id = 0
 
     def _missing(self, what: str) -> ConfigError:
         return ConfigError(
@@ -198,12 +196,6 @@ class SqliteLedger:
             raise
         conn.execute("COMMIT")
         return result
-
-    def _no_id(self, task: Task) -> bool:
-        if task.id:
-            return False
-        self.skipped_no_id += 1
-        return True
 
     async def created(self, task: Task, task_list: str | None = None) -> bool:
         if self._no_id(task):
