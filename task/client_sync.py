@@ -8,15 +8,14 @@ call is handed to that loop and the caller blocks until it is done.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from contextlib import suppress
-from datetime import datetime, timedelta
-from typing import Literal, Self, TypeVar
+from typing import Concatenate, ParamSpec, Self, TypeVar
 
-from task.client import Client, Meta
+from task.client import Client
 from task.credentials import Credentials
-from task.delayed import CancelResult
 from task.errors import ConfigError
 from task.ledger.base import Ledger
 from task.task import Task
@@ -24,6 +23,23 @@ from task.task import Task
 __all__ = ["SyncClient"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _blocking(
+    method: Callable[Concatenate[Client, P], Coroutine[object, object, T]],
+) -> Callable[Concatenate[SyncClient, P], T]:
+    """``Client.<method>`` as a blocking ``SyncClient`` method, so the two never drift: the
+    same parameters (mypy checks calls against them, ``help()`` shows them) and docstring,
+    run on the client's loop; it raises what the ``Client`` method raises, and ConfigError
+    when the client is not open."""
+
+    @functools.wraps(method)
+    def blocking(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._call(method(self.client, *args, **kwargs))
+
+    blocking.__qualname__ = f"SyncClient.{method.__name__}"
+    return blocking
 
 
 class SyncClient:
@@ -97,31 +113,14 @@ class SyncClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send(
-        self,
-        type: str,
-        info: str = "",
-        *,
-        job: str = "",
-        meta: Meta | None = None,
-        id: str | None = None,
-        topic: str | None = None,
-        delay: float | timedelta | None = None,
-        at: datetime | None = None,
-        scope: Literal["", "all"] = "",
-    ) -> Task:
-        """``Client.send``, blocking. Raises what it raises."""
-        return self._call(self.client.send(
-            type, info, job=job, meta=meta, id=id, topic=topic, delay=delay, at=at, scope=scope,
-        ))
-
-    def wait(self, id: str, timeout: float | None = None) -> Task:
-        """``Client.wait``, blocking. Raises what it raises (TimeoutError after ``timeout``)."""
-        return self._call(self.client.wait(id, timeout))
-
-    def wait_all(self, id: str, timeout: float, count: int | None = None) -> list[Task]:
-        """``Client.wait_all``, blocking: every instance's done task of a broadcast."""
-        return self._call(self.client.wait_all(id, timeout, count))
+    #: ``Client.send``, blocking
+    send = _blocking(Client.send)
+    #: ``Client.wait``, blocking (TimeoutError after ``timeout``)
+    wait = _blocking(Client.wait)
+    #: ``Client.wait_all``, blocking: every instance's done task of a broadcast
+    wait_all = _blocking(Client.wait_all)
+    #: ``Client.cancel``, blocking
+    cancel = _blocking(Client.cancel)
 
     def done(self, type: str | None = None, job: str | None = None) -> Iterator[Task]:
         """``Client.done`` as a blocking iterator, following from this call on; it ends when
@@ -150,7 +149,3 @@ class SyncClient:
             if self._loop is not None:
                 with suppress(RuntimeError):  # still running after an interrupted call
                     self._call(follow.aclose())
-
-    def cancel(self, id: str) -> CancelResult:
-        """``Client.cancel``, blocking. Raises what it raises."""
-        return self._call(self.client.cancel(id))
