@@ -17,7 +17,7 @@ import logging
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 from uuid import uuid4
@@ -38,7 +38,7 @@ from task.flow.store import (
 from task.flow.store_day_view import DayView
 from task.flow.store_fold import matches, recap_rows
 from task.ledger.cassandra_schema import KEYSPACE, render, replication_map
-from task.ledger.cassandra_session import CassandraOptions, SessionUser, execute, paged_rows
+from task.ledger.cassandra_session import CassandraOptions, SessionUser, execute
 from task.ledger.cassandra_upgrade import ledger_url
 
 __all__ = ["CassandraTaskStore", "open_store", "shard_of"]
@@ -141,16 +141,6 @@ class CassandraTaskStore(SessionUser):
                                                 f"create or upgrade it with: {self._init_hint()}"))
                 self._statements = statements
             return shared.session, self._statements
-
-    async def _run(self, name: str, *params: object) -> Any:
-        session, statements = await self._ready()
-        return await execute(session, statements[name], params)
-
-    async def _rows(self, name: str, *params: object) -> AsyncIterator[dict[str, Any]]:
-        """Every row, page by page, without holding a whole partition's pages at once."""
-        session, statements = await self._ready()
-        async for row in paged_rows(session, statements[name], params):
-            yield row
 
     async def _all(self, calls: list[tuple[str, tuple[object, ...]]]) -> None:
         for start in range(0, len(calls), _CONCURRENCY):

@@ -22,7 +22,7 @@ from task.errors import LedgerError
 from task.ledger import cassandra_schema as cql
 from task.ledger import cassandra_upgrade
 from task.ledger.base import LedgerRecord, ScheduledTask, ScheduleKind, State, TaskListStats
-from task.ledger.cassandra_session import CassandraOptions, SessionUser, execute, paged_rows
+from task.ledger.cassandra_session import CassandraOptions, SessionUser
 from task.ledger.common import SkipsTasksWithoutId, epoch, list_of
 from task.task import Task
 
@@ -76,16 +76,6 @@ class CassandraLedger(SessionUser, SkipsTasksWithoutId):
                         f"{self.options.keyspace!r} ({err}); create or upgrade it with: taskbus "
                         f"ledger init --ledger {cassandra_upgrade.ledger_url(self.options)}") from err
             return shared.session, self._statements
-
-    async def _run(self, name: str, *params: object) -> Any:
-        session, statements = await self._ready()
-        return await execute(session, statements[name], params)
-
-    async def _rows(self, name: str, *params: object) -> AsyncIterator[dict[str, Any]]:
-        """Every row, page by page (500 a page), without holding them all."""
-        session, statements = await self._ready()
-        async for row in paged_rows(session, statements[name], params):
-            yield row
 
     def _bucket(self, at: float) -> int:
         return int(at // self.options.bucket)

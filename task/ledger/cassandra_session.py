@@ -255,7 +255,9 @@ def release(shared: SharedSession) -> None:
 
 class SessionUser:
     """A ledger or store that holds a share of the process's session for its keyspace: taken
-    at first use, given back by ``close()``. ``what`` names it in the error after a close."""
+    at first use, given back by ``close()``. ``what`` names it in the error after a close.
+    It runs its prepared statements by name (``_run``, ``_rows``) once its own ``_ready``
+    has prepared them."""
 
     options: CassandraOptions
     what: str = "ledger"
@@ -271,6 +273,22 @@ class SessionUser:
         if self._shared is None:
             self._shared = await asyncio.to_thread(acquire, self.options)
         return self._shared
+
+    async def _ready(self) -> tuple[Any, dict[str, Any]]:
+        """The session and this user's prepared statements by name, prepared (after checking
+        its schema) at first use."""
+        raise NotImplementedError
+
+    async def _run(self, name: str, *params: object) -> Any:
+        """The ResultSet of the prepared statement ``name``."""
+        session, statements = await self._ready()
+        return await execute(session, statements[name], params)
+
+    async def _rows(self, name: str, *params: object) -> AsyncIterator[dict[str, Any]]:
+        """Every row of the prepared statement ``name``, page by page (``paged_rows``)."""
+        session, statements = await self._ready()
+        async for row in paged_rows(session, statements[name], params):
+            yield row
 
     async def close(self) -> None:
         """Release this share of the process's session. Idempotent."""
