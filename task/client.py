@@ -84,7 +84,7 @@ class Client:
         a background thread. Use it as a context manager (``with Client.sync(url) as c:``)."""
         from task.client_sync import SyncClient
 
-        return SyncClient(bus_url, ledger=ledger, done_topic=done_topic, credentials=credentials)
+        return SyncClient(cls(bus_url, ledger=ledger, done_topic=done_topic, credentials=credentials))
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -15,9 +15,7 @@ from contextlib import suppress
 from typing import Concatenate, ParamSpec, Self, TypeVar
 
 from task.client import Client
-from task.credentials import Credentials
 from task.errors import ConfigError
-from task.ledger.base import Ledger
 from task.task import Task
 
 __all__ = ["SyncClient"]
@@ -45,15 +43,9 @@ def _blocking(
 class SyncClient:
     """The blocking form of ``Client``: ``with Client.sync(url) as client: client.send(...)``."""
 
-    def __init__(
-        self,
-        bus_url: str,
-        *,
-        ledger: str | Ledger | None = None,
-        done_topic: str = "done",
-        credentials: Credentials | None = None,
-    ) -> None:
-        self.client = Client(bus_url, ledger=ledger, done_topic=done_topic, credentials=credentials)
+    def __init__(self, client: Client) -> None:
+        """Run ``client`` (not yet open) on a loop of its own; ``Client.sync`` builds one."""
+        self.client = client
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
