@@ -73,13 +73,15 @@ class KafkaMessage:
     def hand_on(self) -> None:
         """The running task takes the message over from the task that called ``msg()`` (a
         ``task.bus.priority`` reader fetches in helper tasks): its sends count towards it."""
-        self._holder = asyncio.current_task()
+        self._holder = asyncio.current_task(self._consumer._loop)
         HANDED.set(self)
 
     def takes_delivery(self) -> bool:
         """Unsettled, and the running task is the one it was handed to (not a task the
         worker started, whose sends wait for their own delivery)."""
-        return not self._settled and self._holder is asyncio.current_task()
+        # current_task() with the loop given: without it, Python 3.11 asks the kernel for the
+        # process id (fork check) on every call, a system call per message
+        return not self._settled and self._holder is asyncio.current_task(self._consumer._loop)
 
     def delivery(self, future: asyncio.Future[Any]) -> None:
         """Settle only once ``future`` (a record sent for this message) is delivered."""
@@ -192,6 +194,7 @@ class KafkaConsumer(BusPart):
         self._refill = max(1, self.prefetch // 2)
         self._room_free = asyncio.Event()
         self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it started in
         self._partitions: PartitionLists | None = None
         self._republisher: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -244,6 +247,7 @@ class KafkaConsumer(BusPart):
         else:
             client.subscribe([self.topic], listener=_Listener(self))
         self._client = client
+        self._loop = asyncio.get_running_loop()
         self._partitions = PartitionLists(client)
         self._tasks = [
             asyncio.create_task(self._fetch_loop()), asyncio.create_task(self._commit_loop()),
@@ -279,7 +283,7 @@ class KafkaConsumer(BusPart):
                     continue
                 message._part.handed(message._offset)
                 self._in_hand += 1
-                message._holder = asyncio.current_task()
+                message._holder = asyncio.current_task(self._loop)
                 HANDED.set(message)  # this task's Kafka sends count towards the message
                 if self._queue:
                     self._waiters.wake_one()  # more are queued: pass the wake-up on

@@ -23,17 +23,23 @@ _BATON = True  #: a waiter's result when woken for a message (``wake_all`` gives
 class Waiters:
     """A queue of waiting ``msg()`` calls."""
 
-    __slots__ = ("_baton_out", "_queue")
+    __slots__ = ("_baton_out", "_loop", "_queue")
 
     def __init__(self) -> None:
         self._queue: deque[asyncio.Future[bool]] = deque()
+        #: the loop of the first wait: Python 3.11's get_running_loop() makes a system call
+        #: (a fork check) each time, and a consumer waits in one loop
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: a call was woken for a message and has not run yet: it passes the baton on
         self._baton_out = False
 
     async def wait(self, has_ready: Callable[[], bool]) -> None:
         """Wait until woken. ``has_ready`` says whether a message is still waiting, so a call
         cancelled just after its wake-up hands that wake-up to the next waiter."""
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
         self._queue.append(waiter)
         try:
             if await waiter:
