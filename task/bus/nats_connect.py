@@ -20,6 +20,7 @@ from nats.aio.client import Client
 
 from task.credentials import Credentials
 from task.errors import BusError, ConfigError
+from task.log_limit import RateLimitedLog
 from task.url import ParsedURL
 
 __all__ = ["CONNECT_PARAMS", "ConnectOptions", "connect", "flush_in_order"]
@@ -120,9 +121,17 @@ async def connect(
     """
 
     errors: list[Exception] = []  # what went wrong at start, for the one clear error
+    slow_consumer = RateLimitedLog(logger)
 
     async def on_error(err: Exception) -> None:
-        if client.options.get("allow_reconnect"):
+        if isinstance(err, nats.errors.SlowConsumerError):
+            # nats-py reports every message it drops: one line a minute, with the count
+            slow_consumer(
+                "nats %s: messages for %r dropped: this process reads slower than they come "
+                "(core NATS keeps none; raise pending_limit, add workers, or use jetstream://)",
+                options.shown, err.subject,
+            )
+        elif client.options.get("allow_reconnect"):
             logger.warning("nats %s: %s", options.shown, err)
         else:
             errors.append(err)

@@ -169,3 +169,28 @@ async def test_a_message_sent_right_after_start_arrives(nats_server: NatsServer)
                 # Then it arrives every time
                 message = await asyncio.wait_for(consumer.msg(), 10)
                 assert message is not None and message.body == b'{"type":"t","info":"first"}', i
+
+
+async def test_a_slow_consumer_is_one_warning_with_the_subject_not_one_per_dropped_message(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a worker's consumer whose client buffers 5 messages and that nobody reads
+    topic = "slow." + uuid.uuid4().hex[:8]
+    url = nats_server.url + ("&" if "?" in nats_server.url else "?") + "pending_limit=5"
+    caplog.set_level("WARNING", logger="task.bus.nats_connect")
+    consumer = NatsConsumer(NatsOptions.from_url(url), topic, "workers", 1)
+    await consumer.start()
+    try:
+        # When 500 tasks arrive at once: nats-py drops and reports every one past the buffer
+        async with NatsProducer(NatsOptions.from_url(nats_server.url)) as producer:
+            for i in range(500):
+                await producer.send(topic, b"task %d" % i)
+        assert consumer._client is not None
+        await flush_in_order(consumer._client)  # a round trip on the consumer's connection:
+        await asyncio.sleep(0.2)  # the messages before the PONG are read; reports run as tasks
+    finally:
+        await consumer.stop()
+    # Then the log has one line that names the subject and says what to do, not hundreds
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(lines) == 1, lines[:3]
+    assert topic in lines[0] and "pending_limit" in lines[0]
