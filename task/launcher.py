@@ -451,8 +451,11 @@ class Launcher:
             await self._invalid_message(message, str(err))
             return False
         expected = self.options.task_type
-        if expected and task.type != expected and not await self._runs_other_type(message, task):
-            return False
+        if expected and task.type != expected:
+            if self.options.ignore_bad_type or self.options.reject_bad_type:
+                await self._refuse_other_type(message, task)
+                return False
+            self._run_other_type(task)  # Go runs it too: counted and warned, no coroutine
         task_list = self._task_list or task.type
         slot = _InFlight(message, task, TaskContext(task, self._stop_signal), runner, time.monotonic())
         # the slot lives until the message is settled, so heartbeats keep its lease while the
@@ -497,30 +500,30 @@ class Launcher:
         finally:
             self._in_flight.discard(slot)
 
-    async def _runs_other_type(self, message: Message, task: Task) -> bool:
-        """A task of another type than the worker's: True when it runs anyway (Go does, with
-        a warning here); False when it was ignored or rejected and its message settled."""
+    async def _refuse_other_type(self, message: Message, task: Task) -> None:
+        """A task of another type than the worker's, with ``ignore_bad_type`` or
+        ``reject_bad_type`` set: ignored, or rejected with an error done task; settled."""
         opts = self.options
         if opts.ignore_bad_type:
             self._ignored += 1
             await self._ack(message)
-            return False
-        if opts.reject_bad_type:
-            self._rejected += 1
-            task.end(Result.ERROR, f"rejected: task type {task.type!r} does not match worker type {opts.task_type!r}")
-            if await self._send_done(task.to_json(), task.id):
-                await self._ack(message)
-            else:
-                await self._give_back(message)
-            return False
-        # Go runs it too; say so, since a task on the wrong topic is usually a mistake
+            return
+        self._rejected += 1
+        task.end(Result.ERROR, f"rejected: task type {task.type!r} does not match worker type {opts.task_type!r}")
+        if await self._send_done(task.to_json(), task.id):
+            await self._ack(message)
+        else:
+            await self._give_back(message)
+
+    def _run_other_type(self, task: Task) -> None:
+        """A task of another type than the worker's runs anyway, as in Go; say so, since a
+        task on the wrong topic is usually a mistake (once a minute in a flood)."""
         self._wrong_type += 1
         self._warn_wrong_type(
             "task %s of type %r arrived on %r for worker type %r and runs anyway; set "
             "reject_bad_type or ignore_bad_type to refuse such tasks",
-            task.id or "(no id)", task.type, opts.topic, opts.task_type,
+            task.id or "(no id)", task.type, self.options.topic, self.options.task_type,
         )
-        return True
 
     async def _run_task(self, slot: _InFlight, task_list: str) -> bytes:
         """Run the worker on the slot's task and return the done task's JSON.
