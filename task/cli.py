@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 #: The signals that ask an app to stop.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: seconds within which the first stop signal, repeated, is the same stop delivered twice: a
+#: supervisor that forwards it (``timeout``, ``uv run``) to a process that also got it from
+#: its process group (a terminal's Ctrl-C, ``kill -- -PGID``)
+SAME_STOP_WITHIN = 0.5
 
 #: subcommand -> (app class import string, the extra its dependencies come from, summary)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -193,25 +197,30 @@ def _top_usage() -> str:
 
 async def _run_app(app: App, early: EarlyStop | None = None) -> int:
     """Run ``app`` with the loop's signal handlers: the first signal calls ``app.stop()``,
-    a second exits at once. A stop that came during start-up (``early``) ends here, before
+    a second exits at once (the first one repeated within ``SAME_STOP_WITHIN`` is the same
+    stop, delivered twice). A stop that came during start-up (``early``) ends here, before
     ``run()``: the app has connected nothing and run no task yet, so there is nothing to
     stop and the exit is clean."""
     loop = asyncio.get_running_loop()
-    stops = 0
+    first: tuple[int, float] | None = None  # the first stop signal and when it came
     #: the stop() started by a signal: kept, so it is not collected mid-way and its failure is seen
     stopping: list[asyncio.Task[None]] = []
 
-    def on_signal() -> None:
-        nonlocal stops
-        stops += 1
-        if stops > 1:
+    def on_signal(signum: int) -> None:
+        nonlocal first
+        now = loop.time()
+        if first is None:
+            first = signum, now
+            logger.info("signal received: stopping")
+            stopping.append(loop.create_task(app.stop()))
+        elif signum == first[0] and now - first[1] < SAME_STOP_WITHIN:
+            logger.debug("%s again at once: the same stop, delivered twice", signal.Signals(signum).name)
+        else:
             logger.warning("second signal: exiting now")
             raise SystemExit(1)
-        logger.info("signal received: stopping")
-        stopping.append(loop.create_task(app.stop()))
 
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         if early is not None and early.signum is not None:
             logger.info("%s received while starting: exiting before the first task",
