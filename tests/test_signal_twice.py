@@ -70,8 +70,8 @@ def test_the_same_signal_twice_at_once_is_one_clean_stop(tmp_path: Path) -> None
     # a different signal: Ctrl-C after a SIGTERM means "now"
     "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGINT)",
     # the same signal again later than SAME_STOP_WITHIN (here: no window at all)
-    "os.kill(os.getpid(), signal.SIGTERM); await asyncio.sleep(0.01); task.cli.SAME_STOP_WITHIN = 0; "
-    "os.kill(os.getpid(), signal.SIGTERM)",
+    ("os.kill(os.getpid(), signal.SIGTERM); await asyncio.sleep(0.01); task.cli.SAME_STOP_WITHIN = 0; "
+     "os.kill(os.getpid(), signal.SIGTERM)"),
 ])
 def test_a_second_signal_still_exits_at_once(tmp_path: Path, send: str) -> None:
     result = run(tmp_path, send)
