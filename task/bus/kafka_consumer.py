@@ -301,7 +301,7 @@ class KafkaConsumer(BusPart):
         half keeps the runners busy during the broker's answer to a round of done tasks
         rather than idle for a round trip per prefetch, and bounds what a crash redoes."""
         delivering = len(self._delivering) - self._delivery_allowance
-        return self.prefetch - len(self._queue) - self._in_hand - (max(0, delivering))
+        return self.prefetch - len(self._queue) - self._in_hand - max(0, delivering)
 
     def _wants_fetch(self) -> bool:
         """Room for half the prefetch, or any room while nothing is queued: one fetch per
@@ -406,19 +406,18 @@ class KafkaConsumer(BusPart):
             settled = 0
             while delivering:
                 deliveries = delivering[0]._deliveries or ()
-                if len(deliveries) == 1:  # the common case: its done task's batch
-                    future = deliveries[0]
-                    if not future.done():
+                if len(deliveries) == 1:  # the common case (its done task's batch): no generators
+                    if not deliveries[0].done():
                         break
-                    if future.cancelled() or future.exception() is not None:
-                        self._undelivered(delivering.popleft())
-                        continue
-                elif not all(future.done() for future in deliveries):
-                    break
-                elif any(_failure(future) is not None for future in deliveries):
-                    self._undelivered(delivering.popleft())
-                    continue
+                    failure = _failure(deliveries[0])
+                else:
+                    if not all(future.done() for future in deliveries):
+                        break
+                    failure = next(filter(None, map(_failure, deliveries)), None)
                 message = delivering.popleft()
+                if failure is not None:
+                    self._undelivered(message, failure)
+                    continue
                 self._book.finished(message._part, message._offset)
                 settled += 1
             if settled:
@@ -426,9 +425,9 @@ class KafkaConsumer(BusPart):
                 if self._book.count_due():
                     self._commit_now.set()
 
-    def _undelivered(self, message: KafkaMessage) -> None:
-        """A record sent for ``message`` was not delivered: it comes back, as after a nack."""
-        failure = next(f for f in (_failure(future) for future in message._deliveries or ()) if f is not None)
+    def _undelivered(self, message: KafkaMessage, failure: BaseException) -> None:
+        """A record sent for ``message`` was not delivered (``failure``): it comes back, as
+        after a nack."""
         self._freed()
         if self._stopped:
             logger.error("kafka: a record sent for %s@%d was not delivered (%r); leaving the "
