@@ -26,6 +26,7 @@ from tests.bus.test_kafka_delivery import (
     FakeConsumerClient,
     _held,
     _until,
+    held_message,
 )
 
 
@@ -172,12 +173,7 @@ async def test_a_full_batch_leaves_before_its_partitions_next_and_a_record_too_b
 @asynccontextmanager
 async def _done_task_in_a_batch() -> AsyncIterator[tuple[KafkaConsumer, FakeConsumerClient, SentBatch]]:
     """A message held and acknowledged after its done task was sent: the batch it went in."""
-    options = KafkaOptions.from_url(URL)
-    async with KafkaConsumer(options, TOPIC, "g", prefetch=4) as consumer, KafkaProducer(options) as producer:
-        await consumer.start()
-        client = FAKE_CONSUMERS[0]
-        client.add(b'{"id":"a"}')
-        message = await _held(consumer)
+    async with held_message() as (consumer, producer, client, message):
         async with asyncio.timeout(5):
             await producer.send("done", b'{"id":"a","result":"complete"}', key="a")
         await message.ack()
@@ -208,15 +204,11 @@ async def test_a_failed_batch_gives_its_messages_back(batch_fakes: None) -> None
 
 
 async def test_a_done_task_for_a_topic_without_metadata_is_sent_alone(batch_fakes: None) -> None:
-    options = KafkaOptions.from_url(URL)
-    async with KafkaConsumer(options, TOPIC, "g", prefetch=4) as consumer, KafkaProducer(options) as producer:
-        await consumer.start()
-        FAKE_CONSUMERS[0].add(b'{"id":"a"}')
-        message = await _held(consumer)
+    async with held_message() as (_, producer, client, message):
         await producer.send("unknown-yet", b"done a", key="a")
         await message.ack()
         assert FakeBatchClient.made[0].alone == [b"done a"]
-        await _until(lambda: FAKE_CONSUMERS[0].committed() == 1, "offset 1 committed")
+        await _until(lambda: client.committed() == 1, "offset 1 committed")
 
 
 async def test_stop_sends_what_is_batched_before_closing(batch_fakes: None) -> None:
@@ -309,11 +301,7 @@ async def test_where_a_done_task_goes(
 ) -> None:
     monkeypatch.setattr(kafka_consumer, "AIOKafkaConsumer", KeyedConsumerClient)
     monkeypatch.setattr(KeyedConsumerClient, "key", task_key)
-    options = KafkaOptions.from_url(URL)
-    async with KafkaConsumer(options, TOPIC, "g", prefetch=4) as consumer, KafkaProducer(options) as producer:
-        await consumer.start()
-        FAKE_CONSUMERS[0].add(b'{"id":"x"}')
-        message = await _held(consumer)  # from partition 0
+    async with held_message() as (_, producer, _, message):  # from partition 0
         await producer.start()
         FakeBatchClient.made[0].client.cluster.partitions["done"] = done_partitions
         await producer.send("done", b"done", key=HASHED_ELSEWHERE.decode())

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -175,14 +176,21 @@ async def _held(consumer: KafkaConsumer) -> KafkaMessage:
     return message
 
 
-async def test_a_done_task_is_confirmed_before_the_commit_covers_its_message(fakes: None) -> None:
+@asynccontextmanager
+async def held_message() -> AsyncIterator[tuple[KafkaConsumer, KafkaProducer, FakeConsumerClient, KafkaMessage]]:
+    """A consumer on the fakes with one record (``{"id":"a"}``) held by the calling task, and
+    a producer: the start of every test of what a send made for a held message does."""
     options = KafkaOptions.from_url(URL)
     async with KafkaConsumer(options, TOPIC, "g", prefetch=4) as consumer, KafkaProducer(options) as producer:
         await consumer.start()
         client = FAKE_CONSUMERS[0]
         client.add(b'{"id":"a"}')
-        # Given a message held by this task
-        message = await _held(consumer)
+        yield consumer, producer, client, await _held(consumer)
+
+
+async def test_a_done_task_is_confirmed_before_the_commit_covers_its_message(fakes: None) -> None:
+    # Given a message held by this task
+    async with held_message() as (consumer, producer, client, message):
         # When the task sends its done task: the send returns with the record only queued
         async with asyncio.timeout(5):  # not wait_for: that would send from another task
             await producer.send("done", b'{"id":"a","result":"complete"}')
@@ -198,12 +206,7 @@ async def test_a_done_task_is_confirmed_before_the_commit_covers_its_message(fak
 
 
 async def test_a_done_task_that_is_not_delivered_gives_the_message_back(fakes: None) -> None:
-    options = KafkaOptions.from_url(URL)
-    async with KafkaConsumer(options, TOPIC, "g", prefetch=4) as consumer, KafkaProducer(options) as producer:
-        await consumer.start()
-        client = FAKE_CONSUMERS[0]
-        client.add(b'{"id":"a"}')
-        message = await _held(consumer)
+    async with held_message() as (consumer, producer, client, message):
         await producer.send("done", b'{"id":"a","result":"complete"}')
         await message.ack()
         # When the done task's delivery fails for good
@@ -222,11 +225,7 @@ async def test_a_done_task_that_is_not_delivered_gives_the_message_back(fakes: N
 
 
 async def test_a_send_from_a_task_the_worker_started_waits_for_its_own_delivery(fakes: None) -> None:
-    options = KafkaOptions.from_url(URL)
-    async with KafkaConsumer(options, TOPIC, "g", prefetch=4) as consumer, KafkaProducer(options) as producer:
-        await consumer.start()
-        FAKE_CONSUMERS[0].add(b'{"id":"a"}')
-        message = await _held(consumer)
+    async with held_message() as (_, producer, client, message):
         # Given a worker that sends from a task of its own while the message is held
         side = asyncio.create_task(producer.send("elsewhere", b"x"))
         await FakeProducerClient.made[0].arrived.wait()
@@ -236,15 +235,11 @@ async def test_a_send_from_a_task_the_worker_started_waits_for_its_own_delivery(
         FakeProducerClient.made[0].sent[0].delivery.set_result(None)
         await asyncio.wait_for(side, 5)
         await message.ack()
-        await _until(lambda: FAKE_CONSUMERS[0].committed() == 1, "offset 1 committed")
+        await _until(lambda: client.committed() == 1, "offset 1 committed")
 
 
 async def test_a_send_after_the_message_was_settled_waits_for_its_delivery(fakes: None) -> None:
-    options = KafkaOptions.from_url(URL)
-    async with KafkaConsumer(options, TOPIC, "g", prefetch=4) as consumer, KafkaProducer(options) as producer:
-        await consumer.start()
-        FAKE_CONSUMERS[0].add(b'{"id":"a"}')
-        message = await _held(consumer)
+    async with held_message() as (_, producer, _, message):
         await message.ack()
         later = asyncio.create_task(_in_this_task(producer.send("done", b"late")))
         await FakeProducerClient.made[0].arrived.wait()
