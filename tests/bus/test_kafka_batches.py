@@ -27,6 +27,7 @@ from tests.bus.test_kafka_delivery import (
     _held,
     _until,
     held_message,
+    install_fakes,
 )
 
 
@@ -99,16 +100,7 @@ class FakeBatchClient:
 
 @pytest.fixture
 def batch_fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    async def no_topic_creation(options: KafkaOptions, topic: str) -> None:
-        pass
-
-    monkeypatch.setattr(kafka_consumer, "AIOKafkaConsumer", FakeConsumerClient)
-    monkeypatch.setattr(kafka_producer, "AIOKafkaProducer", FakeBatchClient)
-    monkeypatch.setattr(kafka_consumer, "ensure_topic", no_topic_creation)
-    monkeypatch.setattr(kafka_producer, "ensure_topic", no_topic_creation)
-    monkeypatch.setattr(kafka_consumer, "GIVE_BACK_DELAY", 0)
-    FakeBatchClient.made.clear()
-    FAKE_CONSUMERS.clear()
+    install_fakes(monkeypatch, FakeBatchClient)
     yield
 
 

@@ -144,15 +144,21 @@ async def _no_topic_creation(options: KafkaOptions, topic: str) -> None:
     pass
 
 
-@pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def install_fakes(monkeypatch: pytest.MonkeyPatch, producer_client: Any) -> None:
+    """aiokafka's clients replaced by the fakes (``producer_client`` for the producer, whose
+    ``made`` list starts empty), no topic creation, a failed delivery given back at once."""
     monkeypatch.setattr(kafka_consumer, "AIOKafkaConsumer", FakeConsumerClient)
-    monkeypatch.setattr(kafka_producer, "AIOKafkaProducer", FakeProducerClient)
+    monkeypatch.setattr(kafka_producer, "AIOKafkaProducer", producer_client)
     monkeypatch.setattr(kafka_consumer, "ensure_topic", _no_topic_creation)
     monkeypatch.setattr(kafka_producer, "ensure_topic", _no_topic_creation)
     monkeypatch.setattr(kafka_consumer, "GIVE_BACK_DELAY", 0)
-    FakeProducerClient.made.clear()
+    producer_client.made.clear()
     FAKE_CONSUMERS.clear()
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    install_fakes(monkeypatch, FakeProducerClient)
     yield
 
 
