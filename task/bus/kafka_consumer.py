@@ -51,8 +51,8 @@ class KafkaMessage:
     """One record handed out by a ``KafkaConsumer``."""
 
     __slots__ = (
-        "_consumer", "_deliveries", "_holder", "_offset", "_part", "_settled", "_tp", "attempt",
-        "body", "key",
+        "_consumer", "_delivery", "_holder", "_more_deliveries", "_offset", "_part", "_settled", "_tp",
+        "attempt", "body", "key",
     )
 
     def __init__(
@@ -68,7 +68,10 @@ class KafkaMessage:
         self._offset: int = record.offset
         self._settled = False
         self._holder: asyncio.Task[Any] | None = None  # the task it was handed to
-        self._deliveries: list[asyncio.Future[Any]] | None = None  # of sends made for it
+        #: the delivery of the first record sent for it (its done task's batch), and of any
+        #: other record sent for it in another batch: one slot for the common case, no list
+        self._delivery: asyncio.Future[Any] | None = None
+        self._more_deliveries: list[asyncio.Future[Any]] | None = None
 
     def hand_on(self) -> None:
         """The running task takes the message over from the task that called ``msg()`` (a
@@ -85,10 +88,19 @@ class KafkaMessage:
 
     def delivery(self, future: asyncio.Future[Any]) -> None:
         """Settle only once ``future`` (a record sent for this message) is delivered."""
-        if self._deliveries is None:
-            self._deliveries = [future]
-        else:
-            self._deliveries.append(future)
+        first = self._delivery
+        if first is None:
+            self._delivery = future
+        elif future is not first:  # records in one batch share its future
+            if self._more_deliveries is None:
+                self._more_deliveries = [future]
+            else:
+                self._more_deliveries.append(future)
+
+    def _deliveries(self) -> list[asyncio.Future[Any]]:
+        """Every delivery this message waits for."""
+        first = self._delivery
+        return ([] if first is None else [first]) + (self._more_deliveries or [])
 
     def partition_like(self, key: bytes | None, partitions: int) -> int | None:
         """This message's partition number, for a done task sent for it to a topic with as
@@ -105,9 +117,8 @@ class KafkaMessage:
         own_key = self.key
         if own_key is not None and own_key != key:
             return None
-        consumer = self._consumer
-        own = consumer._partitions.of(self._tp.topic) if consumer._partitions is not None else None
-        return self._tp.partition if own is not None and len(own) == partitions else None
+        # the count read once per fetch, not per message (see KafkaConsumer._fetch_loop)
+        return self._tp.partition if self._consumer._own_partitions == partitions else None
 
     async def ack(self) -> None:
         """Done: its offset may be committed once every earlier one of its partition is, and
@@ -188,14 +199,19 @@ class KafkaConsumer(BusPart):
         #: acknowledged messages whose done tasks are not delivered yet, in ack order
         self._delivering: deque[KafkaMessage] = deque()
         self._delivery_wake = asyncio.Event()
-        #: acknowledged messages waiting for their done task's delivery that take no room
-        self._delivery_allowance = self.prefetch // 2
+        #: acknowledged messages waiting for their done task's delivery that take no room: a
+        #: whole prefetch, so a round of done tasks carries about a prefetch of records (half
+        #: as many rounds, fetches and commits as with half a prefetch; a crash still redoes
+        #: only the round on its way and what was delivered since the last commit)
+        self._delivery_allowance = self.prefetch
         #: fetch again once this much room is free (or nothing is queued): not per message
         self._refill = max(1, self.prefetch // 2)
         self._room_free = asyncio.Event()
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it started in
         self._partitions: PartitionLists | None = None
+        #: how many partitions the topic has, as the metadata knew at the last fetch (0: unknown)
+        self._own_partitions = 0
         self._republisher: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._redeliveries: dict[asyncio.Task[None], KafkaMessage] = {}
@@ -297,8 +313,8 @@ class KafkaConsumer(BusPart):
 
     def _room(self) -> int:
         """How many more messages to fetch: the prefetch counts queued, handed-out and, beyond
-        half a prefetch, acknowledged messages whose done tasks are still on their way. That
-        half keeps the runners busy during the broker's answer to a round of done tasks
+        a prefetch, acknowledged messages whose done tasks are still on their way. That
+        allowance keeps the runners busy during the broker's answer to a round of done tasks
         rather than idle for a round trip per prefetch, and bounds what a crash redoes."""
         delivering = len(self._delivering) - self._delivery_allowance
         return self.prefetch - len(self._queue) - self._in_hand - max(0, delivering)
@@ -340,12 +356,17 @@ class KafkaConsumer(BusPart):
             failures = 0
             if self._stopped:
                 continue  # fetched as stop() began: never handed out, so never committed
+            if batches:
+                own = self._partitions.of(self.topic) if self._partitions is not None else None
+                self._own_partitions = len(own) if own else 0
+            queue = self._queue
             for tp, records in batches.items():
                 part = self._book.partition(tp)
                 for record in records:
-                    self._queue.append(KafkaMessage(self, record, tp, part, _attempt(record.headers)))
+                    headers = record.headers  # mostly none: no call to look through them
+                    queue.append(KafkaMessage(self, record, tp, part, _attempt(headers) if headers else 1))
                 self._received += len(records)
-            if self._queue:
+            if queue:
                 self._waiters.wake_one()
 
     async def _wait_room(self, timeout: float) -> bool:
@@ -377,7 +398,7 @@ class KafkaConsumer(BusPart):
     def _finish(self, message: KafkaMessage) -> None:
         self._in_hand -= 1
         self._acked += 1
-        if message._deliveries is not None:
+        if message._delivery is not None:
             delivering = self._delivering
             if not delivering:
                 self._delivery_wake.set()  # _settle_loop sleeps only when there is none
@@ -394,32 +415,48 @@ class KafkaConsumer(BusPart):
     async def _settle_loop(self) -> None:
         """Settle acknowledged messages as their deliveries are confirmed, oldest first:
         one wake-up per delivered batch, not per message."""
-        delivering = self._delivering
+        delivering, book = self._delivering, self._book
         while True:  # until cancelled at close
             if not delivering:
                 self._delivery_wake.clear()
                 await self._delivery_wake.wait()
                 continue
-            pending = [future for future in delivering[0]._deliveries or () if not future.done()]
+            pending = [future for future in delivering[0]._deliveries() if not future.done()]
             if pending:
                 await asyncio.wait(pending)  # not `await future`: a cancel must not reach it
             settled = 0
+            # the messages of one record batch share its future: it is checked once for them,
+            # and their offsets are finished together, a run of one partition at a time
+            checked: asyncio.Future[Any] | None = None
+            failure: BaseException | None = None
+            part: PartitionOffsets | None = None
+            offsets: list[int] = []
             while delivering:
-                deliveries = delivering[0]._deliveries or ()
-                if len(deliveries) == 1:  # the common case (its done task's batch): no generators
-                    if not deliveries[0].done():
-                        break
-                    failure = _failure(deliveries[0])
+                message = delivering[0]
+                future = message._delivery
+                if message._more_deliveries is None:  # the common case: one batch, no generators
+                    if future is not checked:
+                        if future is None or not future.done():
+                            break
+                        checked, failure = future, _failure(future)
+                    failed = failure
                 else:
-                    if not all(future.done() for future in deliveries):
+                    deliveries = message._deliveries()
+                    if not all(each.done() for each in deliveries):
                         break
-                    failure = next(filter(None, map(_failure, deliveries)), None)
-                message = delivering.popleft()
-                if failure is not None:
-                    self._undelivered(message, failure)
+                    failed = next(filter(None, map(_failure, deliveries)), None)
+                delivering.popleft()
+                if failed is not None:
+                    self._undelivered(message, failed)
                     continue
-                self._book.finished(message._part, message._offset)
+                if message._part is not part:
+                    if part is not None:
+                        book.finished_all(part, offsets)
+                    part, offsets = message._part, []
+                offsets.append(message._offset)
                 settled += 1
+            if part is not None:
+                book.finished_all(part, offsets)
             if settled:
                 self._freed()
                 if self._book.count_due():

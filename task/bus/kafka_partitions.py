@@ -8,7 +8,7 @@ refreshes its metadata only every few minutes unless a send fails.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Any
 
 __all__ = ["TTL", "PartitionLists"]
@@ -24,19 +24,22 @@ class PartitionLists:
 
     def __init__(self, client: Any) -> None:
         self._client = client
-        self._lists: dict[str, tuple[float, list[int]]] = {}
+        self._lists: dict[str, list[int]] = {}
 
     def of(self, topic: str) -> list[int] | None:
-        """The partitions of ``topic``, sorted; None while the metadata does not know it."""
-        now = time.monotonic()
+        """The partitions of ``topic``, sorted; None while the metadata does not know it.
+
+        Called in the event loop: a list read from the metadata is dropped ``TTL`` seconds
+        later by a timer, so a look-up meanwhile (one per message sent) reads no clock.
+        """
         cached = self._lists.get(topic)
-        if cached is not None and now - cached[0] < TTL:
-            return cached[1]
+        if cached is not None:
+            return cached
         # the producer's and the consumer's cluster metadata (a fake client may have none)
         cluster = getattr(getattr(self._client, "client", None) or getattr(self._client, "_client", None), "cluster", None)
         known = cluster.partitions_for_topic(topic) if cluster is not None else None
         if not known:
             return None
-        partitions = sorted(known)
-        self._lists[topic] = now, partitions
+        partitions = self._lists[topic] = sorted(known)
+        asyncio.get_running_loop().call_later(TTL, self._lists.pop, topic, None)
         return partitions

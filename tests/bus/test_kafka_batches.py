@@ -305,3 +305,79 @@ async def test_where_a_done_task_goes(
         assert expected != 0 or placed == "with its task"  # the two placements differ here
         assert sent.partition == expected
         sent.delivery.set_result(None)
+
+
+async def _three_done_tasks_in_one_batch(consumer: KafkaConsumer, producer: KafkaProducer) -> SentBatch:
+    """Three messages taken by this task, each acknowledged after its done task was sent."""
+    batches = FakeBatchClient.made[0].batches
+    before = len(batches)
+    FAKE_CONSUMERS[0].add(b'{"id":"b"}', b'{"id":"c"}', b'{"id":"d"}')
+    for name in "bcd":
+        message = await _held(consumer)
+        await producer.send("done", b"done " + name.encode(), key=name)
+        await message.ack()
+    await _until(lambda: len(batches) > before, "the done tasks' batch sent")
+    return batches[-1]
+
+
+async def test_messages_answered_by_one_batch_are_committed_together_once_it_is_delivered(batch_fakes: None) -> None:
+    # Given a held message answered and three more whose done tasks go to one partition
+    async with held_message() as (consumer, producer, client, message):
+        FakeBatchClient.made[0].client.cluster.partitions["done"] = {0}
+        await producer.send("done", b"done a", key="a")
+        await message.ack()
+        await _until(lambda: bool(FakeBatchClient.made[0].batches), "the first batch sent")
+        FakeBatchClient.made[0].batches[0].delivery.set_result(None)
+        await _until(lambda: client.committed() == 1, "offset 1 committed")
+        sent = await _three_done_tasks_in_one_batch(consumer, producer)
+        assert sent.values == [b"done b", b"done c", b"done d"]
+        # Then none of them is committed before the batch is delivered
+        await consumer._commit()
+        assert client.committed() == 1
+        # And all three are once it is
+        sent.delivery.set_result(None)
+        await _until(lambda: client.committed() == 4, "offset 4 committed after the batch's delivery")
+
+
+async def test_a_failed_batch_gives_back_every_message_it_answered(batch_fakes: None) -> None:
+    async with held_message() as (consumer, producer, client, message):
+        FakeBatchClient.made[0].client.cluster.partitions["done"] = {0}
+        await message.ack()  # no done task: settled at once
+        sent = await _three_done_tasks_in_one_batch(consumer, producer)
+        # When the batch carrying their three done tasks fails
+        sent.delivery.set_exception(KafkaTimeoutError())
+        # Then each of the three is published again, and only then committed
+        await _until(lambda: len(FakeBatchClient.made) == 2 and len(FakeBatchClient.made[1].alone) == 3,
+                     "the three messages re-published")
+        assert sorted(FakeBatchClient.made[1].alone) == [b'{"id":"b"}', b'{"id":"c"}', b'{"id":"d"}']
+        await _until(lambda: client.committed() == 4, "offset 4 committed after the re-publishes")
+
+
+async def test_a_prefetch_of_done_tasks_on_their_way_does_not_hold_back_the_next_messages(batch_fakes: None) -> None:
+    # rounds of done tasks carry about a prefetch of records: fewer rounds, fetches and commits
+    options = KafkaOptions.from_url(URL)
+    async with KafkaConsumer(options, TOPIC, "g", prefetch=2) as consumer, KafkaProducer(options) as producer:
+        await consumer.start()
+        client = FAKE_CONSUMERS[0]
+        client.add(*(b'{"id":"%d"}' % i for i in range(6)))
+        # Given a prefetch (two) of messages acknowledged whose done tasks are not delivered
+        for i in range(2):
+            message = await _held(consumer)
+            await producer.send("done", b"done %d" % i, key=str(i))
+            await message.ack()
+        # Then the next two are still handed out
+        for i in range(2, 4):
+            message = await _held(consumer)
+            await producer.send("done", b"done %d" % i, key=str(i))
+            await message.ack()
+        # But with two prefetches on their way the consumer takes no more from the broker
+        await _turn()
+        assert consumer.info()["queued"] == 0 and len(client.records) == 2
+        # Until the done tasks are delivered
+        def deliver() -> bool:
+            for batch in FakeBatchClient.made[0].batches:
+                if not batch.delivery.done():
+                    batch.delivery.set_result(None)
+            return not client.records
+        await _until(deliver, "the last two fetched after the deliveries")
+        await _until(lambda: deliver() and client.committed() == 4, "the four answered committed")

@@ -153,3 +153,30 @@ def test_revoked_partitions_ignore_late_finishes_and_start_fresh() -> None:
     assert book.to_commit() == {}
     fresh = book.partition("p")
     assert fresh is not old and fresh.safe() is None
+
+
+@given(st.permutations(list(range(20))), st.integers(0, 20))
+def test_finishing_several_at_once_is_finishing_each(order: list[int], how_many: int) -> None:
+    # Given two books with the same offsets handed out
+    one_by_one: OffsetBook[str] = OffsetBook(every=1000)
+    at_once: OffsetBook[str] = OffsetBook(every=1000)
+    for book in (one_by_one, at_once):
+        for offset in range(20):
+            book.partition("p0").handed(offset)
+    # When one finishes offsets one at a time and the other all together (a delivered batch)
+    for offset in order[:how_many]:
+        one_by_one.finished(one_by_one.partition("p0"), offset)
+    at_once.finished_all(at_once.partition("p0"), order[:how_many])
+    # Then both commit the same offset and count the same finishes towards the next commit
+    assert at_once.to_commit() == one_by_one.to_commit()
+    assert at_once.unfinished() == one_by_one.unfinished() == 20 - how_many
+    assert at_once.due_in() == one_by_one.due_in()
+
+
+def test_finishing_several_on_a_revoked_partition_is_ignored() -> None:
+    book: OffsetBook[str] = OffsetBook(every=1)
+    part = book.partition("p0")
+    part.handed(0)
+    book.revoke(["p0"])
+    book.finished_all(part, [0])
+    assert not book.count_due() and book.to_commit() == {}
