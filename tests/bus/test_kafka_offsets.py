@@ -158,8 +158,9 @@ def test_revoked_partitions_ignore_late_finishes_and_start_fresh() -> None:
 @given(st.permutations(list(range(20))), st.integers(0, 20))
 def test_finishing_several_at_once_is_finishing_each(order: list[int], how_many: int) -> None:
     # Given two books with the same offsets handed out
-    one_by_one: OffsetBook[str] = OffsetBook(every=1000)
-    at_once: OffsetBook[str] = OffsetBook(every=1000)
+    clock = Clock()
+    one_by_one: OffsetBook[str] = OffsetBook(every=max(1, how_many), clock=clock)
+    at_once: OffsetBook[str] = OffsetBook(every=max(1, how_many), clock=clock)
     for book in (one_by_one, at_once):
         for offset in range(20):
             book.partition("p0").handed(offset)
@@ -171,6 +172,7 @@ def test_finishing_several_at_once_is_finishing_each(order: list[int], how_many:
     assert at_once.to_commit() == one_by_one.to_commit()
     assert at_once.unfinished() == one_by_one.unfinished() == 20 - how_many
     assert at_once.due_in() == one_by_one.due_in()
+    assert at_once.count_due() == one_by_one.count_due() == (how_many > 0)
 
 
 def test_finishing_several_on_a_revoked_partition_is_ignored() -> None:
