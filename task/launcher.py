@@ -22,8 +22,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from time import monotonic
+from time import time as wall_clock
 from typing import TYPE_CHECKING, Any, Self
 
+from task import rfc3339
 from task.backoff import Backoff
 from task.bus.base import Consumer, Message, Producer
 from task.bus.deadletter import dead_letter_envelope
@@ -35,7 +38,6 @@ from task.log_limit import RateLimitedLog
 from task.meta import merge_meta
 from task.metrics import TaskDurations
 from task.result import Result
-from task.rfc3339 import now_utc
 from task.task import Task
 from task.worker import MakeWorker, StopSignal, TaskContext, Worker
 
@@ -56,6 +58,11 @@ SEND_TRIES = 4
 _SEND_WAITS = (*SEND_RETRY.delays(SEND_TRIES), None)  # computed once: this is the hot path
 #: Seconds a runner may go on without waiting before it lets the event loop run others.
 YIELD_EVERY = 0.005
+#: each Result, and its value, as plain text: what a done task's ``result`` holds
+_RESULT_TEXT: dict[object, str] = {**{r: r.value for r in Result}, **{r.value: r.value for r in Result}}
+_RESULT_TYPES = (Result, str)
+#: ``Worker.worker_meta``: a class that keeps it has its workers' meta in ``_meta``
+_BASE_WORKER_META = Worker.worker_meta
 #: Deliveries of a message that keeps failing in taskbus itself (no done task could be built
 #: or sent) before it goes to the dead-letter topic instead of looping for ever.
 POISON_ATTEMPTS = 5
@@ -94,22 +101,26 @@ class LauncherOptions:
     poison_delay: float = 1.0
 
 
-class _InFlight:
-    """A message between parse and settlement: what heartbeats, stats and the stop need.
-    A plain class: a dataclass's generated ``__init__`` with defaults costs more per message."""
+class _InFlight(TaskContext):
+    """A message between parse and settlement, and the context its worker gets: one object
+    per message instead of two. Heartbeats, stats and the stop read the Launcher's part.
 
-    __slots__ = ("ctx", "killed", "last_beat", "message", "runner", "started", "task", "working")
+    Sets ``TaskContext``'s attributes itself: a call to its ``__init__`` costs more per
+    message than the three assignments (``test_launcher_context`` checks they stay the same).
+    """
 
-    def __init__(self, message: Message, task: Task, ctx: TaskContext,
+    __slots__ = ("_killed", "_last_beat", "_message", "_runner", "_working")
+
+    def __init__(self, message: Message, task: Task, stop: StopSignal,
                  runner: asyncio.Task[Any] | None, started: float) -> None:
-        self.message = message
         self.task = task
-        self.ctx = ctx
-        self.runner = runner
-        self.started = started
-        self.last_beat = started
-        self.working = False  #: the worker's do_task is running
-        self.killed = False  #: cancelled by the stop after worker_kill_time
+        self._launcher_stop = stop
+        self._task_stop = None
+        self._message = message
+        self._runner = runner
+        self._last_beat = started
+        self._working = False  #: the worker's do_task is running
+        self._killed = False  #: cancelled by the stop after worker_kill_time
 
 
 class Launcher:
@@ -148,8 +159,6 @@ class Launcher:
         self._stop_requested: asyncio.Event | None = None
         #: tasks between parse and settlement: their workers run, or their done tasks are sent
         self._in_flight: set[_InFlight] = set()
-        #: messages taken from the consumer and not yet settled (acked, nacked, dead-lettered)
-        self._holding = 0
         self._claimed = 0
         #: ordinary tasks run, counted only with a lifetime (broadcast tasks do not count)
         self._lifetime_ran = 0
@@ -164,6 +173,16 @@ class Launcher:
         self._warn_wrong_type = RateLimitedLog(logger)
         self._debug = False
         self._task_list = self.options.task_type
+        # read from the options once run() starts: attribute look-ups on the hot path
+        self._task_type = self.options.task_type
+        self._done_topic = self.options.done_topic
+        #: an async do_task without a timeout: awaited inline, without ``_call``
+        self._inline_call = False
+        #: the second and its text of the last time stamp: tasks of one second share it
+        self._stamp_second = -1
+        self._stamp = ""
+        #: Worker classes whose workers' meta is their ``_meta`` (see ``_worker_meta``)
+        self._plain_meta: set[type] = set()
         # stats
         self._began = time.time()
         self._consumed = 0
@@ -267,6 +286,9 @@ class Launcher:
             self._stop_requested.set()
         self._began = time.time()
         self._debug = logger.isEnabledFor(logging.DEBUG)
+        self._task_type = self._task_list = self.options.task_type
+        self._done_topic = self.options.done_topic
+        self._inline_call = bool(self._is_async) and not self.options.task_timeout
         setup = getattr(self.make_worker, "setup", None)
         await self._start_consumers()
         try:
@@ -336,7 +358,7 @@ class Launcher:
         runners and through the same ``_handle`` (ledger entry, done task, ack or nack). They
         do not count towards ``lifetime_workers``. A failing subscription ends only this."""
         runner = asyncio.current_task()
-        while not self._stop_signal.is_set():
+        while not self._stop_signal.raised:
             try:
                 message = await broadcast.msg()
             except Exception as err:  # noqa: BLE001 - the ordinary tasks go on without it
@@ -344,14 +366,11 @@ class Launcher:
                 return
             if message is None:
                 return
-            self._holding += 1
             try:
                 await self._handle(message, runner)
             except Exception as err:  # noqa: BLE001 - one message never ends the launcher
                 self._unexpected(err, "handling a broadcast message")
                 await self._poison(message, err)
-            finally:
-                self._holding -= 1
 
     async def _finish_in_flight(self, all_done: asyncio.Future[Any]) -> None:
         """After stop(): wait ``worker_kill_time``, then cancel workers still running."""
@@ -360,17 +379,17 @@ class Launcher:
             return
         killed = 0
         for slot in list(self._in_flight):
-            if slot.working and slot.runner is not None:
-                slot.killed = True
-                slot.ctx.stop_task()
-                slot.runner.cancel()
+            if slot._working and slot._runner is not None:
+                slot._killed = True
+                slot.stop_task()
+                slot._runner.cancel()
                 killed += 1
         if killed:
             logger.warning("cancelled %d task(s) still running after %.1fs", killed, self.options.worker_kill_time)
         done, _ = await asyncio.wait({all_done}, timeout=max(5.0, self.options.worker_kill_time))
         if not done:
             logger.error("giving up on %d message(s) not settled after the stop; the bus will "
-                         "deliver them again", self._holding)
+                         "deliver them again", len(self._in_flight))
 
     async def _close(self, had_setup: bool) -> None:
         try:
@@ -395,34 +414,35 @@ class Launcher:
     async def _runner(self) -> None:
         lifetime = self.options.lifetime_workers
         runner = asyncio.current_task()
-        while not self._stop_signal.is_set():
-            if lifetime and self._claimed >= lifetime:
-                return
-            self._claimed += 1
-            message = await self.consumer.msg()
+        stop = self._stop_signal
+        take = self.consumer.msg
+        while not stop.raised:
+            if lifetime:  # only a lifetime counts the messages claimed
+                if self._claimed >= lifetime:
+                    return
+                self._claimed += 1
+            message = await take()
             if message is None:
-                self._claimed -= 1
+                if lifetime:
+                    self._claimed -= 1
                 return
-            self._holding += 1
             try:
                 ran = await self._handle(message, runner)
             except Exception as err:  # noqa: BLE001 - one message never ends the launcher
                 self._unexpected(err, "handling a message")
                 await self._poison(message, err)
                 ran = False
-            finally:
-                self._holding -= 1
-            if not ran:
+            if lifetime and not ran:
                 self._claimed -= 1
             elif lifetime:
                 self._lifetime_ran += 1
-            if self._yielding or time.monotonic() - self._last_yield >= YIELD_EVERY:
+                if self._lifetime_ran >= lifetime:
+                    stop.set()
+                    assert self._stop_requested is not None
+                    self._stop_requested.set()
+                    return
+            if self._yielding or monotonic() - self._last_yield >= YIELD_EVERY:
                 await self._let_others_run()  # checked inline: a coroutine per message costs
-            if lifetime and self._lifetime_ran >= lifetime:
-                self._stop_signal.set()
-                assert self._stop_requested is not None
-                self._stop_requested.set()
-                return
 
     async def _let_others_run(self) -> None:
         """Yield to the event loop now and then. A bus and a worker that never wait (the file
@@ -450,20 +470,22 @@ class Launcher:
         except InvalidTaskError as err:
             await self._invalid_message(message, str(err))
             return False
-        expected = self.options.task_type
+        expected = self._task_type
         if expected and task.type != expected:
             if self.options.ignore_bad_type or self.options.reject_bad_type:
                 await self._refuse_other_type(message, task)
                 return False
-            self._run_other_type(task)  # Go runs it too: counted and warned, no coroutine
-        task_list = self._task_list or task.type
-        slot = _InFlight(message, task, TaskContext(task, self._stop_signal), runner, time.monotonic())
+            self._wrong_type += 1  # Go runs it too: counted and warned, no coroutine
+            if not self._warn_wrong_type.quiet():
+                self._warn_other_type(task)
+        slot = _InFlight(message, task, self._stop_signal, runner, monotonic())
         # the slot lives until the message is settled, so heartbeats keep its lease while the
         # done task is sent (a send may retry for longer than the bus's ack wait)
-        self._in_flight.add(slot)
+        in_flight = self._in_flight
+        in_flight.add(slot)
         try:
             try:
-                body = await self._run_task(slot, task_list)
+                body = await self._run_task(slot)
             except Exception as err:  # noqa: BLE001 - ours or the worker's: the task still ends
                 self._unexpected(err, f"finishing task {task.id or task.type}")
                 crash_body = self._done_after_crash(message, err)
@@ -473,7 +495,7 @@ class Launcher:
                 body = crash_body
             try:
                 try:  # the first attempt inline: one coroutine less per message on the hot path
-                    await self.producer.send(self.options.done_topic, body, key=task.id or None)
+                    await self.producer.send(self._done_topic, body, key=task.id or None)
                 except BusError:
                     if not await self._send_done(body, task.id, retry=True):
                         await self._give_back(message)
@@ -484,7 +506,7 @@ class Launcher:
                 return True
             if self._recorder is not None:
                 try:
-                    self._recorder.done(task_list, task.id)
+                    self._recorder.done(self._task_list or task.type, task.id)
                 except Exception as err:  # noqa: BLE001 - the ledger never fails a task
                     self._unexpected(err, f"recording task {task.id} as done")
             if self.after_done is not None:
@@ -498,7 +520,7 @@ class Launcher:
                 self._ack_failed(err)
             return True
         finally:
-            self._in_flight.discard(slot)
+            in_flight.discard(slot)
 
     async def _refuse_other_type(self, message: Message, task: Task) -> None:
         """A task of another type than the worker's, with ``ignore_bad_type`` or
@@ -515,28 +537,31 @@ class Launcher:
         else:
             await self._give_back(message)
 
-    def _run_other_type(self, task: Task) -> None:
+    def _warn_other_type(self, task: Task) -> None:
         """A task of another type than the worker's runs anyway, as in Go; say so, since a
         task on the wrong topic is usually a mistake (once a minute in a flood)."""
-        self._wrong_type += 1
         self._warn_wrong_type(
             "task %s of type %r arrived on %r for worker type %r and runs anyway; set "
             "reject_bad_type or ignore_bad_type to refuse such tasks",
             task.id or "(no id)", task.type, self.options.topic, self.options.task_type,
         )
 
-    async def _run_task(self, slot: _InFlight, task_list: str) -> bytes:
+    async def _run_task(self, slot: _InFlight) -> bytes:
         """Run the worker on the slot's task and return the done task's JSON.
 
         Builds the worker and runs it; every failure of the worker's becomes an error result.
         One coroutine for all of it: each extra ``await`` of a coroutine costs a frame per
-        message, and this is most of a no-op task's time.
+        message, and this is most of a no-op task's time. One clock reading per time stamp
+        gives both the stamp (through a per-second cache) and the duration.
         """
         task = slot.task
         if self._recorder is not None:
-            self._recorder.started(task, task_list)
-        task.started = now_utc()  # Task.start() inlined: this is the hot path
-        began = time.perf_counter()
+            self._recorder.started(task, self._task_list or task.type)
+        began = wall_clock()
+        second = int(began)
+        if second != self._stamp_second:
+            self._stamp_second, self._stamp = second, rfc3339.second_utc(second)
+        task.started = self._stamp  # Task.start() inlined: this is the hot path
         worker: Worker | None = None
         try:
             worker = self.make_worker(task.info)
@@ -544,17 +569,17 @@ class Launcher:
             logger.warning("cannot make a worker for task %s: %s", task.id or task.type, _describe(err), exc_info=err)
             outcome: object = Result.ERROR, f"cannot make worker: {_describe(err)}"
         else:
-            slot.working = True
+            slot._working = True
             try:
-                if self._is_async and not self.options.task_timeout:  # the common case, inline
-                    outcome = await worker.do_task(slot.ctx)
+                if self._inline_call:  # an async do_task without a timeout: the common case
+                    outcome = await worker.do_task(slot)
                 else:
-                    outcome = await self._call(worker, slot.ctx)
+                    outcome = await self._call(worker, slot)
             except _TaskTimedOut:
-                slot.ctx.stop_task()
+                slot.stop_task()
                 outcome = Result.ERROR, f"task timed out after {self.options.task_timeout:g}s"
             except asyncio.CancelledError:
-                if not slot.killed:
+                if not slot._killed:
                     raise
                 current = asyncio.current_task()
                 if current is not None:
@@ -564,31 +589,53 @@ class Launcher:
                 logger.warning("worker raised for task %s: %s", task.id or task.type, _describe(err), exc_info=err)
                 outcome = Result.ERROR, _describe(err)
             finally:
-                slot.working = False
-        seconds = time.perf_counter() - began
-        if type(outcome) is tuple and len(outcome) == 2 and type(outcome[1]) is str:
-            result, msg = outcome  # the common shape, checked inline
-            if not isinstance(result, str):
-                result, msg = _check_outcome(outcome)
-        else:
+                slot._working = False
+        ended = wall_clock()
+        text: str | None = None
+        if type(outcome) is tuple and len(outcome) == 2:  # the common shape, checked inline
+            result, msg = outcome
+            if type(msg) is str and type(result) in _RESULT_TYPES:
+                text = _RESULT_TEXT.get(result)  # a Result, as plain text
+        if text is None:
             result, msg = _check_outcome(outcome)
-        task.result = result if type(result) is str else str(result)  # Task.end() inlined
+            text = str(result)
+        task.result = text  # Task.end() inlined
         task.msg = msg
-        task.ended = now_utc()
-        if worker is not None:
-            worker_meta = _worker_meta(worker)
+        second = int(ended)
+        if second != self._stamp_second:
+            self._stamp_second, self._stamp = second, rfc3339.second_utc(second)
+        task.ended = self._stamp
+        if worker is not None and (type(worker) not in self._plain_meta or worker._meta):
+            worker_meta = self._worker_meta(worker)
             if worker_meta:
                 task.meta = merge_meta(task.meta, worker_meta)
         body = task.to_json()
-        self._count_finished(task, seconds)
+        seconds = max(0.0, ended - began)  # a wall clock may step back
+        self.durations.observe(task.type, task.result, seconds)
+        self._finished += 1
+        if self._debug:
+            self._log_finished(task, seconds)
         return body
 
+    def _worker_meta(self, worker: object) -> dict[str, list[str]] | None:
+        """The meta a worker set (``_worker_meta``). A ``Worker`` class that keeps the base's
+        ``worker_meta`` is remembered: its workers' meta is then just ``_meta``, checked
+        inline, and set by few tasks."""
+        cls = type(worker)
+        if getattr(cls, "worker_meta", None) is _BASE_WORKER_META:
+            self._plain_meta.add(cls)
+        return _worker_meta(worker)
+
     def _count_finished(self, task: Task, seconds: float) -> None:
+        """Count a finished task (inlined in ``_run_task``, the hot path)."""
         self.durations.observe(task.type, task.result, seconds)  # also the results and mean
         self._finished += 1
         if self._debug:
-            logger.debug("task %s type=%s result=%s in %.3fs: %s",
-                         task.id or "(no id)", task.type, task.result, seconds, task.msg)
+            self._log_finished(task, seconds)
+
+    def _log_finished(self, task: Task, seconds: float) -> None:
+        logger.debug("task %s type=%s result=%s in %.3fs: %s",
+                     task.id or "(no id)", task.type, task.result, seconds, task.msg)
 
     def _unexpected(self, err: BaseException, doing: str) -> None:
         """An exception nobody planned for: logged once with its traceback, counted."""
@@ -726,11 +773,11 @@ class Launcher:
             await asyncio.sleep(min(1.0, interval / 2))
             now = time.monotonic()
             for slot in list(self._in_flight):
-                if now - slot.last_beat < interval:
+                if now - slot._last_beat < interval:
                     continue
-                slot.last_beat = now
+                slot._last_beat = now
                 try:
-                    await slot.message.in_progress()
+                    await slot._message.in_progress()
                     if self._recorder is not None:
                         self._recorder.touch(self._task_list or slot.task.type, slot.task.id)
                 except BusError as err:
@@ -748,7 +795,7 @@ class Launcher:
             "task_type": self.options.task_type,
             "max_in_progress": self.options.max_in_progress,
             "tasks_consumed": self._consumed,
-            "tasks_running": sum(1 for slot in self._in_flight if slot.working),
+            "tasks_running": sum(1 for slot in self._in_flight if slot._working),
             "tasks_finished": finished,
             "tasks_invalid": self._invalid,
             "tasks_ignored": self._ignored,
@@ -772,7 +819,7 @@ class Launcher:
                 "dropped": self._recorder.dropped,
             }
         info[HEALTH_KEY] = launcher_health(self.consumer, self._recorder)  # /healthz, /readyz
-        info[IN_FLIGHT_KEY] = in_flight(slot.task for slot in self._in_flight if slot.working)
+        info[IN_FLIGHT_KEY] = in_flight(slot.task for slot in self._in_flight if slot._working)
         if self.backlog is not None:
             info["backlog"] = self.backlog.latest()
         return info

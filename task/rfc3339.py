@@ -14,7 +14,7 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["check", "format_utc", "is_zero_instant", "now_utc", "parse"]
+__all__ = ["check", "format_utc", "is_zero_instant", "now_utc", "parse", "second_utc"]
 
 _PATTERN = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(Z|([+-])(\d{2}):(\d{2}))\Z"
@@ -39,8 +39,13 @@ def now_utc() -> str:
     global _now_cache
     second = int(time.time())
     if second != _now_cache[0]:
-        _now_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+        _now_cache = (second, second_utc(second))
     return _now_cache[1]
+
+
+def second_utc(second: int) -> str:
+    """Unix time ``second`` as the library writes times: ``2001-01-01T05:01:01Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 def _fields(text: str) -> tuple[int, str, int] | None:

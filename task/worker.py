@@ -7,7 +7,6 @@ a plain ``def do_task`` runs in a thread so blocking code never stalls the event
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -18,25 +17,29 @@ __all__ = ["MakeWorker", "StopSignal", "TaskContext", "Worker", "invalid_worker"
 
 
 class StopSignal:
-    """A flag that the event loop sets and worker threads may read: "stop soon"."""
+    """A flag that the event loop sets and worker threads may read: "stop soon".
 
-    __slots__ = ("_event", "_flag")
+    ``raised`` is a plain attribute: the Launcher reads it for every message, and a worker
+    thread reads a bool safely (one reference, under the GIL) without a lock or an Event.
+    """
+
+    __slots__ = ("_event", "raised")
 
     def __init__(self) -> None:
-        self._flag = threading.Event()
+        self.raised = False
         self._event: asyncio.Event | None = None
 
     def is_set(self) -> bool:
-        return self._flag.is_set()
+        return self.raised
 
     def set(self) -> None:
         """Set from the event loop's thread."""
-        self._flag.set()
+        self.raised = True
         if self._event is not None:
             self._event.set()
 
     async def wait(self) -> None:
-        if self._flag.is_set():
+        if self.raised:
             return
         if self._event is None:
             self._event = asyncio.Event()
@@ -60,7 +63,7 @@ class TaskContext:
     @property
     def stopping(self) -> bool:
         """True once the worker should return (``interrupted()`` is the usual answer)."""
-        return self._launcher_stop.is_set() or (self._task_stop is not None and self._task_stop.is_set())
+        return self._launcher_stop.raised or (self._task_stop is not None and self._task_stop.raised)
 
     async def wait_stopping(self) -> None:
         """Return when ``stopping`` becomes true."""
