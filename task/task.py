@@ -134,10 +134,6 @@ class Task:
             InvalidTaskError: not JSON, not an object, no ``type``, a field that is not a
                 string, or a time that is not RFC 3339.
         """
-        if isinstance(data, memoryview):
-            data = bytes(data)
-        if not isinstance(data, str) and data.startswith(b"\xef\xbb\xbf"):
-            raise InvalidTaskError("not JSON: starts with a UTF-8 byte order mark")
         try:  # valid UTF-8, an object whose fields of ours are strings: the common case
             values = _wire_values(_decode_wire(data))
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError
@@ -163,10 +159,14 @@ class Task:
                 setattr(self, name, "")
 
     @classmethod
-    def _from_json_lax(cls, data: bytes | bytearray | str) -> Task:
+    def _from_json_lax(cls, data: bytes | bytearray | memoryview | str) -> Task:
         """The slow path, for what the fast decoder refuses: invalid UTF-8 and lone surrogates
         become U+FFFD and a null field reads as empty, as in Go; anything else is no task and
-        raises with the reason."""
+        raises with the reason (a byte order mark, which msgspec refuses too, is named)."""
+        if isinstance(data, memoryview):
+            data = bytes(data)
+        if not isinstance(data, str) and data.startswith(b"\xef\xbb\xbf"):
+            raise InvalidTaskError("not JSON: starts with a UTF-8 byte order mark")
         if isinstance(data, str):
             text = data
         else:
@@ -211,26 +211,12 @@ class Task:
 
     def to_json(self) -> bytes:
         """The task's wire bytes: Go's key order, empty fields left out, no trailing newline."""
-        doc = {"type": self.type}
-        if self.job:
-            doc["job"] = self.job
-        doc["info"] = self.info
-        if self.created:
-            doc["created"] = self.created
-        if self.id:
-            doc["id"] = self.id
-        if self.meta:
-            doc["meta"] = self.meta
-        if self.result:
-            doc["result"] = self.result
-        if self.msg:
-            doc["msg"] = self.msg
-        if self.started:
-            doc["started"] = self.started
-        if self.ended:
-            doc["ended"] = self.ended
         try:
-            out = _encode(doc)
+            out = _encode(_WireOut(
+                type=self.type, job=self.job, info=self.info, created=self.created, id=self.id,
+                meta=self.meta, result=self.result, msg=self.msg, started=self.started,
+                ended=self.ended,
+            ))
         except UnicodeEncodeError:  # a lone surrogate (invalid UTF-8 read in): Go writes U+FFFD
             return self._to_json_go()
         # one-byte searches first (memchr): most tasks have no escape and no U+2xxx at all.
@@ -309,4 +295,10 @@ _Wire = msgspec.defstruct("_Wire", [
     (f.name, str) if f.default is MISSING else (f.name, str, f.default) for f in fields(Task)
 ])
 _decode_wire = msgspec.json.Decoder(_Wire).decode
+#: The wire fields as they are written: Go's order, empty ones left out except the two Go
+#: always writes (``type`` and ``info``, which have no default here). Encoding a Struct
+#: costs less than building a dict of the non-empty fields.
+_WireOut = msgspec.defstruct("_WireOut", [
+    (name, str) if name in _ALWAYS_WRITTEN else (name, str, "") for name in FIELDS
+], kw_only=True, omit_defaults=True)
 _wire_values = msgspec.structs.astuple
