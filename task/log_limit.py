@@ -27,12 +27,19 @@ class RateLimitedLog:
         self._last: float | None = None
         self._suppressed = 0
 
+    def quiet(self) -> bool:
+        """True while a line went out less than ``every`` seconds ago, counting the call as
+        one held back: a caller on a hot path asks this before building the arguments."""
+        if self._last is not None and self.clock() - self._last < self.every:
+            self._suppressed += 1
+            return True
+        return False
+
     def __call__(self, msg: str, *args: object) -> None:
         """Log ``msg % args`` unless a line went out less than ``every`` seconds ago."""
-        now = self.clock()
-        if self._last is not None and now - self._last < self.every:
-            self._suppressed += 1
+        if self.quiet():
             return
+        now = self.clock()
         if self._suppressed:
             msg += " (and %d more like it since the last report)"
             args = (*args, self._suppressed)
