@@ -38,6 +38,7 @@ from task.bus.nats_connect import (
     CONNECT_PARAMS,
     DEFAULT_PORT,
     ConnectOptions,
+    check_subject,
     connect,
     flush_in_order,
 )
@@ -51,6 +52,8 @@ __all__ = ["NatsConsumer", "NatsMessage", "NatsOptions", "NatsProducer"]
 logger = logging.getLogger(__name__)
 
 _PARAMS = (*CONNECT_PARAMS, "pending_limit", "flush")
+#: subjects a producer remembers as checked (a sender may publish to many)
+_SUBJECTS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -149,11 +152,9 @@ class NatsConsumer(BusPart):
         Raises:
             BusError: the connection is closed for good (reconnects were exhausted).
         """
-        if self._client is None and not self._stopped:
-            await self.start()
+        ready = self._ready
         while not self._stopped:
-            if self._ready:
-                ready = self._ready
+            if ready:  # first: a message waiting is the hot path
                 data = ready.popleft().data
                 if ready:
                     self._waiters.wake_one()  # pass the baton on
@@ -161,7 +162,10 @@ class NatsConsumer(BusPart):
                     self._space.set()
                 self._received += 1
                 return NatsMessage(data)
-            if self._client is not None and self._client.is_closed:
+            if self._client is None:
+                await self.start()
+                continue
+            if self._client.is_closed:
                 raise BusError(f"the connection to {self.options.connect.shown} is closed")
             await self._waiters.wait(lambda: bool(self._ready))
         return None
@@ -233,6 +237,8 @@ class NatsProducer(BusPart):
         self._sent = 0
         self._next_flush: asyncio.Future[None] | None = None  # sends waiting for a flush
         self._flusher: asyncio.Task[None] | None = None
+        #: subjects checked once here, so nats-py does not check each publish again
+        self._subjects: set[str] = set()
 
     async def start(self) -> None:
         """Connect.
@@ -245,7 +251,7 @@ class NatsProducer(BusPart):
             raise BusClosedError(f"nats producer for {self.options.connect.shown} used after stop()")
         async with self._starting:
             if self._client is None:
-                self._client = await connect(self.options.connect)
+                self._client = await connect(self.options.connect, checks_subjects=False)
 
     async def send(self, topic: str, body: bytes, *, key: str | None = None) -> None:
         """Publish ``body``; with ``flush`` also wait until the server has read it.
@@ -263,6 +269,11 @@ class NatsProducer(BusPart):
             await self.start()
             client = self._client
             assert client is not None
+        if topic not in self._subjects:
+            check_subject(topic)
+            if len(self._subjects) >= _SUBJECTS_KEPT:
+                self._subjects.clear()
+            self._subjects.add(topic)
         try:
             await client.publish(topic, body)
             if self.options.flush:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -110,10 +111,13 @@ class ConnectOptions:
 
 
 async def connect(
-    options: ConnectOptions, on_reconnect: Callable[[], Awaitable[None]] | None = None
+    options: ConnectOptions, on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    *, checks_subjects: bool = True,
 ) -> Client:
     """A connected nats-py client that reconnects on its own; ``on_reconnect`` runs after
-    each reconnection (a pull consumer re-asks for messages then).
+    each reconnection (a pull consumer re-asks for messages then). ``checks_subjects=False``
+    leaves out nats-py's check of every published subject: for a caller that checks each
+    subject once (``check_subject``) before it publishes to it.
 
     Raises:
         BusError: no server could be reached at start (names the URL, never a secret).
@@ -168,6 +172,7 @@ async def connect(
             error_cb=on_error,
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
+            skip_subject_validation=not checks_subjects,
         ), limit)
     except ConfigError:
         raise
@@ -185,6 +190,21 @@ async def connect(
     client.options["max_reconnect_attempts"] = options.max_reconnects
     client.options["reconnect_time_wait"] = options.reconnect_wait
     return client
+
+
+def check_subject(subject: str) -> None:
+    """What nats-py checks of a subject it publishes to: not empty, no space, tab, CR or LF
+    (a CR LF would let a subject write protocol commands of its own).
+
+    Raises:
+        BusError: the subject is not valid, naming it.
+    """
+    if not subject or _BAD_SUBJECT.search(subject):
+        raise BusError(f"cannot publish to {subject!r}: a NATS subject is not empty and has no "
+                       "spaces, tabs or line breaks")
+
+
+_BAD_SUBJECT = re.compile(r"[ \t\r\n]")
 
 
 async def _close_quietly(client: Client) -> None:

@@ -194,3 +194,29 @@ async def test_a_slow_consumer_is_one_warning_with_the_subject_not_one_per_dropp
     lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(lines) == 1, lines[:3]
     assert topic in lines[0] and "pending_limit" in lines[0]
+
+
+@pytest.mark.parametrize("topic", ["", "done topic", "done\r\nPUB injected 1\r\nx", "tab\there"])
+async def test_a_topic_that_is_no_subject_is_refused_and_publishes_nothing(nats_server: NatsServer, topic: str) -> None:
+    # Given a producer (it checks each subject once, then publishes without nats-py's check)
+    # and a listener on the subject a line break would inject a message into
+    listener = await connect(NatsOptions.from_url(nats_server.url).connect)
+    heard: list[bytes] = []
+
+    async def hear(msg: object) -> None:
+        heard.append(msg.data)  # type: ignore[attr-defined]
+
+    await listener.subscribe("injected", cb=hear)
+    await flush_in_order(listener)
+    try:
+        async with NatsProducer(NatsOptions.from_url(nats_server.url)) as producer:
+            await producer.send("fine", b"first")  # a good subject first: checks are per subject
+            # When a done task is sent to a topic that is no NATS subject, twice
+            for _ in range(2):
+                with pytest.raises(BusError, match="no spaces, tabs or line breaks"):
+                    await producer.send(topic, b"x")
+        await flush_in_order(listener)
+        # Then nothing reached the server as a command of its own
+        assert heard == []
+    finally:
+        await listener.close()
