@@ -24,11 +24,10 @@ URL options (all optional):
   before the partition is released uncommitted past them (a stopping worker's tasks get the
   Launcher's ``worker_kill_time`` instead), and how long a closing consumer waits for its
   nack re-publishes.
-- ``commit_interval`` (1s), ``commit_every`` (the prefetch, that is ``max_in_progress``):
-  a commit is due that long after a message finished, or after that many finished,
-  whichever comes first. Finished messages not yet committed run again after a crash, so
-  the count bounds the duplicates a crash makes; each commit is a broker round trip that
-  costs the worker about as much CPU as a few dozen no-op tasks (see docs/kafka-speed.md).
+- ``commit_interval`` (1s), ``commit_every`` (half the prefetch, that is of
+  ``max_in_progress``): a commit is due that long after a message finished, or after that
+  many finished, whichever comes first. Finished messages not yet committed run again after
+  a crash, so the count bounds the duplicates a crash makes.
 - ``offset_reset`` (earliest): where a new group starts reading.
 - ``sasl`` (``plain``, ``scram-sha-256``, ``scram-sha-512``) with the user and password from
   the settings' credentials (or the URL); ``tls`` (false; on when credentials name TLS files).

@@ -3,7 +3,7 @@
 Several messages of one partition may run at once (``prefetch`` > 1), so the offset
 committed for a partition is its lowest unfinished message (see ``task.bus.kafka_offsets``):
 a crash redelivers every unfinished task and never skips one. Commits are batched by count
-(a prefetch unless ``commit_every`` says otherwise, so a crash redoes few done tasks)
+(half the prefetch unless ``commit_every`` says otherwise, so a crash redoes few done tasks)
 and time.
 
 A message whose done task was sent through a Kafka producer while it was held settles when
@@ -192,7 +192,7 @@ class KafkaConsumer(BusPart):
         self.channel = channel or topic
         self.prefetch = max(1, prefetch)
         self._book: OffsetBook[TopicPartition] = OffsetBook(
-            every=options.commit_every or self.prefetch, interval=options.commit_interval
+            every=options.commit_every or max(1, self.prefetch // 2), interval=options.commit_interval
         )
         self._queue: deque[KafkaMessage] = deque()
         self._in_hand = 0

@@ -37,7 +37,7 @@ class KafkaOptions:
     replication: int = 1
     drain_timeout: float = 10.0
     commit_interval: float = 1.0
-    commit_every: int = 0  # 0: the consumer's prefetch
+    commit_every: int = 0  # 0: half the consumer's prefetch
     offset_reset: str = "earliest"
     sasl: str | None = None
     tls: bool = False
