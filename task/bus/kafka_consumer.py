@@ -403,6 +403,11 @@ class KafkaConsumer(BusPart):
             if not delivering:
                 self._delivery_wake.set()  # _settle_loop sleeps only when there is none
             delivering.append(message)  # settled by _settle_loop once delivered
+            if not self._queue and len(delivering) <= self._delivery_allowance:
+                # within the allowance this acknowledgement freed room: a fetcher waiting for
+                # room with nothing queued would otherwise keep the runners idle until a
+                # delivery (a produce round trip per prefetch)
+                self._room_free.set()
         else:
             self._done(message)
 

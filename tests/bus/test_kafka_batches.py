@@ -381,3 +381,36 @@ async def test_a_prefetch_of_done_tasks_on_their_way_does_not_hold_back_the_next
             return not client.records
         await _until(deliver, "the last two fetched after the deliveries")
         await _until(lambda: deliver() and client.committed() == 4, "the four answered committed")
+
+
+async def test_an_acknowledgement_within_the_allowance_lets_the_next_messages_in_at_once(
+    batch_fakes: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a fetcher left waiting for room kept the runners idle for a produce round trip per
+    # prefetch (a quarter of the time in the harness); only the pause timer woke it otherwise
+    monkeypatch.setattr(kafka_consumer, "PAUSE_AFTER", 3600.0)
+    options = KafkaOptions.from_url(URL)
+    async with KafkaConsumer(options, TOPIC, "g", prefetch=2) as consumer, KafkaProducer(options) as producer:
+        await consumer.start()
+        client = FAKE_CONSUMERS[0]
+        client.add(*(b'{"id":"%d"}' % i for i in range(4)))
+        go = asyncio.Event()
+
+        async def runner(i: int) -> None:  # as a Launcher runner: one message per task
+            message = await _held(consumer)
+            await go.wait()
+            await producer.send("done", b"done %d" % i, key=str(i))
+            await message.ack()
+
+        # Given a full prefetch handed out, and the consumer waiting for room
+        runners = [asyncio.create_task(runner(i)) for i in range(2)]
+        await _until(lambda: consumer.info()["in_flight"] == 2, "both messages handed out")
+        await _turn()
+        # When both are acknowledged after sending their done tasks (not delivered yet)
+        go.set()
+        await asyncio.gather(*runners)
+        assert consumer.info()["delivering"] == 2
+        # Then the next message is handed out without waiting for those deliveries
+        assert (await _held(consumer)).body == b'{"id":"2"}'
+        for batch in FakeBatchClient.made[0].batches:
+            batch.delivery.set_result(None)
