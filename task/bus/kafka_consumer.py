@@ -199,11 +199,12 @@ class KafkaConsumer(BusPart):
         #: acknowledged messages whose done tasks are not delivered yet, in ack order
         self._delivering: deque[KafkaMessage] = deque()
         self._delivery_wake = asyncio.Event()
-        #: acknowledged messages waiting for their done task's delivery that take no room: a
-        #: whole prefetch, so a round of done tasks carries about a prefetch of records (half
-        #: as many rounds, fetches and commits as with half a prefetch; a crash still redoes
-        #: only the round on its way and what was delivered since the last commit)
-        self._delivery_allowance = self.prefetch
+        #: acknowledged messages waiting for their done task's delivery that take no room: two
+        #: prefetches, so the runners keep going while one round of done tasks (about a
+        #: prefetch or more) is on its way and the next fills; with less they sat idle for
+        #: a produce round trip per round. A crash still redoes only the round on its way
+        #: and what was delivered since the last commit (see docs/kafka-speed.md)
+        self._delivery_allowance = 2 * self.prefetch
         #: fetch again once this much room is free (or nothing is queued): not per message
         self._refill = max(1, self.prefetch // 2)
         self._room_free = asyncio.Event()
@@ -313,7 +314,7 @@ class KafkaConsumer(BusPart):
 
     def _room(self) -> int:
         """How many more messages to fetch: the prefetch counts queued, handed-out and, beyond
-        a prefetch, acknowledged messages whose done tasks are still on their way. That
+        two prefetches, acknowledged messages whose done tasks are still on their way. That
         allowance keeps the runners busy during the broker's answer to a round of done tasks
         rather than idle for a round trip per prefetch, and bounds what a crash redoes."""
         delivering = len(self._delivering) - self._delivery_allowance

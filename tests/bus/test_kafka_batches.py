@@ -354,23 +354,23 @@ async def test_a_failed_batch_gives_back_every_message_it_answered(batch_fakes: 
 
 
 async def test_a_prefetch_of_done_tasks_on_their_way_does_not_hold_back_the_next_messages(batch_fakes: None) -> None:
-    # rounds of done tasks carry about a prefetch of records: fewer rounds, fetches and commits
+    # the runners keep going while a round of done tasks is on its way and the next fills
     options = KafkaOptions.from_url(URL)
     async with KafkaConsumer(options, TOPIC, "g", prefetch=2) as consumer, KafkaProducer(options) as producer:
         await consumer.start()
         client = FAKE_CONSUMERS[0]
-        client.add(*(b'{"id":"%d"}' % i for i in range(6)))
-        # Given a prefetch (two) of messages acknowledged whose done tasks are not delivered
-        for i in range(2):
+        client.add(*(b'{"id":"%d"}' % i for i in range(8)))
+        # Given two prefetches (four) of messages acknowledged whose done tasks are not delivered
+        for i in range(4):
             message = await _held(consumer)
             await producer.send("done", b"done %d" % i, key=str(i))
             await message.ack()
         # Then the next two are still handed out
-        for i in range(2, 4):
+        for i in range(4, 6):
             message = await _held(consumer)
             await producer.send("done", b"done %d" % i, key=str(i))
             await message.ack()
-        # But with two prefetches on their way the consumer takes no more from the broker
+        # But with three prefetches on their way the consumer takes no more from the broker
         await _turn()
         assert consumer.info()["queued"] == 0 and len(client.records) == 2
         # Until the done tasks are delivered
@@ -380,7 +380,7 @@ async def test_a_prefetch_of_done_tasks_on_their_way_does_not_hold_back_the_next
                     batch.delivery.set_result(None)
             return not client.records
         await _until(deliver, "the last two fetched after the deliveries")
-        await _until(lambda: deliver() and client.committed() == 4, "the four answered committed")
+        await _until(lambda: deliver() and client.committed() == 6, "the six answered committed")
 
 
 async def test_an_acknowledgement_within_the_allowance_lets_the_next_messages_in_at_once(
