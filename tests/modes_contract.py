@@ -80,6 +80,10 @@ class ModesContract:
 
         return open_done_follower(self.url, topic=topic)
 
+    def backlog(self, prefix: str, count: int) -> list[Task]:
+        """``count`` tasks with infos ``<prefix>-0``, ``<prefix>-1``... for one topic."""
+        return [Task.new(self.type, f"{prefix}-{i}") for i in range(count)]
+
     async def send(self, topic: str, *tasks: Task) -> None:
         async with open_producer(self.url) as producer:
             for task in tasks:
@@ -167,7 +171,7 @@ class ModesContract:
         a = Launcher.from_settings(recording_worker(started_a),
                                    self.settings(topic=f"{high},{low}", lifetime=1))
         await a.consumer.start()
-        await self.send(low, *(Task.new(self.type, f"low-{i}") for i in range(4)))
+        await self.send(low, *self.backlog("low", 4))
         b = Launcher.from_settings(recording_worker(started_b), self.settings(topic=f"{high},{low}"))
         await b.consumer.start()
         # When A stops after one task

@@ -4,6 +4,7 @@ bookkeeping on the same object (one object per message on the hot path)."""
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 from task.bus.memory import MemoryBroker, MemoryConsumer, MemoryProducer
 from task.launcher import Launcher, LauncherOptions
@@ -13,8 +14,8 @@ from task.worker import TaskContext, Worker
 
 
 class WaitsForStop(Worker):
-    seen: list[object] = []
-    started = asyncio.Event()
+    seen: ClassVar[list[object]] = []
+    started: ClassVar[asyncio.Event] = asyncio.Event()
 
     async def do_task(self, ctx: TaskContext) -> Outcome:
         for name in TaskContext.__slots__:  # every attribute TaskContext's own methods read

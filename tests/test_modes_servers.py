@@ -8,11 +8,15 @@ import os
 
 import pytest
 
+from task.bus.kafka_options import KafkaOptions
+from task.bus.kafka_producer import murmur2
 from task.task import Task
 from tests.modes_contract import ModesContract
 from tests.servers.nats import NatsServer
 
 NSQD = os.environ.get("TASK_TEST_NSQD", "")
+#: partitions of a topic the Kafka bus creates
+PARTITIONS = KafkaOptions.from_url("kafka://localhost").partitions
 
 
 @pytest.mark.nats
@@ -56,6 +60,20 @@ class TestModesOnKafka(ModesContract):
     async def test_a_stopping_worker_gives_back_what_it_held_unstarted(self) -> None:
         """Two group rebalances (B joins, A leaves) take Tansu about 8 s."""
         await super().test_a_stopping_worker_gives_back_what_it_held_unstarted()
+
+    def backlog(self, prefix: str, count: int) -> list[Task]:
+        """One task on each partition of the topic (4, the bus's default): the group splits
+        them between two workers, and with random ids all could land on the other worker's
+        partitions (1 time in 16), leaving the first one nothing to do."""
+        tasks: list[Task] = []
+        taken: set[int] = set()
+        while len(tasks) < count:
+            task = Task.new(self.type, f"{prefix}-{len(tasks)}")
+            partition = (murmur2(task.id.encode()) & 0x7FFFFFFF) % PARTITIONS
+            if partition not in taken or len(taken) == PARTITIONS:
+                taken.add(partition)
+                tasks.append(task)
+        return tasks
 
     @pytest.fixture(autouse=True)
     def _url(self, kafka_url: str) -> None:
