@@ -178,10 +178,7 @@ class Launcher:
         self._done_topic = self.options.done_topic
         #: an async do_task without a timeout: awaited inline, without ``_call``
         self._inline_call = False
-        #: the second and its text of the last time stamp: tasks of one second share it
-        self._stamp_second = -1
-        self._stamp = ""
-        #: Worker classes whose workers' meta is their ``_meta`` (see ``_worker_meta``)
+        #: Worker classes whose workers' meta is their ``_meta`` (see ``_meta_of``)
         self._plain_meta: set[type] = set()
         # stats
         self._began = time.time()
@@ -552,16 +549,13 @@ class Launcher:
         Builds the worker and runs it; every failure of the worker's becomes an error result.
         One coroutine for all of it: each extra ``await`` of a coroutine costs a frame per
         message, and this is most of a no-op task's time. One clock reading per time stamp
-        gives both the stamp (through a per-second cache) and the duration.
+        gives both the stamp and the duration.
         """
         task = slot.task
         if self._recorder is not None:
             self._recorder.started(task, self._task_list or task.type)
         began = wall_clock()
-        second = int(began)
-        if second != self._stamp_second:
-            self._stamp_second, self._stamp = second, rfc3339.second_utc(second)
-        task.started = self._stamp  # Task.start() inlined: this is the hot path
+        task.started = rfc3339.utc_text(began)  # Task.start() inlined: this is the hot path
         worker: Worker | None = None
         try:
             worker = self.make_worker(task.info)
@@ -601,23 +595,16 @@ class Launcher:
             text = str(result)
         task.result = text  # Task.end() inlined
         task.msg = msg
-        second = int(ended)
-        if second != self._stamp_second:
-            self._stamp_second, self._stamp = second, rfc3339.second_utc(second)
-        task.ended = self._stamp
+        task.ended = rfc3339.utc_text(ended)
         if worker is not None and (type(worker) not in self._plain_meta or worker._meta):
-            worker_meta = self._worker_meta(worker)
+            worker_meta = self._meta_of(worker)
             if worker_meta:
                 task.meta = merge_meta(task.meta, worker_meta)
         body = task.to_json()
-        seconds = max(0.0, ended - began)  # a wall clock may step back
-        self.durations.observe(task.type, task.result, seconds)
-        self._finished += 1
-        if self._debug:
-            self._log_finished(task, seconds)
+        self._count_finished(task, max(0.0, ended - began))  # a wall clock may step back
         return body
 
-    def _worker_meta(self, worker: object) -> dict[str, list[str]] | None:
+    def _meta_of(self, worker: object) -> dict[str, list[str]] | None:
         """The meta a worker set (``_worker_meta``). A ``Worker`` class that keeps the base's
         ``worker_meta`` is remembered: its workers' meta is then just ``_meta``, checked
         inline, and set by few tasks."""
@@ -627,15 +614,11 @@ class Launcher:
         return _worker_meta(worker)
 
     def _count_finished(self, task: Task, seconds: float) -> None:
-        """Count a finished task (inlined in ``_run_task``, the hot path)."""
         self.durations.observe(task.type, task.result, seconds)  # also the results and mean
         self._finished += 1
         if self._debug:
-            self._log_finished(task, seconds)
-
-    def _log_finished(self, task: Task, seconds: float) -> None:
-        logger.debug("task %s type=%s result=%s in %.3fs: %s",
-                     task.id or "(no id)", task.type, task.result, seconds, task.msg)
+            logger.debug("task %s type=%s result=%s in %.3fs: %s",
+                         task.id or "(no id)", task.type, task.result, seconds, task.msg)
 
     def _unexpected(self, err: BaseException, doing: str) -> None:
         """An exception nobody planned for: logged once with its traceback, counted."""

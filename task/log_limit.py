@@ -30,16 +30,19 @@ class RateLimitedLog:
     def quiet(self) -> bool:
         """True while a line went out less than ``every`` seconds ago, counting the call as
         one held back: a caller on a hot path asks this before building the arguments."""
-        if self._last is not None and self.clock() - self._last < self.every:
+        return self._held_back(self.clock())
+
+    def _held_back(self, now: float) -> bool:
+        if self._last is not None and now - self._last < self.every:
             self._suppressed += 1
             return True
         return False
 
     def __call__(self, msg: str, *args: object) -> None:
         """Log ``msg % args`` unless a line went out less than ``every`` seconds ago."""
-        if self.quiet():
-            return
         now = self.clock()
+        if self._held_back(now):
+            return
         if self._suppressed:
             msg += " (and %d more like it since the last report)"
             args = (*args, self._suppressed)

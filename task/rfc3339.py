@@ -14,7 +14,7 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["check", "format_utc", "is_zero_instant", "now_utc", "parse", "second_utc"]
+__all__ = ["check", "format_utc", "is_zero_instant", "now_utc", "parse", "utc_text"]
 
 _PATTERN = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(Z|([+-])(\d{2}):(\d{2}))\Z"
@@ -31,21 +31,22 @@ def format_utc(moment: datetime) -> str:
     return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
 
 
-_now_cache: tuple[int, str] = (0, "")
+_second_cache: tuple[int, str] = (0, "")
 
 
 def now_utc() -> str:
-    """The current time as the library writes it (cached per second: it is on the hot path)."""
-    global _now_cache
-    second = int(time.time())
-    if second != _now_cache[0]:
-        _now_cache = (second, second_utc(second))
-    return _now_cache[1]
+    """The current time as the library writes it."""
+    return utc_text(time.time())
 
 
-def second_utc(second: int) -> str:
-    """Unix time ``second`` as the library writes times: ``2001-01-01T05:01:01Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+def utc_text(moment: float) -> str:
+    """Unix time ``moment`` as the library writes times, truncated to the second
+    (``2001-01-01T05:01:01Z``); cached per second: every done task is stamped twice."""
+    global _second_cache
+    second = int(moment)
+    if second != _second_cache[0]:
+        _second_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _second_cache[1]
 
 
 def _fields(text: str) -> tuple[int, str, int] | None:
