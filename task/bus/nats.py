@@ -100,21 +100,29 @@ class NatsMessage:
 
 
 class NatsConsumer(BusPart):
-    """Subscribes to ``topic`` in the queue group ``channel``."""
+    """Subscribes to ``topic`` in the queue group ``channel``.
+
+    nats-py puts each message of a subscription in a queue of its own and, with a callback,
+    runs a task that takes it out and calls the callback, which would hand it on to
+    ``msg()``. Instead, the subscription's queue is replaced by ours (``Arrivals``): nats-py
+    puts each message there and ``msg()`` takes it straight out. No callback task, no
+    asyncio queue and no hand-over per message: together a fifth of a no-op task's cost.
+
+    That queue and its byte count (``Subscription._pending_queue`` and ``_pending_size``,
+    the same since nats-py 2.0) are not nats-py's public API: ``start()`` checks they are
+    there and names the nats-py version when not.
+    """
 
     def __init__(self, options: NatsOptions, topic: str, channel: str = "", prefetch: int = 1) -> None:
         self.options = options
         self.topic = topic
         self.channel = channel or topic
+        #: unused: core NATS pushes every message; the client buffers up to ``pending_limit``
         self.prefetch = max(1, prefetch)
         self._client: Client | None = None
         self._sub: Subscription | None = None
-        self._ready: deque[Msg] = deque()
         self._waiters = Waiters()  # msg() calls waiting, oldest first
-        self._space: asyncio.Event = asyncio.Event()
-        #: the callback, once blocked on a full buffer, resumes when it has drained to this:
-        #: one wake-up per half buffer, not one per message, while the worker is the bottleneck
-        self._low_water = self.prefetch // 2
+        self._arrivals = Arrivals(options.pending_limit, self._waiters)
         self._stopped = False
         self._received = 0
 
@@ -122,29 +130,24 @@ class NatsConsumer(BusPart):
         """Connect and subscribe.
 
         Raises:
-            BusError: the server cannot be reached, or refuses the subscription.
+            BusError: the server cannot be reached, or refuses the subscription; or the
+                installed nats-py keeps a subscription's messages in another way.
         """
         if self._client is not None or self._stopped:
             return
         self._client = await connect(self.options.connect)
         try:
             self._sub = await self._client.subscribe(
-                self.topic, queue=self.channel, cb=self._on_message,
-                pending_msgs_limit=self.options.pending_limit,
+                self.topic, queue=self.channel, pending_msgs_limit=self.options.pending_limit,
             )
+            self._arrivals.replace_queue_of(self._sub)
             await flush_in_order(self._client)  # the server knows the subscription once start returns
         except (TimeoutError, nats.errors.Error) as err:
             await self._client.close()
             raise BusError(f"cannot subscribe to {self.topic!r} on {self.options.connect.shown}: {err}") from err
-
-    async def _on_message(self, msg: Msg) -> None:
-        """Hand the message to ``msg()``; wait while ``prefetch`` are already waiting, so
-        the client's own bounded buffer takes the overflow."""
-        while len(self._ready) >= self.prefetch and not self._stopped:
-            self._space.clear()
-            await self._space.wait()
-        self._ready.append(msg)
-        self._waiters.wake_one()
+        except BusError:
+            await self._client.close()
+            raise
 
     async def msg(self) -> NatsMessage | None:
         """The next message; None after ``stop()``.
@@ -152,14 +155,13 @@ class NatsConsumer(BusPart):
         Raises:
             BusError: the connection is closed for good (reconnects were exhausted).
         """
-        ready = self._ready
+        arrived = self._arrivals.messages
         while not self._stopped:
-            if ready:  # first: a message waiting is the hot path
-                data = ready.popleft().data
-                if ready:
+            if arrived:  # first: a message waiting is the hot path
+                data = arrived.popleft().data
+                self._sub._pending_size -= len(data)  # type: ignore[union-attr]  # nats-py's byte bound
+                if arrived:
                     self._waiters.wake_one()  # pass the baton on
-                if len(ready) <= self._low_water:
-                    self._space.set()
                 self._received += 1
                 return NatsMessage(data)
             if self._client is None:
@@ -167,7 +169,7 @@ class NatsConsumer(BusPart):
                 continue
             if self._client.is_closed:
                 raise BusError(f"the connection to {self.options.connect.shown} is closed")
-            await self._waiters.wait(lambda: bool(self._ready))
+            await self._waiters.wait(lambda: bool(arrived))
         return None
 
     def unread(self, message: NatsMessage) -> None:
@@ -175,37 +177,46 @@ class NatsConsumer(BusPart):
         ``msg()`` returns it, or ``stop()`` publishes it back with the other held ones (a
         core NATS nack cannot redeliver). What ``task.bus.priority`` does with a message it
         kept and did not hand on."""
-        self._ready.appendleft(Msg(self._client, subject=self.topic, data=message.body))  # type: ignore[arg-type]
+        if self._sub is not None:
+            self._sub._pending_size += len(message.body)  # msg() takes it off again
+        held = self._arrivals.messages
+        held.appendleft(Msg(self._client, subject=self.topic, data=message.body))  # type: ignore[arg-type]
         self._received -= 1
+        if len(held) == 1:
+            self._waiters.wake_one()
 
     async def stop(self) -> None:
-        """Unsubscribe, give held messages back to the subject, close. Idempotent."""
+        """Unsubscribe, give held messages back to the subject, close. Idempotent.
+
+        nats-py's drain tells the server and waits a round trip for what the server sent
+        before it knew; those and every message held here are published back to the
+        subject, so another worker of the channel gets them."""
         if self._stopped:
             return
         self._stopped = True
-        self._space.set()
         self._waiters.wake_all()
         client, self._client = self._client, None
         if client is None:
             return
+        held = self._arrivals.messages
         try:
             if self._sub is not None and client.is_connected:
                 await self._sub.drain()  # type: ignore[no-untyped-call]
-                for msg in self._ready:
+                for msg in held:
                     await client.publish(self.topic, msg.data, headers=msg.headers)
-                if self._ready:
-                    logger.info("nats: returned %d unhandled messages to %s", len(self._ready), self.topic)
+                if held:
+                    logger.info("nats: returned %d unhandled messages to %s", len(held), self.topic)
                 await flush_in_order(client)
         except (TimeoutError, nats.errors.Error) as err:
-            logger.warning("nats: %d unhandled messages of %s are lost: %s", len(self._ready), self.topic, err)
+            logger.warning("nats: %d unhandled messages of %s are lost: %s", len(held), self.topic, err)
         finally:
-            self._ready.clear()
+            held.clear()
             await client.close()
 
     def info(self) -> BusInfo:
         return {
             "bus": "nats", "url": self.options.connect.shown, "topic": self.topic,
-            "channel": self.channel, "received": self._received, "waiting": len(self._ready),
+            "channel": self.channel, "received": self._received, "waiting": len(self._arrivals.messages),
         }
 
     @property
@@ -216,6 +227,59 @@ class NatsConsumer(BusPart):
     def health(self) -> str | None:
         """Why messages cannot arrive now (the connection is down), or None."""
         return None if self._stopped else connection_problem(self._client, self.options.connect.shown)
+
+
+class Arrivals:
+    """A subscription's messages as they arrive, in place of nats-py's own asyncio queue.
+
+    Has what nats-py asks of that queue: ``put_nowait`` (``asyncio.QueueFull`` past
+    ``maxsize``, which nats-py reports as a slow consumer), ``qsize``, ``empty`` and
+    ``join`` (its drain waits there for a callback to finish the messages; here ``stop()``
+    gives back what is left itself). A message arriving while none is held wakes one
+    waiting ``msg()`` call, which passes the wake-up on while more are held.
+    """
+
+    __slots__ = ("maxsize", "messages", "waiters")
+
+    def __init__(self, maxsize: int, waiters: Waiters) -> None:
+        self.maxsize = maxsize
+        self.messages: deque[Msg] = deque()
+        self.waiters = waiters
+
+    def replace_queue_of(self, sub: Subscription) -> None:
+        """Take the place of ``sub``'s queue, taking over any message already in it.
+
+        Raises:
+            BusError: this nats-py keeps a subscription's messages otherwise.
+        """
+        queue = getattr(sub, "_pending_queue", None)
+        if not isinstance(queue, asyncio.Queue) or not isinstance(getattr(sub, "_pending_size", None), int):
+            from importlib.metadata import version
+
+            raise BusError(
+                f"nats-py {version('nats-py')} keeps a subscription's messages in a way taskbus "
+                "does not know; install a nats-py taskbus supports: pip install 'nats-py>=2.7,<3'"
+            )
+        while not queue.empty():
+            self.put_nowait(queue.get_nowait())
+        sub._pending_queue = self  # type: ignore[assignment]
+
+    def put_nowait(self, msg: Msg) -> None:
+        messages = self.messages
+        if len(messages) >= self.maxsize:
+            raise asyncio.QueueFull
+        messages.append(msg)
+        if len(messages) == 1:  # more held: a woken call is running, or none waits
+            self.waiters.wake_one()
+
+    def qsize(self) -> int:
+        return len(self.messages)
+
+    def empty(self) -> bool:
+        return not self.messages
+
+    async def join(self) -> None:
+        """Nothing to wait for: ``stop()`` publishes the messages left back itself."""
 
 
 def connection_problem(client: Client | None, shown: str) -> str | None:

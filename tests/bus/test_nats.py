@@ -220,3 +220,49 @@ async def test_a_topic_that_is_no_subject_is_refused_and_publishes_nothing(nats_
         assert heard == []
     finally:
         await listener.close()
+
+
+async def test_stop_gives_every_message_it_held_back_to_another_worker_of_the_channel(
+    nats_server: NatsServer,
+) -> None:
+    # Given worker A's consumer holding 20 messages it has not handed out but one
+    topic = "held." + uuid.uuid4().hex[:8]
+    options = NatsOptions.from_url(nats_server.url)
+    a = NatsConsumer(options, topic, "workers", 1)
+    await a.start()
+    async with NatsProducer(options) as producer:
+        for i in range(21):
+            await producer.send(topic, b"task %d" % i)
+    assert a._client is not None
+    await flush_in_order(a._client)  # a round trip on A's connection: all 21 are in its queue
+    first = await a.msg()
+    assert first is not None and first.body == b"task 0"
+    # and worker B of the same channel
+    async with NatsConsumer(options, topic, "workers", 1) as b:
+        # When A stops
+        await a.stop()
+        # Then B gets the other 20, in order, and A says how many it gave back
+        got = [await asyncio.wait_for(b.msg(), 10) for _ in range(20)]
+        assert [m.body for m in got if m is not None] == [b"task %d" % i for i in range(1, 21)]
+        assert a.info()["waiting"] == 0
+
+
+async def test_a_nats_py_that_keeps_messages_otherwise_is_refused_at_start_by_name(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a nats-py whose subscriptions keep their messages in some other way
+    from nats.aio.client import Client
+
+    original = Client.subscribe
+
+    async def other_internals(self: Client, *args: object, **kwargs: object) -> object:
+        sub = await original(self, *args, **kwargs)  # type: ignore[arg-type]
+        sub._pending_size = None  # type: ignore[assignment]
+        return sub
+
+    monkeypatch.setattr(Client, "subscribe", other_internals)
+    consumer = NatsConsumer(NatsOptions.from_url(nats_server.url), "other." + uuid.uuid4().hex[:8], "workers")
+    # When the consumer starts, then it refuses with the version and the supported range
+    with pytest.raises(BusError, match=r"nats-py \S+ keeps .* pip install 'nats-py>=2.7,<3'"):
+        await consumer.start()
+    await consumer.stop()
