@@ -15,7 +15,6 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields, replace
 from datetime import datetime
 
 import msgspec
@@ -78,9 +77,13 @@ def _preview(data: bytes | bytearray | str) -> str:
     return repr(text[:80])
 
 
-@dataclass(slots=True)
-class Task:
-    """One task. Build one with ``Task.new``; read one with ``Task.from_json``."""
+class Task(msgspec.Struct):
+    """One task. Build one with ``Task.new``; read one with ``Task.from_json``.
+
+    A msgspec ``Struct``, so the decoder builds it in C, checking every field is a string,
+    without a Python constructor call per task; it behaves as a slotted dataclass would
+    (positional or keyword fields, ``==``, ``repr``), and ``copy`` replaces fields.
+    """
 
     type: str
     info: str = ""
@@ -135,12 +138,11 @@ class Task:
                 string, or a time that is not RFC 3339.
         """
         try:  # valid UTF-8, an object whose fields of ours are strings: the common case
-            values = _wire_values(_decode_wire(data))
+            task = _decode_task(data) if cls is Task else msgspec.json.decode(data, type=cls)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError
             return cls._from_json_lax(data)  # is a DecodeError. Go's leniency, or why it is no task
-        if not values[0]:
+        if not task.type:
             return cls._from_json_lax(data)  # raises, naming the empty type
-        task = cls(*values)
         if task.started or task.ended:
             task._drop_zero_times()
         elif task.created:  # a new task: only its created time to check
@@ -284,21 +286,15 @@ class Task:
 
     def copy(self, **changes: str) -> Task:
         """A copy of the task, with ``changes`` applied."""
-        return replace(self, **changes)
+        return msgspec.structs.replace(self, **changes)
 
 
-#: The wire fields as a msgspec Struct made from ``Task``'s own, so the two never drift:
-#: decoded and checked to be strings in C (unknown keys are skipped, as Go does), several
-#: times cheaper than decoding a dict and checking it in Python. ``_wire_values`` gives them
-#: in ``Task``'s constructor order.
-_Wire = msgspec.defstruct("_Wire", [
-    (f.name, str) if f.default is MISSING else (f.name, str, f.default) for f in fields(Task)
-])
-_decode_wire = msgspec.json.Decoder(_Wire).decode
+#: Reads a task in C: unknown keys are skipped (as Go does), each field of ours must be a
+#: string; what it refuses takes ``_from_json_lax``, which gives Go's leniency or the reason.
+_decode_task = msgspec.json.Decoder(Task).decode
 #: The wire fields as they are written: Go's order, empty ones left out except the two Go
 #: always writes (``type`` and ``info``, which have no default here). Encoding a Struct
 #: costs less than building a dict of the non-empty fields.
 _WireOut = msgspec.defstruct("_WireOut", [
     (name, str) if name in _ALWAYS_WRITTEN else (name, str, "") for name in FIELDS
 ], kw_only=True, omit_defaults=True)
-_wire_values = msgspec.structs.astuple
