@@ -170,7 +170,7 @@ class Launcher:
         self._async_by_class: dict[type, bool] = {}
         #: failures per body of messages taskbus itself could not handle (see POISON_ATTEMPTS)
         self._poison_counts: OrderedDict[bytes, int] = OrderedDict()
-        self._warn_wrong_type = RateLimitedLog(logger)
+        self._warn_wrong_type = RateLimitedLog(logger, clock=monotonic)  # _handle reads it
         self._debug = False
         self._task_list = self.options.task_type
         # read from the options once run() starts: attribute look-ups on the hot path
@@ -467,15 +467,18 @@ class Launcher:
         except InvalidTaskError as err:
             await self._invalid_message(message, str(err))
             return False
+        now = monotonic()
         expected = self._task_type
         if expected and task.type != expected:
             if self.options.ignore_bad_type or self.options.reject_bad_type:
                 await self._refuse_other_type(message, task)
                 return False
             self._wrong_type += 1  # Go runs it too: counted and warned, no coroutine
-            if not self._warn_wrong_type.quiet():
+            if now < self._warn_wrong_type.quiet_until:  # its clock: one reading for both
+                self._warn_wrong_type.hold_back()
+            else:
                 self._warn_other_type(task)
-        slot = _InFlight(message, task, self._stop_signal, runner, monotonic())
+        slot = _InFlight(message, task, self._stop_signal, runner, now)
         # the slot lives until the message is settled, so heartbeats keep its lease while the
         # done task is sent (a send may retry for longer than the bus's ack wait)
         in_flight = self._in_flight
@@ -555,7 +558,7 @@ class Launcher:
         if self._recorder is not None:
             self._recorder.started(task, self._task_list or task.type)
         began = wall_clock()
-        task.started = rfc3339.utc_text(began)  # Task.start() inlined: this is the hot path
+        started = task.started = rfc3339.utc_text(began)  # Task.start() inlined: the hot path
         worker: Worker | None = None
         try:
             worker = self.make_worker(task.info)
@@ -595,7 +598,7 @@ class Launcher:
             text = str(result)
         task.result = text  # Task.end() inlined
         task.msg = msg
-        task.ended = rfc3339.utc_text(ended)
+        task.ended = started if int(ended) == int(began) else rfc3339.utc_text(ended)
         if worker is not None and (type(worker) not in self._plain_meta or worker._meta):
             worker_meta = self._meta_of(worker)
             if worker_meta:

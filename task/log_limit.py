@@ -24,7 +24,9 @@ class RateLimitedLog:
         self.level = level
         self.every = every
         self.clock = clock
-        self._last: float | None = None
+        #: the clock reading before which lines are held back: a caller on a hot path that
+        #: reads the same clock anyway compares with it and counts with ``hold_back()``
+        self.quiet_until = float("-inf")
         self._suppressed = 0
 
     def quiet(self) -> bool:
@@ -32,8 +34,12 @@ class RateLimitedLog:
         one held back: a caller on a hot path asks this before building the arguments."""
         return self._held_back(self.clock())
 
+    def hold_back(self) -> None:
+        """Count a call held back without making it (its caller saw ``quiet_until`` ahead)."""
+        self._suppressed += 1
+
     def _held_back(self, now: float) -> bool:
-        if self._last is not None and now - self._last < self.every:
+        if now < self.quiet_until:
             self._suppressed += 1
             return True
         return False
@@ -46,6 +52,6 @@ class RateLimitedLog:
         if self._suppressed:
             msg += " (and %d more like it since the last report)"
             args = (*args, self._suppressed)
-        self._last = now
+        self.quiet_until = now + self.every
         self._suppressed = 0
         self.logger.log(self.level, msg, *args)
