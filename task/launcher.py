@@ -58,9 +58,6 @@ SEND_TRIES = 4
 _SEND_WAITS = (*SEND_RETRY.delays(SEND_TRIES), None)  # computed once: this is the hot path
 #: Seconds a runner may go on without waiting before it lets the event loop run others.
 YIELD_EVERY = 0.005
-#: each Result, and its value, as plain text: what a done task's ``result`` holds
-_RESULT_TEXT: dict[object, str] = {**{r: r.value for r in Result}, **{r.value: r.value for r in Result}}
-_RESULT_TYPES = (Result, str)
 #: ``Worker.worker_meta``: a class that keeps it has its workers' meta in ``_meta``
 _BASE_WORKER_META = Worker.worker_meta
 #: Deliveries of a message that keeps failing in taskbus itself (no done task could be built
@@ -591,8 +588,12 @@ class Launcher:
         text: str | None = None
         if type(outcome) is tuple and len(outcome) == 2:  # the common shape, checked inline
             result, msg = outcome
-            if type(msg) is str and type(result) in _RESULT_TYPES:
-                text = _RESULT_TEXT.get(result)  # a Result, as plain text
+            if type(msg) is str:
+                kind = type(result)
+                if kind is Result:  # its value: hashing an enum member for a look-up costs more
+                    text = result._value_
+                elif kind is str:
+                    text = result
         if text is None:
             result, msg = _check_outcome(outcome)
             text = str(result)
