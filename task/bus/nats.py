@@ -6,11 +6,11 @@ while no worker listens, or held by a worker that dies, is gone. That is the doc
 trade for speed; use ``jetstream://`` (or a ledger with ``recover``) when tasks must not be
 lost. ``Message.ack``, ``nack`` and ``in_progress`` are no-ops and ``attempt`` is always 1.
 
-Prefetch: at most ``prefetch`` messages wait in this process for ``msg()``; beyond that the
-client's pending buffer fills (``pending_limit`` messages) and then the server drops
-messages for this slow consumer, as core NATS does. ``stop()`` unsubscribes and publishes
-the messages it held but never handed out back to the subject, so another worker of the
-channel may still get them.
+Buffer: the server pushes; what it routed here waits for ``msg()`` in arrival order, up to
+``pending_limit`` messages (and nats-py's 128 MiB); past that nats-py drops messages and a
+slow consumer is logged, as core NATS does (``prefetch`` has nothing to bound). ``stop()``
+unsubscribes and publishes the messages it held but never handed out back to the subject,
+so another worker of the channel may still get them.
 
 URL options: ``name``, ``token``, ``tls`` / ``tls_ca`` / ``tls_cert`` / ``tls_key``,
 ``connect_timeout``, ``max_reconnects`` (-1 = forever), ``reconnect_wait``,
