@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from task import rfc3339
 from task.backoff import Backoff
-from task.bus.base import Consumer, Message, Producer
+from task.bus.base import Consumer, Message, Producer, no_ack
 from task.bus.deadletter import dead_letter_envelope
 from task.errors import BusError, InvalidTaskError
 from task.health import HEALTH_KEY, IN_FLIGHT_KEY, in_flight, launcher_health
@@ -511,10 +511,11 @@ class Launcher:
                     await self.after_done(task)
                 except Exception as err:  # noqa: BLE001 - a hook never fails a task or the launcher
                     self._unexpected(err, f"after task {task.id or task.type} was done")
-            try:
-                await message.ack()
-            except Exception as err:  # noqa: BLE001 - counted and logged; the launcher goes on
-                self._ack_failed(err)
+            if type(message).ack is not no_ack:  # nothing to acknowledge: no coroutine either
+                try:
+                    await message.ack()
+                except Exception as err:  # noqa: BLE001 - counted and logged; the launcher goes on
+                    self._ack_failed(err)
             return True
         finally:
             in_flight.discard(slot)

@@ -126,6 +126,16 @@ def test_durations_fall_in_the_bucket_whose_bound_they_do_not_exceed() -> None:
     assert total == pytest.approx(BUCKETS[0] + BUCKETS[-1] + 1)
 
 
+def test_tasks_of_alternating_types_and_results_each_count_in_their_own_series() -> None:
+    durations = TaskDurations()
+    for task_type, result in [("a", "complete"), ("a", "complete"), ("b", "complete"), ("a", "error"),
+                              ("a", "complete"), ("b", "complete")]:
+        durations.observe(task_type, result, 0.001)
+    counts = {(task_type, result): cumulative[-1] for task_type, result, cumulative, _ in durations.snapshot()}
+    assert counts == {("a", "complete"): 3, ("b", "complete"): 2, ("a", "error"): 1}
+    assert durations.by_result() == {"complete": 5, "error": 1}
+
+
 def test_made_up_task_types_beyond_the_limit_are_folded_into_one() -> None:
     durations = TaskDurations(max_types=3)
     for i in range(10):

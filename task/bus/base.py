@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, Self, runtime_checkable
 
-__all__ = ["BusInfo", "BusPart", "Consumer", "Message", "Producer", "ReportsHealth", "consumer_health"]
+__all__ = ["BusInfo", "BusPart", "Consumer", "Message", "Producer", "ReportsHealth", "consumer_health", "no_ack"]
 
 #: What ``info()`` returns: plain JSON-able counters and names for ``stats()``.
 BusInfo = dict[str, object]
@@ -35,6 +35,11 @@ class Message(Protocol):
 
     async def in_progress(self) -> None:
         """Still working: extend the lease so the bus does not redeliver yet."""
+
+
+async def no_ack(message: Message) -> None:
+    """``ack`` of a message with nothing to acknowledge (core NATS): its class sets
+    ``ack = no_ack``, and the Launcher, seeing that, skips the call and its coroutine."""
 
 
 @runtime_checkable

@@ -33,7 +33,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from task.bus.base import BusInfo, BusPart
+from task.bus.base import BusInfo, BusPart, no_ack
 from task.bus.nats_connect import (
     CONNECT_PARAMS,
     DEFAULT_PORT,
@@ -89,8 +89,7 @@ class NatsMessage:
         self.body = body
         self.attempt = 1
 
-    async def ack(self) -> None:
-        """No-op: core NATS does not track deliveries."""
+    ack = no_ack  #: core NATS does not track deliveries
 
     async def nack(self, delay: float = 0) -> None:
         """No-op: core NATS cannot redeliver (at-most-once)."""
