@@ -80,14 +80,27 @@ class NatsOptions:
         )
 
 
-class NatsMessage:
-    """A core NATS message: nothing to acknowledge, so the settle methods do nothing."""
+class NatsMessage(Msg):
+    """A core NATS message: nothing to acknowledge, so the settle methods do nothing.
 
-    __slots__ = ("attempt", "body")
+    The consumer's client builds these itself (its ``msg_class``), so a message is made
+    once per delivery rather than as nats-py's ``Msg`` and then again as ours; only what
+    a core NATS subscription uses is set.
+    """
 
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.attempt = 1
+    attempt = 1  #: core NATS does not count deliveries
+    #: a delivery is itself, as every bus's message is (``Msg`` compares field by field)
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __init__(self, _client: Client, subject: str = "", reply: str = "", data: bytes = b"",
+                 headers: dict[str, str] | None = None, _sid: int | None = None) -> None:
+        self._client = _client
+        self.subject = subject
+        self.reply = reply
+        self.data = self.body = data
+        self.headers = headers
+        self._sid = _sid
 
     ack = no_ack  #: core NATS does not track deliveries
 
@@ -136,6 +149,9 @@ class NatsConsumer(BusPart):
             return
         self._client = await connect(self.options.connect)
         try:
+            if not isinstance(getattr(self._client, "msg_class", None), type):
+                raise _unsupported_nats_py()
+            self._client.msg_class = NatsMessage
             self._sub = await self._client.subscribe(
                 self.topic, queue=self.channel, pending_msgs_limit=self.options.pending_limit,
             )
@@ -157,12 +173,12 @@ class NatsConsumer(BusPart):
         arrived = self._arrivals.messages
         while not self._stopped:
             if arrived:  # first: a message waiting is the hot path
-                data = arrived.popleft().data
-                self._sub._pending_size -= len(data)  # type: ignore[union-attr]  # nats-py's byte bound
+                message = arrived.popleft()
+                self._sub._pending_size -= len(message.data)  # type: ignore[union-attr]  # nats-py's byte bound
                 if arrived:
                     self._waiters.wake_one()  # pass the baton on
                 self._received += 1
-                return NatsMessage(data)
+                return message
             if self._client is None:
                 await self.start()
                 continue
@@ -179,7 +195,7 @@ class NatsConsumer(BusPart):
         if self._sub is not None:
             self._sub._pending_size += len(message.body)  # msg() takes it off again
         held = self._arrivals.messages
-        held.appendleft(Msg(self._client, subject=self.topic, data=message.body))  # type: ignore[arg-type]
+        held.appendleft(message)
         self._received -= 1
         if len(held) == 1:
             self._waiters.wake_one()
@@ -242,7 +258,7 @@ class Arrivals:
 
     def __init__(self, maxsize: int, waiters: Waiters) -> None:
         self.maxsize = maxsize
-        self.messages: deque[Msg] = deque()
+        self.messages: deque[NatsMessage] = deque()
         self.waiters = waiters
 
     def replace_queue_of(self, sub: Subscription) -> None:
@@ -253,17 +269,12 @@ class Arrivals:
         """
         queue = getattr(sub, "_pending_queue", None)
         if not isinstance(queue, asyncio.Queue) or not isinstance(getattr(sub, "_pending_size", None), int):
-            from importlib.metadata import version
-
-            raise BusError(
-                f"nats-py {version('nats-py')} keeps a subscription's messages in a way taskbus "
-                "does not know; install a nats-py taskbus supports: pip install 'nats-py>=2.7,<3'"
-            )
+            raise _unsupported_nats_py()
         while not queue.empty():
             self.put_nowait(queue.get_nowait())
         sub._pending_queue = self  # type: ignore[assignment]
 
-    def put_nowait(self, msg: Msg) -> None:
+    def put_nowait(self, msg: NatsMessage) -> None:
         messages = self.messages
         if len(messages) >= self.maxsize:
             raise asyncio.QueueFull
@@ -279,6 +290,16 @@ class Arrivals:
 
     async def join(self) -> None:
         """Nothing to wait for: ``stop()`` publishes the messages left back itself."""
+
+
+def _unsupported_nats_py() -> BusError:
+    """The error for a nats-py whose client or subscriptions keep messages otherwise."""
+    from importlib.metadata import version
+
+    return BusError(
+        f"nats-py {version('nats-py')} keeps a subscription's messages in a way taskbus does "
+        "not know; install a nats-py taskbus supports: pip install 'nats-py>=2.7,<3'"
+    )
 
 
 def connection_problem(client: Client | None, shown: str) -> str | None:

@@ -148,7 +148,7 @@ async def test_a_flush_reaches_the_server_after_what_was_written_before_it(nats_
         written.extend(bytes(line) for line in lines)
         writelines(lines)
 
-    transport.write, transport.writelines = record, record_lines  # type: ignore[method-assign]
+    transport.write, transport.writelines = record, record_lines  # type: ignore[method-assign, assignment]
     try:
         await client.subscribe("ordered", queue="workers")
         await flush_in_order(client)
@@ -247,20 +247,25 @@ async def test_stop_gives_every_message_it_held_back_to_another_worker_of_the_ch
         assert a.info()["waiting"] == 0
 
 
+@pytest.mark.parametrize("change", ["subscription queue", "message class"])
 async def test_a_nats_py_that_keeps_messages_otherwise_is_refused_at_start_by_name(
-    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
-    # Given a nats-py whose subscriptions keep their messages in some other way
+    # Given a nats-py whose subscriptions keep their messages in some other way, or whose
+    # client builds its messages without a class of ours to use
     from nats.aio.client import Client
 
-    original = Client.subscribe
+    if change == "message class":
+        monkeypatch.delattr(Client, "msg_class")
+    else:
+        original = Client.subscribe
 
-    async def other_internals(self: Client, *args: object, **kwargs: object) -> object:
-        sub = await original(self, *args, **kwargs)  # type: ignore[arg-type]
-        sub._pending_size = None  # type: ignore[assignment]
-        return sub
+        async def other_internals(self: Client, *args: object, **kwargs: object) -> object:
+            sub = await original(self, *args, **kwargs)  # type: ignore[arg-type]
+            sub._pending_size = None  # type: ignore[assignment]
+            return sub
 
-    monkeypatch.setattr(Client, "subscribe", other_internals)
+        monkeypatch.setattr(Client, "subscribe", other_internals)
     consumer = NatsConsumer(NatsOptions.from_url(nats_server.url), "other." + uuid.uuid4().hex[:8], "workers")
     # When the consumer starts, then it refuses with the version and the supported range
     with pytest.raises(BusError, match=r"nats-py \S+ keeps .* pip install 'nats-py>=2.7,<3'"):
