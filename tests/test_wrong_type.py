@@ -55,3 +55,23 @@ def test_a_flood_is_one_line_a_minute_with_the_count_of_the_rest(caplog: pytest.
         "mismatch 60 (and 5 more like it since the last report)",
         "mismatch 120 (and 5 more like it since the last report)",
     ]
+
+
+def test_a_hot_path_that_checks_the_time_itself_gets_the_same_lines(caplog: pytest.LogCaptureFixture) -> None:
+    # Given the Launcher's form: compare a clock reading taken anyway with quiet_until, and
+    # count what is held back instead of calling
+    now = [0.0]
+    say = RateLimitedLog(logging.getLogger("flood"), every=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, "flood"):
+        for second in range(0, 150, 10):
+            now[0] = float(second)
+            if now[0] < say.quiet_until:
+                say.hold_back()
+            else:
+                say("mismatch %s", second)
+    # Then the log is the same as when every call goes through
+    assert [r.getMessage() for r in caplog.records] == [
+        "mismatch 0",
+        "mismatch 60 (and 5 more like it since the last report)",
+        "mismatch 120 (and 5 more like it since the last report)",
+    ]

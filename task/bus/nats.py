@@ -114,15 +114,16 @@ class NatsMessage(Msg):
 class NatsConsumer(BusPart):
     """Subscribes to ``topic`` in the queue group ``channel``.
 
-    nats-py puts each message of a subscription in a queue of its own and, with a callback,
+    nats-py puts each message of a subscription in an asyncio queue and, with a callback,
     runs a task that takes it out and calls the callback, which would hand it on to
-    ``msg()``. Instead, the subscription's queue is replaced by ours (``Arrivals``): nats-py
-    puts each message there and ``msg()`` takes it straight out. No callback task, no
-    asyncio queue and no hand-over per message: together a fifth of a no-op task's cost.
+    ``msg()``. Instead, the subscription's queue is replaced by ours (``Arrivals``) and the
+    client builds our ``NatsMessage`` (its ``msg_class``): nats-py puts each message there
+    and ``msg()`` hands it out as it came. No callback task, no asyncio queue, no hand-over
+    and no second object per message: about 7,000 of a no-op task's 109,000 instructions.
 
     That queue and its byte count (``Subscription._pending_queue`` and ``_pending_size``,
     the same since nats-py 2.0) are not nats-py's public API: ``start()`` checks they are
-    there and names the nats-py version when not.
+    there, and ``msg_class`` is, and names the nats-py version when not.
     """
 
     def __init__(self, options: NatsOptions, topic: str, channel: str = "", prefetch: int = 1) -> None:
