@@ -169,8 +169,8 @@ class Launcher:
         self._poison_counts: OrderedDict[bytes, int] = OrderedDict()
         self._warn_wrong_type = RateLimitedLog(logger, clock=monotonic)  # _handle reads it
         self._debug = False
-        self._task_list = self.options.task_type
         # read from the options once run() starts: attribute look-ups on the hot path
+        #: the task type this worker does, also the ledger's task list (empty: each task's type)
         self._task_type = self.options.task_type
         self._done_topic = self.options.done_topic
         #: an async do_task without a timeout: awaited inline, without ``_call``
@@ -280,7 +280,7 @@ class Launcher:
             self._stop_requested.set()
         self._began = time.time()
         self._debug = logger.isEnabledFor(logging.DEBUG)
-        self._task_type = self._task_list = self.options.task_type
+        self._task_type = self.options.task_type
         self._done_topic = self.options.done_topic
         self._inline_call = bool(self._is_async) and not self.options.task_timeout
         setup = getattr(self.make_worker, "setup", None)
@@ -503,7 +503,7 @@ class Launcher:
                 return True
             if self._recorder is not None:
                 try:
-                    self._recorder.done(self._task_list or task.type, task.id)
+                    self._recorder.done(self._task_type or task.type, task.id)
                 except Exception as err:  # noqa: BLE001 - the ledger never fails a task
                     self._unexpected(err, f"recording task {task.id} as done")
             if self.after_done is not None:
@@ -554,7 +554,7 @@ class Launcher:
         """
         task = slot.task
         if self._recorder is not None:
-            self._recorder.started(task, self._task_list or task.type)
+            self._recorder.started(task, self._task_type or task.type)
         began = wall_clock()
         started = task.started = rfc3339.utc_text(began)  # Task.start() inlined: the hot path
         worker: Worker | None = None
@@ -700,13 +700,13 @@ class Launcher:
             await asyncio.sleep(_SEND_WAITS[0] or 0)
         for delay in _SEND_WAITS[1:] if retry else _SEND_WAITS:
             try:
-                await self.producer.send(self.options.done_topic, body, key=task_id or None)
+                await self.producer.send(self._done_topic, body, key=task_id or None)
                 return True
             except BusError as err:
                 if delay is None:
                     self._send_failures += 1
                     logger.error("cannot send done task %s to %r: %s; the bus will redeliver it",
-                                 task_id or "(no id)", self.options.done_topic, err)
+                                 task_id or "(no id)", self._done_topic, err)
                     return False
                 await asyncio.sleep(delay)
         return False  # pragma: no cover - the loop always returns
@@ -767,7 +767,7 @@ class Launcher:
                 try:
                     await slot._message.in_progress()
                     if self._recorder is not None:
-                        self._recorder.touch(self._task_list or slot.task.type, slot.task.id)
+                        self._recorder.touch(self._task_type or slot.task.type, slot.task.id)
                 except BusError as err:
                     logger.warning("cannot extend the lease of %s: %s", slot.task.id, err)
                 except Exception as err:  # noqa: BLE001 - heartbeats must go on for the others

@@ -29,25 +29,15 @@ class RateLimitedLog:
         self.quiet_until = float("-inf")
         self._suppressed = 0
 
-    def quiet(self) -> bool:
-        """True while a line went out less than ``every`` seconds ago, counting the call as
-        one held back: a caller on a hot path asks this before building the arguments."""
-        return self._held_back(self.clock())
-
     def hold_back(self) -> None:
         """Count a call held back without making it (its caller saw ``quiet_until`` ahead)."""
         self._suppressed += 1
 
-    def _held_back(self, now: float) -> bool:
-        if now < self.quiet_until:
-            self._suppressed += 1
-            return True
-        return False
-
     def __call__(self, msg: str, *args: object) -> None:
         """Log ``msg % args`` unless a line went out less than ``every`` seconds ago."""
         now = self.clock()
-        if self._held_back(now):
+        if now < self.quiet_until:
+            self.hold_back()
             return
         if self._suppressed:
             msg += " (and %d more like it since the last report)"
